@@ -1,0 +1,6 @@
+//! The coordinator: the album job state machine, its durable store, the
+//! fair scheduler and the gRPC services for clients and workers.
+//!
+//! Invariant: the coordinator never touches audio bytes; it sees manifests,
+//! probe results and analyses only. Its state machine is pure and tested
+//! without a network.

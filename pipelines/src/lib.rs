@@ -1,0 +1,10 @@
+//! Everything about sound and albums, with no network and no async runtime:
+//! the album manifest (model, parsing and validation), probing and decoding
+//! audio, the DSP processors, the mix / master / finalize stages as plain
+//! functions over readers and writers, analysis, and the album-matching math.
+//!
+//! Invariant: this crate does no network I/O and knows nothing of tokio or
+//! tonic. Whatever storage a caller uses, it hands this crate readers.
+
+pub mod manifest;
+pub mod probe;
