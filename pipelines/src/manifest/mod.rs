@@ -8,10 +8,10 @@
 //! which owns storage, through [`crate::probe`].
 
 mod location;
+mod model;
 mod parse;
 mod problem;
 mod validate;
-mod model;
 
 pub use location::{ObjectRef, StorageRoot};
 pub use model::*;
@@ -30,7 +30,11 @@ pub struct ValidManifest {
 /// Parses and validates manifest text. `base` is the manifest's own folder
 /// (relative `source` and `output` start there); `output_override` replaces
 /// `output` (the CLI's `--output`, relative to the working directory).
-pub fn load(text: &str, base: &StorageRoot, output_override: Option<&str>) -> Result<ValidManifest, ManifestError> {
+pub fn load(
+    text: &str,
+    base: &StorageRoot,
+    output_override: Option<&str>,
+) -> Result<ValidManifest, ManifestError> {
     let manifest = parse(text)?;
     match validate(&manifest, base, output_override) {
         Ok(resolved) => Ok(ValidManifest { manifest, resolved }),

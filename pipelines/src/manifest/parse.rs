@@ -13,7 +13,8 @@ pub const MANIFEST_VERSION: u32 = 1;
 /// where the text is not YAML, is not version 1, or does not fit the
 /// structure (unknown field, wrong type, missing required field).
 pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
-    let value: Value = serde_norway::from_str(text).map_err(|error| ManifestError::single(yaml_problem("", &error)))?;
+    let value: Value = serde_norway::from_str(text)
+        .map_err(|error| ManifestError::single(yaml_problem("", &error)))?;
     check_version(&value)?;
     let deserializer = serde_norway::Deserializer::from_str(text);
     serde_path_to_error::deserialize(deserializer).map_err(|error| {
@@ -24,10 +25,16 @@ pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
 
 fn check_version(value: &Value) -> Result<(), ManifestError> {
     let Value::Mapping(top) = value else {
-        let found = if value.is_null() { "an empty file" } else { "something else" };
+        let found = if value.is_null() {
+            "an empty file"
+        } else {
+            "something else"
+        };
         return Err(ManifestError::single(Problem::new(
             "",
-            format!("expected a mapping with `version: 1`, `album` and `tracks` at the top level, found {found}"),
+            format!(
+                "expected a mapping with `version: 1`, `album` and `tracks` at the top level, found {found}"
+            ),
         )));
     };
     match top.get("version") {
@@ -59,11 +66,19 @@ fn yaml_problem(path: &str, error: &serde_norway::Error) -> Problem {
     {
         message = rest.to_owned();
     }
-    let mut path = if path == "." { String::new() } else { path.to_owned() };
+    let mut path = if path == "." {
+        String::new()
+    } else {
+        path.to_owned()
+    };
     if let Some(field) = unknown_field_name(&message) {
         let already_named = path.rsplit('.').next() == Some(field);
         if !already_named {
-            path = if path.is_empty() { field.to_owned() } else { format!("{path}.{field}") };
+            path = if path.is_empty() {
+                field.to_owned()
+            } else {
+                format!("{path}.{field}")
+            };
         }
     }
     let problem = Problem::new(path, message);
@@ -100,9 +115,19 @@ mod tests {
         assert_eq!(error.problems.len(), 1);
         let problem = &error.problems[0];
         assert_eq!(problem.path, "tracks[0].stems[0].gian_db");
-        assert_eq!((problem.line, problem.column), (Some(9), Some(9)), "{problem}");
-        assert!(problem.message.contains("unknown field `gian_db`"), "{problem}");
-        assert!(problem.message.contains("gain_db"), "lists the expected fields: {problem}");
+        assert_eq!(
+            (problem.line, problem.column),
+            (Some(9), Some(9)),
+            "{problem}"
+        );
+        assert!(
+            problem.message.contains("unknown field `gian_db`"),
+            "{problem}"
+        );
+        assert!(
+            problem.message.contains("gain_db"),
+            "lists the expected fields: {problem}"
+        );
     }
 
     #[test]
