@@ -1,1 +1,61 @@
-fn main() {}
+//! `lacquer`: master whole albums consistently.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod stores;
+mod validate;
+
+/// Master whole albums consistently: every song matched in loudness,
+/// warmth and tone, never squashed.
+#[derive(Debug, Parser)]
+#[command(name = "lacquer", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    s3: stores::S3Options,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check an album manifest and every file it names, without touching
+    /// the audio: prints the tracks, stems, formats, rates and durations, or
+    /// every problem found (exit status 1).
+    Validate(validate::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Validate(args) => validate::run(args, cli.s3).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        // A reader that stopped early (`| head`) is not an error of ours.
+        Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            || cause
+                .downcast_ref::<serde_json::Error>()
+                .is_some_and(|e| e.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe))
+    })
+}

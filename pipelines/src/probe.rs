@@ -29,8 +29,7 @@ pub struct AudioInfo {
 
 impl AudioInfo {
     pub fn duration_s(&self) -> Option<f64> {
-        self.frames
-            .map(|frames| frames as f64 / f64::from(self.sample_rate_hz))
+        self.frames.map(|frames| frames as f64 / f64::from(self.sample_rate_hz))
     }
 }
 
@@ -79,11 +78,7 @@ impl<R: Read + Seek + Send + Sync> MediaSource for Source<R> {
 }
 
 /// Probes `reader` (of `length_bytes` bytes). `extension` is a hint only.
-pub fn probe<R>(
-    mut reader: R,
-    length_bytes: u64,
-    extension: Option<&str>,
-) -> Result<AudioInfo, ProbeError>
+pub fn probe<R>(mut reader: R, length_bytes: u64, extension: Option<&str>) -> Result<AudioInfo, ProbeError>
 where
     R: Read + Seek + Send + Sync + 'static,
 {
@@ -91,27 +86,15 @@ where
         return Err(ProbeError::Empty);
     }
     let mut magic = [0u8; 12];
-    let magic_len =
-        read_up_to(&mut reader, &mut magic).map_err(|e| ProbeError::Io(e.to_string()))?;
+    let magic_len = read_up_to(&mut reader, &mut magic).map_err(|e| ProbeError::Io(e.to_string()))?;
     let container = container_name(&magic[..magic_len]);
-    reader
-        .seek(std::io::SeekFrom::Start(0))
-        .map_err(|e| ProbeError::Io(e.to_string()))?;
-    let stream = MediaSourceStream::new(
-        Box::new(Source {
-            inner: reader,
-            length_bytes,
-        }),
-        Default::default(),
-    );
+    reader.seek(std::io::SeekFrom::Start(0)).map_err(|e| ProbeError::Io(e.to_string()))?;
+    let stream = MediaSourceStream::new(Box::new(Source { inner: reader, length_bytes }), Default::default());
     let mut hint = Hint::new();
     if let Some(extension) = extension {
         hint.with_extension(extension);
     }
-    let format_options = FormatOptions {
-        enable_gapless: true,
-        ..Default::default()
-    };
+    let format_options = FormatOptions { enable_gapless: true, ..Default::default() };
     let probed = symphonia::default::get_probe()
         .format(&hint, stream, &format_options, &MetadataOptions::default())
         .map_err(|error| match error {
@@ -119,9 +102,9 @@ where
                 ProbeError::NotAudio("no known audio format found (file too short)".to_owned())
             }
             SymphoniaError::IoError(e) => ProbeError::Io(e.to_string()),
-            SymphoniaError::Unsupported(_) => ProbeError::NotAudio(
-                "no known audio format found (WAV, FLAC, AIFF, MP3, OGG Vorbis, ALAC)".to_owned(),
-            ),
+            SymphoniaError::Unsupported(_) => {
+                ProbeError::NotAudio("no known audio format found (WAV, FLAC, AIFF, MP3, OGG Vorbis, ALAC)".to_owned())
+            }
             other => ProbeError::NotAudio(other.to_string()),
         })?;
     let mut format = probed.format;
@@ -133,9 +116,8 @@ where
         .clone();
     let params = &track.codec_params;
     let codec = codec_name(params.codec);
-    let sample_rate_hz = params
-        .sample_rate
-        .ok_or_else(|| ProbeError::Damaged("the header gives no sample rate".to_owned()))?;
+    let sample_rate_hz =
+        params.sample_rate.ok_or_else(|| ProbeError::Damaged("the header gives no sample rate".to_owned()))?;
     let channels = params.channels.map(|c| c.count()).unwrap_or(0);
     let info = AudioInfo {
         container: container.to_owned(),
@@ -148,16 +130,8 @@ where
 
     let mut decoder = symphonia::default::get_codecs()
         .make(params, &DecoderOptions::default())
-        .map_err(|error| ProbeError::UnsupportedCodec {
-            codec: codec.clone(),
-            detail: error.to_string(),
-        })?;
-    decode_one_packet(
-        format.as_mut(),
-        decoder.as_mut(),
-        track.id,
-        "its first audio",
-    )?;
+        .map_err(|error| ProbeError::UnsupportedCodec { codec: codec.clone(), detail: error.to_string() })?;
+    decode_one_packet(format.as_mut(), decoder.as_mut(), track.id, "its first audio")?;
 
     // A file cut short still has its full length in the header: look at the
     // last half second to prove the data is all there.
@@ -165,29 +139,14 @@ where
         let tail_start = frames.saturating_sub(u64::from(sample_rate_hz / 2));
         if tail_start > 0 {
             format
-                .seek(
-                    SeekMode::Accurate,
-                    SeekTo::TimeStamp {
-                        ts: tail_start,
-                        track_id: track.id,
-                    },
-                )
-                .map_err(|error| {
-                    ProbeError::Damaged(format!("cannot reach its last half second ({error})"))
-                })?;
+                .seek(SeekMode::Accurate, SeekTo::TimeStamp { ts: tail_start, track_id: track.id })
+                .map_err(|error| ProbeError::Damaged(format!("cannot reach its last half second ({error})")))?;
             decoder.reset();
-            decode_one_packet(
-                format.as_mut(),
-                decoder.as_mut(),
-                track.id,
-                "its last half second of",
-            )?;
+            decode_one_packet(format.as_mut(), decoder.as_mut(), track.id, "its last half second of")?;
         }
     }
     if info.channels == 0 {
-        return Err(ProbeError::Damaged(
-            "the header gives no channel count".to_owned(),
-        ));
+        return Err(ProbeError::Damaged("the header gives no channel count".to_owned()));
     }
     Ok(info)
 }
@@ -210,9 +169,7 @@ fn decode_one_packet(
         }
         return match decoder.decode(&packet) {
             Ok(_) => Ok(()),
-            Err(error) => Err(ProbeError::Damaged(format!(
-                "cannot decode {what} audio: {error}"
-            ))),
+            Err(error) => Err(ProbeError::Damaged(format!("cannot decode {what} audio: {error}"))),
         };
     }
 }
@@ -227,37 +184,8 @@ fn codec_name(codec: CodecType) -> String {
 /// The container named by a file's first bytes.
 fn container_name(magic: &[u8]) -> &'static str {
     match magic {
-        [
-            b'R',
-            b'I',
-            b'F',
-            b'F',
-            _,
-            _,
-            _,
-            _,
-            b'W',
-            b'A',
-            b'V',
-            b'E',
-            ..,
-        ]
-        | [b'R', b'F', b'6', b'4', ..] => "wav",
-        [
-            b'F',
-            b'O',
-            b'R',
-            b'M',
-            _,
-            _,
-            _,
-            _,
-            b'A',
-            b'I',
-            b'F',
-            b'C',
-            ..,
-        ] => "aifc",
+        [b'R', b'I', b'F', b'F', _, _, _, _, b'W', b'A', b'V', b'E', ..] | [b'R', b'F', b'6', b'4', ..] => "wav",
+        [b'F', b'O', b'R', b'M', _, _, _, _, b'A', b'I', b'F', b'C', ..] => "aifc",
         [b'F', b'O', b'R', b'M', ..] => "aiff",
         [b'f', b'L', b'a', b'C', ..] => "flac",
         [b'O', b'g', b'g', b'S', ..] => "ogg",

@@ -81,10 +81,7 @@ impl Seek for BlockingReader {
             SeekFrom::Current(offset) => i128::from(self.position) + i128::from(offset),
         };
         if target < 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "seek before the start of the object",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "seek before the start of the object"));
         }
         self.position = u64::try_from(target).unwrap_or(u64::MAX);
         Ok(self.position)

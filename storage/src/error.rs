@@ -25,11 +25,7 @@ pub enum StorageError {
     InvalidKey { key: String, reason: &'static str },
 
     #[error("range {start}.. is past the end of {location} ({size_bytes} bytes)")]
-    InvalidRange {
-        location: String,
-        start: u64,
-        size_bytes: u64,
-    },
+    InvalidRange { location: String, start: u64, size_bytes: u64 },
 
     #[error("i/o error at {location}: {source}")]
     Io {
@@ -45,12 +41,7 @@ pub enum StorageError {
 impl StorageError {
     /// Whether trying the same operation again later may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            StorageError::Unreachable { .. }
-                | StorageError::Backend { .. }
-                | StorageError::Io { .. }
-        )
+        matches!(self, StorageError::Unreachable { .. } | StorageError::Backend { .. } | StorageError::Io { .. })
     }
 
     pub(crate) fn io(location: String, source: std::io::Error) -> Self {

@@ -86,17 +86,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
         stream
             .read_to_end(&mut buffer)
             .await
-            .map_err(|source| StorageError::Io {
-                location: self.location(key),
-                source,
-            })?;
+            .map_err(|source| StorageError::Io { location: self.location(key), source })?;
         Ok(Bytes::from(buffer))
     }
 
     /// Writes bytes already in memory.
     async fn write_bytes(&self, key: &str, bytes: Bytes, mode: WriteMode) -> Result<ObjectMeta> {
-        self.write(key, Box::pin(std::io::Cursor::new(bytes)), mode)
-            .await
+        self.write(key, Box::pin(std::io::Cursor::new(bytes)), mode).await
     }
 }
 
@@ -108,19 +104,13 @@ pub fn check_key(key: &str) -> Result<()> {
         Some("starts with `/`")
     } else if key.contains('\\') || key.contains('\0') {
         Some("contains `\\` or a NUL byte")
-    } else if key
-        .split('/')
-        .any(|segment| segment.is_empty() || segment == "." || segment == "..")
-    {
+    } else if key.split('/').any(|segment| segment.is_empty() || segment == "." || segment == "..") {
         Some("has an empty, `.` or `..` segment")
     } else {
         None
     };
     match reason {
-        Some(reason) => Err(StorageError::InvalidKey {
-            key: key.to_owned(),
-            reason,
-        }),
+        Some(reason) => Err(StorageError::InvalidKey { key: key.to_owned(), reason }),
         None => Ok(()),
     }
 }

@@ -62,25 +62,16 @@ impl Storage for LocalStorage {
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
         let path = self.path(key)?;
-        let metadata = tokio::fs::metadata(&path)
-            .await
-            .map_err(|e| StorageError::io(self.location(key), e))?;
+        let metadata = tokio::fs::metadata(&path).await.map_err(|e| StorageError::io(self.location(key), e))?;
         if !metadata.is_file() {
-            return Err(StorageError::NotFound {
-                location: self.location(key),
-            });
+            return Err(StorageError::NotFound { location: self.location(key) });
         }
-        Ok(ObjectMeta {
-            key: key.to_owned(),
-            size_bytes: metadata.len(),
-        })
+        Ok(ObjectMeta { key: key.to_owned(), size_bytes: metadata.len() })
     }
 
     async fn read(&self, key: &str) -> Result<ByteStream> {
         self.head(key).await?;
-        let file = tokio::fs::File::open(self.path(key)?)
-            .await
-            .map_err(|e| StorageError::io(self.location(key), e))?;
+        let file = tokio::fs::File::open(self.path(key)?).await.map_err(|e| StorageError::io(self.location(key), e))?;
         Ok(Box::pin(file))
     }
 
@@ -91,23 +82,13 @@ impl Storage for LocalStorage {
             return Ok(Bytes::new());
         }
         if range.start >= size_bytes {
-            return Err(StorageError::InvalidRange {
-                location: location(),
-                start: range.start,
-                size_bytes,
-            });
+            return Err(StorageError::InvalidRange { location: location(), start: range.start, size_bytes });
         }
         let end = range.end.min(size_bytes);
-        let mut file = tokio::fs::File::open(self.path(key)?)
-            .await
-            .map_err(|e| StorageError::io(location(), e))?;
-        file.seek(SeekFrom::Start(range.start))
-            .await
-            .map_err(|e| StorageError::io(location(), e))?;
+        let mut file = tokio::fs::File::open(self.path(key)?).await.map_err(|e| StorageError::io(location(), e))?;
+        file.seek(SeekFrom::Start(range.start)).await.map_err(|e| StorageError::io(location(), e))?;
         let mut buffer = vec![0; (end - range.start) as usize];
-        file.read_exact(&mut buffer)
-            .await
-            .map_err(|e| StorageError::io(location(), e))?;
+        file.read_exact(&mut buffer).await.map_err(|e| StorageError::io(location(), e))?;
         Ok(Bytes::from(buffer))
     }
 
@@ -115,58 +96,35 @@ impl Storage for LocalStorage {
         let path = self.path(key)?;
         let location = || self.location(key);
         let parent = path.parent().unwrap_or(&self.root).to_path_buf();
-        tokio::fs::create_dir_all(&parent)
-            .await
-            .map_err(|e| StorageError::io(parent.display().to_string(), e))?;
-        let file_name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        tokio::fs::create_dir_all(&parent).await.map_err(|e| StorageError::io(parent.display().to_string(), e))?;
+        let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let unique = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let mut temp = TempFile {
-            path: parent.join(format!(
-                "{TEMP_PREFIX}{}-{unique}-{file_name}",
-                std::process::id()
-            )),
+            path: parent.join(format!("{TEMP_PREFIX}{}-{unique}-{file_name}", std::process::id())),
             armed: true,
         };
 
-        let mut file = tokio::fs::File::create(&temp.path)
-            .await
-            .map_err(|e| StorageError::io(location(), e))?;
-        let size_bytes = tokio::io::copy(&mut body, &mut file)
-            .await
-            .map_err(|e| StorageError::io(location(), e))?;
-        file.flush()
-            .await
-            .map_err(|e| StorageError::io(location(), e))?;
-        file.sync_all()
-            .await
-            .map_err(|e| StorageError::io(location(), e))?;
+        let mut file = tokio::fs::File::create(&temp.path).await.map_err(|e| StorageError::io(location(), e))?;
+        let size_bytes = tokio::io::copy(&mut body, &mut file).await.map_err(|e| StorageError::io(location(), e))?;
+        file.flush().await.map_err(|e| StorageError::io(location(), e))?;
+        file.sync_all().await.map_err(|e| StorageError::io(location(), e))?;
         drop(file);
 
         match mode {
             WriteMode::Overwrite => {
-                tokio::fs::rename(&temp.path, &path)
-                    .await
-                    .map_err(|e| StorageError::io(location(), e))?;
+                tokio::fs::rename(&temp.path, &path).await.map_err(|e| StorageError::io(location(), e))?;
                 temp.armed = false;
             }
             WriteMode::CreateNew => match tokio::fs::hard_link(&temp.path, &path).await {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    return Err(StorageError::AlreadyExists {
-                        location: location(),
-                    });
+                    return Err(StorageError::AlreadyExists { location: location() });
                 }
                 Err(e) => return Err(StorageError::io(location(), e)),
             },
         }
         sync_dir(&parent).await;
-        Ok(ObjectMeta {
-            key: key.to_owned(),
-            size_bytes,
-        })
+        Ok(ObjectMeta { key: key.to_owned(), size_bytes })
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
@@ -186,37 +144,24 @@ impl Storage for LocalStorage {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(StorageError::io(dir.display().to_string(), e)),
             };
-            while let Some(entry) = entries
-                .next_entry()
-                .await
-                .map_err(|e| StorageError::io(dir.display().to_string(), e))?
+            while let Some(entry) =
+                entries.next_entry().await.map_err(|e| StorageError::io(dir.display().to_string(), e))?
             {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if name.starts_with(TEMP_PREFIX) {
                     continue;
                 }
-                let key = if dir_key.is_empty() {
-                    name
-                } else {
-                    format!("{dir_key}/{name}")
-                };
-                let file_type = entry
-                    .file_type()
-                    .await
-                    .map_err(|e| StorageError::io(entry.path().display().to_string(), e))?;
+                let key = if dir_key.is_empty() { name } else { format!("{dir_key}/{name}") };
+                let file_type =
+                    entry.file_type().await.map_err(|e| StorageError::io(entry.path().display().to_string(), e))?;
                 if file_type.is_dir() {
                     if key.starts_with(prefix) || prefix.starts_with(&format!("{key}/")) {
                         pending.push((entry.path(), key));
                     }
                 } else if key.starts_with(prefix) {
-                    let metadata = entry
-                        .metadata()
-                        .await
-                        .map_err(|e| StorageError::io(entry.path().display().to_string(), e))?;
-                    found.push(ObjectMeta {
-                        key,
-                        size_bytes: metadata.len(),
-                    });
+                    let metadata =
+                        entry.metadata().await.map_err(|e| StorageError::io(entry.path().display().to_string(), e))?;
+                    found.push(ObjectMeta { key, size_bytes: metadata.len() });
                 }
             }
         }

@@ -15,9 +15,7 @@ use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::{
-    Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
-};
+use aws_sdk_s3::config::{Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream as AwsByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -39,9 +37,7 @@ pub struct S3Credentials {
 
 impl std::fmt::Debug for S3Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("S3Credentials")
-            .field("access_key_id", &self.access_key_id)
-            .finish_non_exhaustive()
+        f.debug_struct("S3Credentials").field("access_key_id", &self.access_key_id).finish_non_exhaustive()
     }
 }
 
@@ -106,9 +102,7 @@ impl S3Storage {
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(120))
             .build();
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .retry_config(retry)
-            .timeout_config(timeouts);
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).retry_config(retry).timeout_config(timeouts);
         if let Some(region) = &config.region {
             loader = loader.region(Region::new(region.clone()));
         }
@@ -133,10 +127,7 @@ impl S3Storage {
         if shared.region().is_none() {
             builder = builder.region(Region::new("us-east-1"));
         }
-        let endpoint = shared
-            .endpoint_url()
-            .map(str::to_owned)
-            .unwrap_or_else(|| "AWS S3".to_owned());
+        let endpoint = shared.endpoint_url().map(str::to_owned).unwrap_or_else(|| "AWS S3".to_owned());
         let prefix = match config.prefix.trim_matches('/') {
             "" => String::new(),
             trimmed => format!("{trimmed}/"),
@@ -154,22 +145,9 @@ impl S3Storage {
     /// Creates the bucket (for tests and first-time setup); an existing
     /// bucket that we own is fine.
     pub async fn create_bucket(&self) -> Result<()> {
-        match self
-            .client
-            .create_bucket()
-            .bucket(&self.bucket)
-            .send()
-            .await
-        {
+        match self.client.create_bucket().bucket(&self.bucket).send().await {
             Ok(_) => Ok(()),
-            Err(error)
-                if matches!(
-                    error.code(),
-                    Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists")
-                ) =>
-            {
-                Ok(())
-            }
+            Err(error) if matches!(error.code(), Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists")) => Ok(()),
             Err(error) => Err(self.error("", error)),
         }
     }
@@ -180,38 +158,27 @@ impl S3Storage {
     }
 
     /// Maps an SDK error to one that says what and where.
-    fn error<E>(
-        &self,
-        key: &str,
-        error: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
-    ) -> StorageError
+    fn error<E>(&self, key: &str, error: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> StorageError
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         let location = self.location(key);
-        let status = error
-            .raw_response()
-            .map(|response| response.status().as_u16());
+        let status = error.raw_response().map(|response| response.status().as_u16());
         let detail = match error.message() {
             Some(message) => format!("{} ({message})", error.code().unwrap_or("error")),
             None => DisplayErrorContext(&error).to_string(),
         };
         match (&error, error.code(), status) {
             (SdkError::DispatchFailure(_) | SdkError::TimeoutError(_), _, _) => {
-                StorageError::Unreachable {
-                    endpoint: self.endpoint.clone(),
-                    detail,
-                }
+                StorageError::Unreachable { endpoint: self.endpoint.clone(), detail }
             }
-            (_, Some("NoSuchBucket"), _) => StorageError::BucketNotFound {
-                bucket: self.bucket.clone(),
-                endpoint: self.endpoint.clone(),
-            },
-            (_, Some("NoSuchKey" | "NotFound"), _) | (_, None, Some(404)) => {
-                StorageError::NotFound { location }
+            (_, Some("NoSuchBucket"), _) => {
+                StorageError::BucketNotFound { bucket: self.bucket.clone(), endpoint: self.endpoint.clone() }
             }
-            (_, Some("PreconditionFailed" | "ConditionalRequestConflict"), _)
-            | (_, None, Some(412)) => StorageError::AlreadyExists { location },
+            (_, Some("NoSuchKey" | "NotFound"), _) | (_, None, Some(404)) => StorageError::NotFound { location },
+            (_, Some("PreconditionFailed" | "ConditionalRequestConflict"), _) | (_, None, Some(412)) => {
+                StorageError::AlreadyExists { location }
+            }
             (
                 _,
                 Some(
@@ -241,31 +208,15 @@ impl S3Storage {
             return error;
         }
         match self.client.head_bucket().bucket(&self.bucket).send().await {
-            Err(bucket_error)
-                if bucket_error.raw_response().map(|r| r.status().as_u16()) == Some(404) =>
-            {
-                StorageError::BucketNotFound {
-                    bucket: self.bucket.clone(),
-                    endpoint: self.endpoint.clone(),
-                }
+            Err(bucket_error) if bucket_error.raw_response().map(|r| r.status().as_u16()) == Some(404) => {
+                StorageError::BucketNotFound { bucket: self.bucket.clone(), endpoint: self.endpoint.clone() }
             }
             _ => error,
         }
     }
 
-    async fn put_single(
-        &self,
-        key: &str,
-        full_key: &str,
-        bytes: Vec<u8>,
-        mode: WriteMode,
-    ) -> Result<()> {
-        let mut request = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(full_key)
-            .body(AwsByteStream::from(bytes));
+    async fn put_single(&self, key: &str, full_key: &str, bytes: Vec<u8>, mode: WriteMode) -> Result<()> {
+        let mut request = self.client.put_object().bucket(&self.bucket).key(full_key).body(AwsByteStream::from(bytes));
         if mode == WriteMode::CreateNew {
             request = request.if_none_match("*");
         }
@@ -296,9 +247,7 @@ impl S3Storage {
                 detail: "no upload id returned".into(),
             })?
             .to_owned();
-        let result = self
-            .upload_parts(key, full_key, &upload_id, first, body, mode)
-            .await;
+        let result = self.upload_parts(key, full_key, &upload_id, first, body, mode).await;
         if result.is_err() {
             // Leave no orphaned parts behind; the original error matters more.
             let _ = self
@@ -328,19 +277,14 @@ impl S3Storage {
             // Top up to a whole part; only the last part may be shorter.
             if pending.len() < self.part_size_bytes {
                 let missing = self.part_size_bytes - pending.len();
-                let more = read_up_to(body, missing)
-                    .await
-                    .map_err(|e| StorageError::io(self.location(key), e))?;
+                let more = read_up_to(body, missing).await.map_err(|e| StorageError::io(self.location(key), e))?;
                 pending.extend_from_slice(&more);
             }
             if pending.is_empty() {
                 break;
             }
-            let rest = if pending.len() > self.part_size_bytes {
-                pending.split_off(self.part_size_bytes)
-            } else {
-                Vec::new()
-            };
+            let rest =
+                if pending.len() > self.part_size_bytes { pending.split_off(self.part_size_bytes) } else { Vec::new() };
             let part = std::mem::replace(&mut pending, rest);
             total_bytes += part.len() as u64;
             let uploaded = self
@@ -367,11 +311,7 @@ impl S3Storage {
             .bucket(&self.bucket)
             .key(full_key)
             .upload_id(upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            );
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build());
         if mode == WriteMode::CreateNew {
             request = request.if_none_match("*");
         }
@@ -381,15 +321,9 @@ impl S3Storage {
 }
 
 /// Reads until `limit` bytes or the end of the stream.
-async fn read_up_to(
-    body: &mut (impl AsyncRead + Unpin + ?Sized),
-    limit: usize,
-) -> std::io::Result<Vec<u8>> {
+async fn read_up_to(body: &mut (impl AsyncRead + Unpin + ?Sized), limit: usize) -> std::io::Result<Vec<u8>> {
     let mut buffer = Vec::with_capacity(limit.min(MIN_PART_SIZE_BYTES * 4));
-    (&mut *body)
-        .take(limit as u64)
-        .read_to_end(&mut buffer)
-        .await?;
+    (&mut *body).take(limit as u64).read_to_end(&mut buffer).await?;
     Ok(buffer)
 }
 
@@ -401,18 +335,10 @@ impl Storage for S3Storage {
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
         let full_key = self.full_key(key)?;
-        match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(&full_key)
-            .send()
-            .await
-        {
-            Ok(output) => Ok(ObjectMeta {
-                key: key.to_owned(),
-                size_bytes: output.content_length().unwrap_or(0).max(0) as u64,
-            }),
+        match self.client.head_object().bucket(&self.bucket).key(&full_key).send().await {
+            Ok(output) => {
+                Ok(ObjectMeta { key: key.to_owned(), size_bytes: output.content_length().unwrap_or(0).max(0) as u64 })
+            }
             Err(error) => Err(self.not_found_or_no_bucket(self.error(key, error)).await),
         }
     }
@@ -435,31 +361,22 @@ impl Storage for S3Storage {
         if range.start >= range.end {
             return Ok(Bytes::new());
         }
-        let request = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(&full_key)
-            .range(format!("bytes={}-{}", range.start, range.end - 1));
+        let request = self.client.get_object().bucket(&self.bucket).key(&full_key).range(format!(
+            "bytes={}-{}",
+            range.start,
+            range.end - 1
+        ));
         match request.send().await {
             Ok(output) => {
-                let data = output
-                    .body
-                    .collect()
-                    .await
-                    .map_err(|e| StorageError::Backend {
-                        location: self.location(key),
-                        detail: DisplayErrorContext(&e).to_string(),
-                    })?;
+                let data = output.body.collect().await.map_err(|e| StorageError::Backend {
+                    location: self.location(key),
+                    detail: DisplayErrorContext(&e).to_string(),
+                })?;
                 Ok(data.into_bytes())
             }
             Err(error) if error.code() == Some("InvalidRange") => {
                 let size_bytes = self.head(key).await?.size_bytes;
-                Err(StorageError::InvalidRange {
-                    location: self.location(key),
-                    start: range.start,
-                    size_bytes,
-                })
+                Err(StorageError::InvalidRange { location: self.location(key), start: range.start, size_bytes })
             }
             Err(error) => Err(self.error(key, error)),
         }
@@ -475,13 +392,9 @@ impl Storage for S3Storage {
             self.put_single(key, &full_key, first, mode).await?;
             size
         } else {
-            self.put_multipart(key, &full_key, first, &mut body, mode)
-                .await?
+            self.put_multipart(key, &full_key, first, &mut body, mode).await?
         };
-        Ok(ObjectMeta {
-            key: key.to_owned(),
-            size_bytes,
-        })
+        Ok(ObjectMeta { key: key.to_owned(), size_bytes })
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
@@ -499,16 +412,12 @@ impl Storage for S3Storage {
                 .map_err(|e| self.error(prefix, e))?;
             for object in page.contents() {
                 if let Some(key) = object.key().and_then(|k| k.strip_prefix(&self.prefix)) {
-                    found.push(ObjectMeta {
-                        key: key.to_owned(),
-                        size_bytes: object.size().unwrap_or(0).max(0) as u64,
-                    });
+                    found
+                        .push(ObjectMeta { key: key.to_owned(), size_bytes: object.size().unwrap_or(0).max(0) as u64 });
                 }
             }
             match page.next_continuation_token() {
-                Some(token) if page.is_truncated() == Some(true) => {
-                    continuation = Some(token.to_owned())
-                }
+                Some(token) if page.is_truncated() == Some(true) => continuation = Some(token.to_owned()),
                 _ => break,
             }
         }
@@ -518,14 +427,7 @@ impl Storage for S3Storage {
 
     async fn delete(&self, key: &str) -> Result<()> {
         let full_key = self.full_key(key)?;
-        match self
-            .client
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(&full_key)
-            .send()
-            .await
-        {
+        match self.client.delete_object().bucket(&self.bucket).key(&full_key).send().await {
             Ok(_) => Ok(()),
             Err(error) => match self.error(key, error) {
                 StorageError::NotFound { .. } => Ok(()),

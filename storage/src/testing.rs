@@ -31,18 +31,11 @@ impl S3Server {
         }
         let mut last_error = None;
         for _ in 0..5 {
-            let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-                .local_addr()?
-                .port();
+            let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port();
             let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
             let mut child = Command::new(&binary)
                 .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-                .args([
-                    "--access-key",
-                    ACCESS_KEY_ID,
-                    "--secret-key",
-                    SECRET_ACCESS_KEY,
-                ])
+                .args(["--access-key", ACCESS_KEY_ID, "--secret-key", SECRET_ACCESS_KEY])
                 .arg(root.path())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -51,11 +44,7 @@ impl S3Server {
             let deadline = Instant::now() + Duration::from_secs(15);
             while Instant::now() < deadline {
                 if TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok() {
-                    return Ok(S3Server {
-                        child,
-                        address,
-                        root,
-                    });
+                    return Ok(S3Server { child, address, root });
                 }
                 if let Some(status) = child.try_wait()? {
                     last_error = Some(format!("s3s-fs exited with {status} on port {port}"));
@@ -65,8 +54,7 @@ impl S3Server {
             }
             let _ = child.kill();
             let _ = child.wait();
-            last_error
-                .get_or_insert_with(|| format!("s3s-fs did not listen on port {port} within 15 s"));
+            last_error.get_or_insert_with(|| format!("s3s-fs did not listen on port {port} within 15 s"));
         }
         Err(std::io::Error::other(last_error.unwrap_or_default()))
     }

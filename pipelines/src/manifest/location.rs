@@ -30,41 +30,27 @@ impl StorageRoot {
     /// `base`.
     pub fn resolve(text: &str, base: &StorageRoot) -> Result<StorageRoot, String> {
         if let Some(rest) = text.strip_prefix("s3://") {
-            return parse_s3(rest).map(|(bucket, key)| StorageRoot::S3 {
-                bucket,
-                prefix: as_prefix(&key),
-            });
+            return parse_s3(rest).map(|(bucket, key)| StorageRoot::S3 { bucket, prefix: as_prefix(&key) });
         }
         if text.contains("://") {
-            return Err(format!(
-                "`{text}` is neither a folder nor an s3:// URL (only s3:// is supported)"
-            ));
+            return Err(format!("`{text}` is neither a folder nor an s3:// URL (only s3:// is supported)"));
         }
         if text.trim().is_empty() {
             return Err("must not be empty".to_owned());
         }
         let path = Path::new(text);
         match base {
-            StorageRoot::Local { dir } => Ok(StorageRoot::Local {
-                dir: if path.is_absolute() {
-                    path.to_path_buf()
-                } else {
-                    dir.join(path)
-                },
-            }),
+            StorageRoot::Local { dir } => {
+                let joined = if path.is_absolute() { path.to_path_buf() } else { dir.join(path) };
+                Ok(StorageRoot::Local { dir: normalize(&joined) })
+            }
             StorageRoot::S3 { bucket, prefix } => {
                 if path.is_absolute() {
-                    return Err(format!(
-                        "`{text}` is a local path, but the manifest lives in s3://{bucket}/{prefix}"
-                    ));
+                    return Err(format!("`{text}` is a local path, but the manifest lives in s3://{bucket}/{prefix}"));
                 }
-                let joined = join_key(prefix, text).map_err(|reason| {
-                    format!("`{text}` {reason} the manifest's folder s3://{bucket}/{prefix}")
-                })?;
-                Ok(StorageRoot::S3 {
-                    bucket: bucket.clone(),
-                    prefix: as_prefix(&joined),
-                })
+                let joined = join_key(prefix, text)
+                    .map_err(|reason| format!("`{text}` {reason} the manifest's folder s3://{bucket}/{prefix}"))?;
+                Ok(StorageRoot::S3 { bucket: bucket.clone(), prefix: as_prefix(&joined) })
             }
         }
     }
@@ -78,34 +64,19 @@ impl StorageRoot {
                 return Err(format!("`{path}` names a bucket or folder, not a file"));
             }
             let key = join_key("", &key)?;
-            return Ok(ObjectRef {
-                root: StorageRoot::S3 {
-                    bucket,
-                    prefix: String::new(),
-                },
-                key,
-            });
+            return Ok(ObjectRef { root: StorageRoot::S3 { bucket, prefix: String::new() }, key });
         }
         if path.contains("://") {
-            return Err(format!(
-                "`{path}` is neither a relative path nor an s3:// URL"
-            ));
+            return Err(format!("`{path}` is neither a relative path nor an s3:// URL"));
         }
         if path.starts_with('/') || path.starts_with('\\') || Path::new(path).is_absolute() {
-            return Err(format!(
-                "`{path}` is absolute; paths are relative to `source` (or s3:// URLs)"
-            ));
+            return Err(format!("`{path}` is absolute; paths are relative to `source` (or s3:// URLs)"));
         }
         let key = join_key("", path).map_err(|reason| format!("`{path}` {reason} `source`"))?;
         if key.is_empty() {
-            return Err(format!(
-                "`{path}` names the source folder itself, not a file"
-            ));
+            return Err(format!("`{path}` names the source folder itself, not a file"));
         }
-        Ok(ObjectRef {
-            root: self.clone(),
-            key,
-        })
+        Ok(ObjectRef { root: self.clone(), key })
     }
 
     /// The bucket this root lives in, if it is in S3.
@@ -155,17 +126,13 @@ fn parse_s3(rest: &str) -> Result<(String, String), String> {
 /// dots and hyphens, starting and ending with a letter or digit.
 fn check_bucket_name(bucket: &str) -> Result<(), String> {
     let well_formed = (3..=63).contains(&bucket.len())
-        && bucket
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
         && bucket.as_bytes()[0].is_ascii_alphanumeric()
         && bucket.as_bytes()[bucket.len() - 1].is_ascii_alphanumeric();
     if well_formed {
         Ok(())
     } else {
-        Err(format!(
-            "`{bucket}` is not a valid bucket name (3 to 63 lowercase letters, digits, dots or hyphens)"
-        ))
+        Err(format!("`{bucket}` is not a valid bucket name (3 to 63 lowercase letters, digits, dots or hyphens)"))
     }
 }
 
@@ -193,13 +160,28 @@ fn join_key(prefix: &str, relative: &str) -> Result<String, String> {
     Ok(key)
 }
 
+/// Removes `.` segments and folds `name/..` pairs, without touching the
+/// filesystem (a folder that does not exist yet can still be an output).
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut normal = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !normal.pop() {
+                    normal.push("..");
+                }
+            }
+            other => normal.push(other),
+        }
+    }
+    if normal.as_os_str().is_empty() { PathBuf::from(".") } else { normal }
+}
+
 fn as_prefix(key: &str) -> String {
     let trimmed = key.trim_matches('/');
-    if trimmed.is_empty() {
-        String::new()
-    } else {
-        format!("{trimmed}/")
-    }
+    if trimmed.is_empty() { String::new() } else { format!("{trimmed}/") }
 }
 
 #[cfg(test)]
@@ -207,9 +189,7 @@ mod tests {
     use super::*;
 
     fn local(dir: &str) -> StorageRoot {
-        StorageRoot::Local {
-            dir: PathBuf::from(dir),
-        }
+        StorageRoot::Local { dir: PathBuf::from(dir) }
     }
 
     #[test]
@@ -218,22 +198,23 @@ mod tests {
         let object = root.object("01/./vox.wav").unwrap();
         assert_eq!(object.key, "01/vox.wav");
         assert_eq!(object.to_string(), "/albums/a/01/vox.wav");
-        assert_eq!(
-            root.object("01/../02/bass.flac").unwrap().key,
-            "02/bass.flac"
-        );
+        assert_eq!(root.object("01/../02/bass.flac").unwrap().key, "02/bass.flac");
         assert_eq!(object.extension().as_deref(), Some("wav"));
+    }
+
+    #[test]
+    fn local_roots_are_normalised() {
+        let base = local("/albums/a");
+        assert_eq!(StorageRoot::resolve(".", &base).unwrap(), local("/albums/a"));
+        assert_eq!(StorageRoot::resolve("./stems/../mixes/", &base).unwrap(), local("/albums/a/mixes"));
+        assert_eq!(StorageRoot::resolve("/srv/out", &base).unwrap(), local("/srv/out"));
     }
 
     #[test]
     fn dot_dot_may_not_escape_the_root() {
         let root = local("/albums/a");
         assert!(root.object("../b/vox.wav").unwrap_err().contains("escapes"));
-        assert!(
-            root.object("01/../../vox.wav")
-                .unwrap_err()
-                .contains("escapes")
-        );
+        assert!(root.object("01/../../vox.wav").unwrap_err().contains("escapes"));
         assert!(root.object("/etc/passwd").unwrap_err().contains("absolute"));
     }
 
@@ -241,13 +222,7 @@ mod tests {
     fn s3_urls_and_prefixes() {
         let base = local("/albums/a");
         let root = StorageRoot::resolve("s3://label-stems/northern/", &base).unwrap();
-        assert_eq!(
-            root,
-            StorageRoot::S3 {
-                bucket: "label-stems".into(),
-                prefix: "northern/".into()
-            }
-        );
+        assert_eq!(root, StorageRoot::S3 { bucket: "label-stems".into(), prefix: "northern/".into() });
         let object = root.object("01/vox.wav").unwrap();
         assert_eq!(object.to_string(), "s3://label-stems/northern/01/vox.wav");
         assert!(root.object("../other/vox.wav").is_err());
@@ -255,28 +230,15 @@ mod tests {
         let absolute = root.object("s3://other-bucket/x/y.flac").unwrap();
         assert_eq!(absolute.root.bucket(), Some("other-bucket"));
         assert_eq!(absolute.key, "x/y.flac");
-        assert!(
-            StorageRoot::resolve("s3://Bad_Bucket/", &base)
-                .unwrap_err()
-                .contains("bucket name")
-        );
+        assert!(StorageRoot::resolve("s3://Bad_Bucket/", &base).unwrap_err().contains("bucket name"));
         assert!(StorageRoot::resolve("http://example/", &base).is_err());
     }
 
     #[test]
     fn relative_source_under_an_s3_manifest() {
-        let base = StorageRoot::S3 {
-            bucket: "b01".into(),
-            prefix: "jobs/7/".into(),
-        };
+        let base = StorageRoot::S3 { bucket: "b01".into(), prefix: "jobs/7/".into() };
         let root = StorageRoot::resolve("stems/", &base).unwrap();
-        assert_eq!(
-            root,
-            StorageRoot::S3 {
-                bucket: "b01".into(),
-                prefix: "jobs/7/stems/".into()
-            }
-        );
+        assert_eq!(root, StorageRoot::S3 { bucket: "b01".into(), prefix: "jobs/7/stems/".into() });
         assert!(StorageRoot::resolve("../../../x", &base).is_err());
     }
 }

@@ -77,10 +77,7 @@ fn default_pan_law_db() -> f64 {
 
 impl Default for MixSettings {
     fn default() -> Self {
-        Self {
-            headroom_dbfs: default_headroom_dbfs(),
-            pan_law_db: default_pan_law_db(),
-        }
+        Self { headroom_dbfs: default_headroom_dbfs(), pan_law_db: default_pan_law_db() }
     }
 }
 
@@ -252,10 +249,7 @@ impl FilterType {
 
     /// Shelves and peaks need a gain; passes and notches have none.
     pub fn takes_gain(self) -> bool {
-        matches!(
-            self,
-            FilterType::LowShelf | FilterType::HighShelf | FilterType::Peak
-        )
+        matches!(self, FilterType::LowShelf | FilterType::HighShelf | FilterType::Peak)
     }
 
     /// Only passes can be 24 dB/oct.
@@ -384,11 +378,7 @@ impl MasterChain {
             compressor: own.compressor.or_else(|| album.compressor.clone()),
             saturation: own.saturation.or_else(|| album.saturation.clone()),
             stereo: own.stereo.or_else(|| album.stereo.clone()),
-            limiter: Some(
-                own.limiter
-                    .or_else(|| album.limiter.clone())
-                    .unwrap_or_default(),
-            ),
+            limiter: Some(own.limiter.or_else(|| album.limiter.clone()).unwrap_or_default()),
         }
     }
 }
@@ -449,10 +439,7 @@ fn default_lookahead_ms() -> f64 {
 
 impl Default for Limiter {
     fn default() -> Self {
-        Self {
-            release_ms: default_limiter_release_ms(),
-            lookahead_ms: default_lookahead_ms(),
-        }
+        Self { release_ms: default_limiter_release_ms(), lookahead_ms: default_lookahead_ms() }
     }
 }
 
@@ -521,10 +508,7 @@ fn default_loudness_mode() -> LoudnessMode {
 
 impl Default for LoudnessMatching {
     fn default() -> Self {
-        Self {
-            target_lufs: default_target_lufs(),
-            mode: default_loudness_mode(),
-        }
+        Self { target_lufs: default_target_lufs(), mode: default_loudness_mode() }
     }
 }
 
@@ -589,9 +573,7 @@ impl ToneReference {
             }
             return Ok(ToneReference::File(path.to_owned()));
         }
-        Err(format!(
-            "expected `album`, `track:<id>` or `file:<path>`, found `{text}`"
-        ))
+        Err(format!("expected `album`, `track:<id>` or `file:<path>`, found `{text}`"))
     }
 }
 
@@ -605,9 +587,7 @@ pub struct WarmthMatching {
 
 impl Default for WarmthMatching {
     fn default() -> Self {
-        Self {
-            strength: default_strength(),
-        }
+        Self { strength: default_strength() }
     }
 }
 
@@ -666,11 +646,7 @@ impl Deliverable {
         self.sample_rate.unwrap_or(album.sample_rate)
     }
     pub fn dither(&self) -> Dither {
-        self.dither.unwrap_or(if self.bit_depth < 24 {
-            Dither::Tpdf
-        } else {
-            Dither::None
-        })
+        self.dither.unwrap_or(if self.bit_depth < 24 { Dither::Tpdf } else { Dither::None })
     }
 }
 

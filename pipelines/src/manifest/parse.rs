@@ -3,38 +3,97 @@
 
 use serde_norway::Value;
 
+use serde_path_to_error::Segment;
+
+use super::locate::Locator;
 use super::model::Manifest;
 use super::problem::{ManifestError, Problem};
 
 /// The only manifest version this build reads.
 pub const MANIFEST_VERSION: u32 = 1;
 
-/// Parses manifest text. Fails with exactly one problem: the first place
-/// where the text is not YAML, is not version 1, or does not fit the
-/// structure (unknown field, wrong type, missing required field).
-pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
-    let value: Value = serde_norway::from_str(text)
-        .map_err(|error| ManifestError::single(yaml_problem("", &error)))?;
+/// Parses manifest text into a [`Manifest`] and the problems that do not
+/// stop parsing: every unknown field (a typo such as `gian_db`) is reported,
+/// with the fields that were expected, and set aside. A file that is not
+/// YAML, is not version 1, or whose structure does not fit otherwise (a
+/// wrong type, a missing required field) fails with that first error.
+/// Problems carry their line and column.
+pub fn parse(text: &str) -> Result<(Manifest, Vec<Problem>), ManifestError> {
+    let mut value: Value =
+        serde_norway::from_str(text).map_err(|error| ManifestError::single(syntax_problem(&error)))?;
     check_version(&value)?;
-    let deserializer = serde_norway::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(deserializer).map_err(|error| {
-        let path = error.path().to_string();
-        ManifestError::single(yaml_problem(&path, error.inner()))
-    })
+    value.apply_merge().map_err(|error| ManifestError::single(syntax_problem(&error)))?;
+    let locator = Locator::new(text);
+    let mut unknown_fields = Vec::new();
+    loop {
+        match serde_path_to_error::deserialize::<_, Manifest>(value.clone()) {
+            Ok(manifest) => return Ok((manifest, unknown_fields)),
+            Err(error) => {
+                let message = error.inner().to_string();
+                let segments: Vec<&Segment> = error.path().iter().collect();
+                let mut path = error.path().to_string();
+                if path == "." {
+                    path.clear();
+                }
+                let Some(field) = unknown_field_name(&message) else {
+                    unknown_fields.push(locate(&locator, Problem::new(path, message)));
+                    return Err(ManifestError { problems: unknown_fields });
+                };
+                let field = field.to_owned();
+                if path.rsplit('.').next() != Some(field.as_str()) {
+                    path = if path.is_empty() { field.clone() } else { format!("{path}.{field}") };
+                }
+                let removed = remove_field(&mut value, &segments, &field);
+                unknown_fields.push(locate(&locator, Problem::new(path, message)));
+                if !removed {
+                    return Err(ManifestError { problems: unknown_fields });
+                }
+            }
+        }
+    }
+}
+
+/// Gives a problem the line and column of its path, when written.
+pub(crate) fn locate(locator: &Locator, problem: Problem) -> Problem {
+    match locator.locate(&problem.path) {
+        Some((line, column)) if problem.line.is_none() => problem.at(line, column),
+        _ => problem,
+    }
+}
+
+/// Removes `field` from the mapping at `segments` (or at their parent when
+/// the last segment is the field itself).
+fn remove_field(value: &mut Value, segments: &[&Segment], field: &str) -> bool {
+    let mut node = value;
+    for (index, segment) in segments.iter().enumerate() {
+        let is_last = index + 1 == segments.len();
+        if is_last && matches!(segment, Segment::Map { key } if key == field) {
+            break;
+        }
+        node = match (segment, node) {
+            (Segment::Seq { index }, Value::Sequence(items)) => match items.get_mut(*index) {
+                Some(item) => item,
+                None => return false,
+            },
+            (Segment::Map { key }, Value::Mapping(map)) => match map.get_mut(key.as_str()) {
+                Some(item) => item,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match node {
+        Value::Mapping(map) => map.remove(field).is_some(),
+        _ => false,
+    }
 }
 
 fn check_version(value: &Value) -> Result<(), ManifestError> {
     let Value::Mapping(top) = value else {
-        let found = if value.is_null() {
-            "an empty file"
-        } else {
-            "something else"
-        };
+        let found = if value.is_null() { "an empty file" } else { "something else" };
         return Err(ManifestError::single(Problem::new(
             "",
-            format!(
-                "expected a mapping with `version: 1`, `album` and `tracks` at the top level, found {found}"
-            ),
+            format!("expected a mapping with `version: 1`, `album` and `tracks` at the top level, found {found}"),
         )));
     };
     match top.get("version") {
@@ -53,35 +112,14 @@ fn check_version(value: &Value) -> Result<(), ManifestError> {
     }
 }
 
-/// Turns a YAML error into a [`Problem`]: its message without the location
-/// suffix (kept separately), and the unknown field's own name in the path.
-fn yaml_problem(path: &str, error: &serde_norway::Error) -> Problem {
+/// A YAML syntax error, with its location kept apart from the message.
+fn syntax_problem(error: &serde_norway::Error) -> Problem {
     let mut message = error.to_string();
-    // serde_norway appends " at line L column C" and may prefix "path: ".
+    // serde_norway appends " at line L column C".
     if let Some(index) = message.rfind(" at line ") {
         message.truncate(index);
     }
-    if !path.is_empty()
-        && let Some(rest) = message.strip_prefix(&format!("{path}: "))
-    {
-        message = rest.to_owned();
-    }
-    let mut path = if path == "." {
-        String::new()
-    } else {
-        path.to_owned()
-    };
-    if let Some(field) = unknown_field_name(&message) {
-        let already_named = path.rsplit('.').next() == Some(field);
-        if !already_named {
-            path = if path.is_empty() {
-                field.to_owned()
-            } else {
-                format!("{path}.{field}")
-            };
-        }
-    }
-    let problem = Problem::new(path, message);
+    let problem = Problem::new("", message);
     match error.location() {
         Some(location) => problem.at(location.line(), location.column()),
         None => problem,
@@ -97,11 +135,13 @@ fn unknown_field_name(message: &str) -> Option<&str> {
 mod tests {
     use super::*;
 
-    const MINIMAL: &str = "version: 1\nalbum: { title: T, artist: A }\ntracks:\n  - id: one\n    title: One\n    mix_file: one.wav\n";
+    const MINIMAL: &str =
+        "version: 1\nalbum: { title: T, artist: A }\ntracks:\n  - id: one\n    title: One\n    mix_file: one.wav\n";
 
     #[test]
     fn minimal_manifest_parses_with_defaults() {
-        let manifest = parse(MINIMAL).unwrap();
+        let (manifest, problems) = parse(MINIMAL).unwrap();
+        assert!(problems.is_empty());
         assert_eq!(manifest.album.sample_rate, 44_100);
         assert_eq!(manifest.mix.headroom_dbfs, -6.0);
         assert_eq!(manifest.matching.loudness.target_lufs, -14.0);
@@ -111,23 +151,24 @@ mod tests {
     #[test]
     fn misspelt_field_names_its_path_line_and_column() {
         let text = "version: 1\nalbum: { title: T, artist: A }\ntracks:\n  - id: one\n    title: One\n    stems:\n      - name: vox\n        file: vox.wav\n        gian_db: 3\n";
-        let error = parse(text).unwrap_err();
-        assert_eq!(error.problems.len(), 1);
-        let problem = &error.problems[0];
+        let (_, problems) = parse(text).unwrap();
+        assert_eq!(problems.len(), 1);
+        let problem = &problems[0];
         assert_eq!(problem.path, "tracks[0].stems[0].gian_db");
-        assert_eq!(
-            (problem.line, problem.column),
-            (Some(9), Some(9)),
-            "{problem}"
-        );
-        assert!(
-            problem.message.contains("unknown field `gian_db`"),
-            "{problem}"
-        );
-        assert!(
-            problem.message.contains("gain_db"),
-            "lists the expected fields: {problem}"
-        );
+        assert_eq!((problem.line, problem.column), (Some(9), Some(9)), "{problem}");
+        assert!(problem.message.contains("unknown field `gian_db`"), "{problem}");
+        assert!(problem.message.contains("gain_db"), "lists the expected fields: {problem}");
+    }
+
+    #[test]
+    fn every_unknown_field_is_reported() {
+        let text = "version: 1\nalbum: { title: T, artist: A, colour: red }\ntracks:\n  - id: one\n    title: One\n    mix_file: a.wav\n    fade_ni_s: 1\n    master: { limiter: { relase_ms: 50 } }\n";
+        let (manifest, problems) = parse(text).unwrap();
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["album.colour", "tracks[0].fade_ni_s", "tracks[0].master.limiter.relase_ms"]);
+        assert_eq!(problems[1].line, Some(7));
+        assert_eq!(problems[2].line, Some(8));
+        assert_eq!(manifest.tracks[0].mix_file.as_deref(), Some("a.wav"));
     }
 
     #[test]

@@ -21,12 +21,7 @@ pub struct Problem {
 
 impl Problem {
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            path: path.into(),
-            line: None,
-            column: None,
-            message: message.into(),
-        }
+        Self { path: path.into(), line: None, column: None, message: message.into() }
     }
 
     pub fn at(mut self, line: usize, column: usize) -> Self {
@@ -38,11 +33,7 @@ impl Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let path = if self.path.is_empty() {
-            "manifest"
-        } else {
-            &self.path
-        };
+        let path = if self.path.is_empty() { "manifest" } else { &self.path };
         match (self.line, self.column) {
             (Some(line), Some(column)) => {
                 write!(f, "{path} (line {line}, column {column}): {}", self.message)
@@ -60,20 +51,14 @@ pub struct ManifestError {
 
 impl ManifestError {
     pub fn single(problem: Problem) -> Self {
-        Self {
-            problems: vec![problem],
-        }
+        Self { problems: vec![problem] }
     }
 }
 
 impl fmt::Display for ManifestError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let count = self.problems.len();
-        write!(
-            f,
-            "the manifest has {count} problem{}",
-            if count == 1 { "" } else { "s" }
-        )?;
+        write!(f, "the manifest has {count} problem{}", if count == 1 { "" } else { "s" })?;
         for problem in &self.problems {
             write!(f, "\n  - {problem}")?;
         }

@@ -1,0 +1,91 @@
+//! From manifest locations to storage backends, and probing inputs through
+//! them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use lacquer_pipelines::manifest::{InputFile, StorageRoot};
+use lacquer_pipelines::probe::{self, AudioInfo};
+use lacquer_storage::{BlockingReader, LocalStorage, S3Config, S3Storage, Storage};
+use tokio::sync::Semaphore;
+
+/// How to reach S3-compatible storage; credentials come from the standard
+/// AWS chain (environment, profile, web identity, instance metadata).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct S3Options {
+    /// Endpoint of an S3-compatible store, e.g. http://127.0.0.1:9000
+    /// (default: AWS, or AWS_ENDPOINT_URL)
+    #[arg(long, env = "LACQUER_S3_ENDPOINT", global = true)]
+    pub s3_endpoint: Option<String>,
+    /// Region (default: the AWS chain's, else us-east-1)
+    #[arg(long, env = "LACQUER_S3_REGION", global = true)]
+    pub s3_region: Option<String>,
+    /// Path-style addressing (http://host/bucket/key), which most
+    /// S3-compatible stores need
+    #[arg(long, env = "LACQUER_S3_PATH_STYLE", global = true)]
+    pub s3_path_style: bool,
+}
+
+/// Backends opened so far, one per root.
+pub struct Stores {
+    s3: S3Options,
+    open: HashMap<StorageRoot, Arc<dyn Storage>>,
+}
+
+impl Stores {
+    pub fn new(s3: S3Options) -> Self {
+        Self { s3, open: HashMap::new() }
+    }
+
+    pub async fn backend(&mut self, root: &StorageRoot) -> Arc<dyn Storage> {
+        if let Some(storage) = self.open.get(root) {
+            return storage.clone();
+        }
+        let storage: Arc<dyn Storage> = match root {
+            StorageRoot::Local { dir } => Arc::new(LocalStorage::new(dir.clone())),
+            StorageRoot::S3 { bucket, prefix } => {
+                let mut config = S3Config::new(bucket.clone(), prefix.clone());
+                config.endpoint_url = self.s3.s3_endpoint.clone();
+                config.region = self.s3.s3_region.clone();
+                config.force_path_style = self.s3.s3_path_style;
+                Arc::new(S3Storage::connect(config).await)
+            }
+        };
+        self.open.insert(root.clone(), storage.clone());
+        storage
+    }
+
+    /// Probes every input, several at a time; `result[i]` is `inputs[i]`'s.
+    pub async fn probe_all(&mut self, inputs: &[InputFile]) -> Vec<Result<AudioInfo, String>> {
+        const AT_ONCE: usize = 8;
+        let limit = Arc::new(Semaphore::new(AT_ONCE));
+        let mut tasks = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            let storage = self.backend(&input.object.root).await;
+            let key = input.object.key.clone();
+            let extension = input.object.extension();
+            let limit = limit.clone();
+            tasks.push(tokio::spawn(async move {
+                let _permit = limit.acquire_owned().await.map_err(|e| e.to_string())?;
+                probe_object(storage, key, extension).await
+            }));
+        }
+        let mut results = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            results.push(task.await.unwrap_or_else(|e| Err(format!("probing stopped: {e}"))));
+        }
+        results
+    }
+}
+
+async fn probe_object(storage: Arc<dyn Storage>, key: String, extension: Option<String>) -> Result<AudioInfo, String> {
+    let reader = BlockingReader::open(storage, &key).await.map_err(|e| match e {
+        lacquer_storage::StorageError::NotFound { .. } => "the file does not exist".to_owned(),
+        other => other.to_string(),
+    })?;
+    let size_bytes = reader.size_bytes();
+    tokio::task::spawn_blocking(move || probe::probe(reader, size_bytes, extension.as_deref()))
+        .await
+        .map_err(|e| format!("probing stopped: {e}"))?
+        .map_err(|e| e.to_string())
+}
