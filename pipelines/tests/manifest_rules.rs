@@ -1,0 +1,200 @@
+//! Every validation rule of manifest v1, each named by its field path.
+
+use std::path::PathBuf;
+
+use lacquer_pipelines::manifest::{self, Checked, InputRole, MasterChain, StorageRoot};
+use lacquer_pipelines::probe::AudioInfo;
+
+fn base() -> StorageRoot {
+    StorageRoot::Local { dir: PathBuf::from("/albums/northern") }
+}
+
+fn stereo_44k() -> AudioInfo {
+    AudioInfo {
+        container: "wav".into(),
+        codec: "pcm_s24le".into(),
+        channels: 2,
+        sample_rate_hz: 44_100,
+        bits_per_sample: Some(24),
+        frames: Some(441_000),
+    }
+}
+
+fn check(text: &str) -> Checked {
+    manifest::check(text, &base(), None).unwrap_or_else(|e| panic!("should parse: {e}"))
+}
+
+/// The paths of every problem, after probing finds every file fine.
+fn problem_paths(text: &str) -> Vec<String> {
+    let checked = check(text);
+    let probes = checked.inputs.iter().map(|_| Ok(stereo_44k())).collect();
+    match checked.finish(probes) {
+        Ok(_) => Vec::new(),
+        Err(error) => error.problems.into_iter().map(|p| p.path).collect(),
+    }
+}
+
+const HEAD: &str = "version: 1\nalbum: { title: T, artist: A }\n";
+
+#[test]
+fn the_example_album_passes_every_static_check() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/album-small/album.yaml")).unwrap();
+    let checked = check(&text);
+    assert!(checked.problems.is_empty(), "{:?}", checked.problems);
+    assert_eq!(checked.inputs.len(), 13);
+    assert_eq!(checked.inputs[0].field, "tracks[0].stems[0].file");
+    assert_eq!(checked.inputs[0].object.to_string(), "/albums/northern/01-chorale-66/vox.flac");
+    assert_eq!(checked.output, Some(StorageRoot::Local { dir: "/albums/northern/masters".into() }));
+}
+
+#[test]
+fn track_sources() {
+    let text = format!(
+        "{HEAD}tracks:\n  - {{ id: a, title: A, mix_file: a.wav, stems: [{{ name: x, file: x.wav }}] }}\n  - {{ id: b, title: B }}\n  - {{ id: c, title: C, mix_file: c.wav, returns: {{ r: {{ delay: {{}} }} }} }}\n  - {{ id: d, title: D, stems: [] }}\n"
+    );
+    assert_eq!(problem_paths(&text), ["tracks[0].stems", "tracks[1].stems", "tracks[2].returns", "tracks[3].stems"]);
+}
+
+#[test]
+fn returns_have_exactly_one_effect_and_sends_must_reach_one() {
+    let text = format!(
+        "{HEAD}tracks:\n  - id: a\n    title: A\n    stems:\n      - {{ name: x, file: x.wav, sends: {{ both: -6, none: -6, nowhere: -6, room: 20 }} }}\n    returns:\n      both: {{ reverb: {{}}, delay: {{}} }}\n      none: {{ gain_db: -3 }}\n      room: {{ reverb: {{ decay_s: 30, damping: 2 }} }}\n"
+    );
+    assert_eq!(
+        problem_paths(&text),
+        [
+            "tracks[0].stems[0].sends.nowhere",
+            "tracks[0].stems[0].sends.room",
+            "tracks[0].returns.both",
+            "tracks[0].returns.none",
+            "tracks[0].returns.room.reverb.decay_s",
+            "tracks[0].returns.room.reverb.damping",
+        ]
+    );
+}
+
+#[test]
+fn filters_take_only_what_their_type_means() {
+    let text = format!(
+        "{HEAD}master:\n  eq:\n    - {{ type: high_pass, freq_hz: 30, gain_db: 3 }}\n    - {{ type: peak, freq_hz: 1000, slope_db_oct: 24, gain_db: 1 }}\n    - {{ type: low_shelf, freq_hz: 5 }}\n    - {{ type: low_pass, freq_hz: 18000, slope_db_oct: 18, q: 40 }}\n    - {{ type: notch, freq_hz: 60 }}\ntracks:\n  - {{ id: a, title: A, mix_file: a.wav }}\n"
+    );
+    assert_eq!(
+        problem_paths(&text),
+        [
+            "master.eq[0].gain_db",
+            "master.eq[1].slope_db_oct",
+            "master.eq[2].gain_db", // missing: placed at its filter's `{`
+            "master.eq[2].freq_hz",
+            "master.eq[3].slope_db_oct",
+            "master.eq[3].q",
+        ]
+    );
+}
+
+#[test]
+fn filter_frequency_limit_follows_the_working_rate() {
+    let at = |rate: u32| {
+        format!(
+            "version: 1\nalbum: {{ title: T, artist: A, sample_rate: {rate} }}\nmaster: {{ eq: [ {{ type: low_pass, freq_hz: 30000 }} ] }}\ntracks:\n  - {{ id: a, title: A, mix_file: a.wav }}\n"
+        )
+    };
+    assert_eq!(problem_paths(&at(44_100)), ["master.eq[0].freq_hz"]);
+    assert!(problem_paths(&at(96_000)).is_empty());
+    assert_eq!(problem_paths(&at(22_050)), ["album.sample_rate", "master.eq[0].freq_hz"]);
+}
+
+#[test]
+fn album_matching_and_deliverables() {
+    let text = format!(
+        "{HEAD}mix: {{ headroom_dbfs: 3, pan_law_db: -2 }}\nmatching:\n  loudness: {{ target_lufs: -3 }}\n  true_peak_dbtp: 0.5\n  tone: {{ reference: track:zz, strength: 1.5 }}\n  warmth: {{ strength: -1 }}\ndeliverables:\n  - {{ name: hires, format: flac, bit_depth: 32 }}\n  - {{ name: hires, bit_depth: 20 }}\n  - {{ name: Float, bit_depth: 32, dither: tpdf, sample_rate: 50000 }}\ntracks:\n  - {{ id: a, title: A, mix_file: a.wav }}\n"
+    );
+    assert_eq!(
+        problem_paths(&text),
+        [
+            "mix.headroom_dbfs",
+            "mix.pan_law_db",
+            "matching.loudness.target_lufs",
+            "matching.true_peak_dbtp",
+            "matching.tone.reference",
+            "matching.tone.strength",
+            "matching.warmth.strength",
+            "deliverables[0].bit_depth",
+            "deliverables[1].name",
+            "deliverables[1].bit_depth",
+            "deliverables[2].name",
+            "deliverables[2].dither",
+            "deliverables[2].sample_rate",
+        ]
+    );
+}
+
+#[test]
+fn ids_isrcs_and_album_codes() {
+    let text = "version: 1\nalbum: { title: T, artist: ' ', upc: '12345' }\ntracks:\n  - { id: Intro, title: A, mix_file: a.wav, isrc: GBABC2600001 }\n  - { id: b, title: B, mix_file: b.wav, isrc: GBABC2600001 }\n  - { id: c, title: '', mix_file: c.wav, isrc: GB-ABC-26-00003 }\n";
+    assert_eq!(
+        problem_paths(text),
+        ["album.artist", "album.upc", "tracks[0].id", "tracks[1].isrc", "tracks[2].title", "tracks[2].isrc"]
+    );
+}
+
+#[test]
+fn automation_points_are_in_range_and_in_order() {
+    let text = format!(
+        "{HEAD}tracks:\n  - id: a\n    title: A\n    stems:\n      - name: x\n        file: x.wav\n        automation:\n          gain_db: [[0, -60], [5, 0], [4, 0], [6, 30]]\n          pan: []\n"
+    );
+    assert_eq!(
+        problem_paths(&text),
+        [
+            "tracks[0].stems[0].automation.gain_db[2]",
+            "tracks[0].stems[0].automation.gain_db[3]",
+            "tracks[0].stems[0].automation.pan",
+        ]
+    );
+}
+
+#[test]
+fn probing_results_are_checked_per_role() {
+    let text = format!(
+        "{HEAD}source: s3://label-stems/northern/\nmatching: {{ tone: {{ reference: 'file:refs/ref.flac' }} }}\ntracks:\n  - {{ id: a, title: A, mix_file: mixes/a.wav }}\n  - {{ id: b, title: B, stems: [{{ name: x, file: s3://other-bucket/x.wav }}] }}\n"
+    );
+    let checked = check(&text);
+    let locations: Vec<String> = checked.inputs.iter().map(|i| i.object.to_string()).collect();
+    assert_eq!(
+        locations,
+        ["s3://label-stems/northern/mixes/a.wav", "s3://other-bucket/x.wav", "s3://label-stems/northern/refs/ref.flac"]
+    );
+    assert_eq!(checked.inputs[2].role, InputRole::ToneReference);
+    let mono = AudioInfo { channels: 1, ..stereo_44k() };
+    let error = checked.finish(vec![Ok(mono.clone()), Ok(mono), Err("the file does not exist".into())]).unwrap_err();
+    let paths: Vec<&str> = error.problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(paths, ["matching.tone.reference", "tracks[0].mix_file"], "a mono stem is fine, a mono mix_file is not");
+    assert!(error.problems[0].message.contains("s3://label-stems/northern/refs/ref.flac: the file does not exist"));
+    assert_eq!(error.problems[0].line, Some(4));
+}
+
+#[test]
+fn a_track_master_block_replaces_the_album_block_of_the_same_name() {
+    let text = format!(
+        "{HEAD}master:\n  eq: [ {{ type: high_pass, freq_hz: 25 }} ]\n  compressor: {{ ratio: 1.5 }}\ntracks:\n  - id: a\n    title: A\n    mix_file: a.wav\n    master: {{ compressor: {{ ratio: 3 }}, stereo: {{}} }}\n"
+    );
+    let checked = check(&text);
+    let chain = MasterChain::for_track(&checked.manifest.master, checked.manifest.tracks[0].master.as_ref());
+    assert_eq!(chain.eq.as_ref().unwrap()[0].freq_hz, 25.0, "kept from the album");
+    let compressor = chain.compressor.unwrap();
+    assert_eq!((compressor.ratio, compressor.threshold_db), (3.0, -18.0), "replaced whole, spec defaults inside");
+    let stereo = chain.stereo.unwrap();
+    assert_eq!((stereo.width, stereo.mono_below_hz), (1.1, 120.0));
+    let limiter = chain.limiter.unwrap();
+    assert_eq!((limiter.release_ms, limiter.lookahead_ms), (60.0, 1.5), "the limiter is always on");
+    assert!(chain.saturation.is_none());
+}
+
+#[test]
+fn the_cli_output_override_is_relative_to_the_working_directory() {
+    let text = format!("{HEAD}output: s3://label-masters/x/\ntracks:\n  - {{ id: a, title: A, mix_file: a.wav }}\n");
+    let checked = manifest::check(&text, &base(), Some("/tmp/out")).unwrap();
+    assert_eq!(checked.output, Some(StorageRoot::Local { dir: "/tmp/out".into() }));
+    let checked = manifest::check(&text, &base(), None).unwrap();
+    assert_eq!(checked.output.unwrap().to_string(), "s3://label-masters/x/");
+}
