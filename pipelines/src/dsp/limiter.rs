@@ -1,0 +1,234 @@
+//! A true-peak limiter with lookahead and a smooth release.
+//!
+//! Peaks are found 4× oversampled, between the samples as well as on them.
+//! For each stretch between two samples the gain that would keep it under
+//! the ceiling is computed; a sliding minimum holds that gain for one
+//! window beyond the lookahead, an exponential release lets it recover,
+//! and a moving average over the window shapes the attack into a smooth
+//! ramp. Every value in the average is at most the gain a peak needs while
+//! that peak passes, so the average is too: the ceiling holds by
+//! construction, with a small margin for the way the gain's own movement
+//! reshapes the waveform between samples.
+//!
+//! Peaks are read by two interpolators and the larger reading counts: an
+//! accurate one (a long Kaiser-windowed sinc) and the one a BS.1770 meter
+//! such as `ebur128` uses, whose ripple near Nyquist can read dense material
+//! a little higher. The delivered file then measures under the ceiling on
+//! both.
+//!
+//! All channels share one gain, so the stereo image never moves.
+
+use super::oversample::{Design, FACTOR, Interpolator};
+use super::units::{db_to_gain, gain_to_db, ms_to_frames, one_pole_coefficient};
+use super::{AudioBlock, Processor};
+
+/// How far under the ceiling the limiter aims, for inter-sample effects of
+/// the gain changes themselves and for differences between true-peak
+/// meters.
+pub const SAFETY_MARGIN_DB: f64 = 0.1;
+
+#[derive(Debug, Clone)]
+pub struct LimiterSettings {
+    pub ceiling_dbtp: f64,
+    pub release_ms: f64,
+    pub lookahead_ms: f64,
+}
+
+/// A fixed-capacity ring buffer of (index, value) pairs used as the
+/// monotonic deque of a sliding-window minimum.
+#[derive(Debug, Clone)]
+struct SlidingMinimum {
+    window: u64,
+    indices: Vec<u64>,
+    values: Vec<f64>,
+    head: usize,
+    len: usize,
+}
+
+impl SlidingMinimum {
+    fn new(window: usize) -> Self {
+        Self { window: window as u64, indices: vec![0; window + 1], values: vec![0.0; window + 1], head: 0, len: 0 }
+    }
+
+    fn slot(&self, offset: usize) -> usize {
+        (self.head + offset) % self.indices.len()
+    }
+
+    /// Adds `value` at `index` and returns the minimum of the last `window`.
+    fn push(&mut self, index: u64, value: f64) -> f64 {
+        while self.len > 0 && self.values[self.slot(self.len - 1)] >= value {
+            self.len -= 1;
+        }
+        let slot = self.slot(self.len);
+        self.indices[slot] = index;
+        self.values[slot] = value;
+        self.len += 1;
+        while self.indices[self.head] + self.window <= index {
+            self.head = self.slot(1);
+            self.len -= 1;
+        }
+        self.values[self.head]
+    }
+
+    fn reset(&mut self) {
+        self.head = 0;
+        self.len = 0;
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TruePeakLimiter {
+    ceiling: f64,
+    window: usize,
+    release_coefficient: f64,
+    interpolator: Interpolator,
+    meter_interpolator: Interpolator,
+    /// Per channel: the delay line of the audio.
+    delay_lines: Vec<Vec<f32>>,
+    delay_position: usize,
+    minimum: SlidingMinimum,
+    /// Gain after the release stage.
+    held_gain: f64,
+    /// Ring of the last `window` held gains and their sum.
+    average_ring: Vec<f64>,
+    average_sum: f64,
+    average_position: usize,
+    frame_index: u64,
+    smallest_gain: f64,
+}
+
+impl TruePeakLimiter {
+    pub fn new(rate_hz: u32, channels: usize, settings: &LimiterSettings) -> Self {
+        let window = ms_to_frames(settings.lookahead_ms, rate_hz).max(1);
+        // Each detector sees a frame's surroundings some frames after it
+        // arrives. The audio waits for the slower one; each minimum is held
+        // long enough to cover the faster one's early readings too.
+        let ours = Interpolator::delay_frames(Design::TRUE_PEAK);
+        let meter = Interpolator::bs1770_meter_delay_frames(rate_hz);
+        let delay = ours.max(meter) + window - 1;
+        let hold = window + 1 + ours.abs_diff(meter);
+        Self {
+            ceiling: db_to_gain(settings.ceiling_dbtp - SAFETY_MARGIN_DB),
+            window,
+            release_coefficient: one_pole_coefficient(settings.release_ms, rate_hz),
+            interpolator: Interpolator::new(channels, Design::TRUE_PEAK),
+            meter_interpolator: Interpolator::bs1770_meter(channels, rate_hz),
+            delay_lines: vec![vec![0.0; delay + 1]; channels],
+            delay_position: 0,
+            minimum: SlidingMinimum::new(hold),
+            held_gain: 1.0,
+            average_ring: vec![1.0; window],
+            average_sum: window as f64,
+            average_position: 0,
+            frame_index: 0,
+            smallest_gain: 1.0,
+        }
+    }
+
+    /// The most gain reduction applied since the start (or reset), in dB (≥ 0).
+    pub fn max_gain_reduction_db(&self) -> f64 {
+        -gain_to_db(self.smallest_gain)
+    }
+
+    /// The gain for the frame now leaving the delay line, after taking in
+    /// the peak of the newest stretch between samples.
+    #[inline]
+    fn next_gain(&mut self, peak: f64) -> f64 {
+        let needed = if peak > self.ceiling { self.ceiling / peak } else { 1.0 };
+        let held = self.minimum.push(self.frame_index, needed);
+        self.frame_index += 1;
+        let mut released = self.release_coefficient * self.held_gain + (1.0 - self.release_coefficient);
+        if released > 1.0 - 1e-9 {
+            released = 1.0; // back to exact unity: untouched audio stays bit-identical
+        }
+        self.held_gain = held.min(released);
+        self.average_sum += self.held_gain - self.average_ring[self.average_position];
+        self.average_ring[self.average_position] = self.held_gain;
+        self.average_position += 1;
+        if self.average_position == self.window {
+            // Once per window, drop the running sum's rounding drift.
+            self.average_position = 0;
+            self.average_sum = self.average_ring.iter().sum();
+        }
+        (self.average_sum / self.window as f64).min(1.0)
+    }
+}
+
+impl Processor for TruePeakLimiter {
+    fn process(&mut self, block: &mut AudioBlock) {
+        let channels = block.channel_count();
+        let delay_length = self.delay_lines[0].len();
+        for frame in 0..block.frames() {
+            let mut peak = 0f32;
+            let mut oversampled = [0f32; FACTOR];
+            for channel in 0..channels {
+                let sample = block.channel(channel)[frame];
+                self.interpolator.push(channel, sample, &mut oversampled);
+                peak = oversampled.iter().fold(peak, |m, s| m.max(s.abs()));
+                self.meter_interpolator.push(channel, sample, &mut oversampled);
+                let factor = self.meter_interpolator.factor();
+                peak = oversampled[..factor].iter().fold(peak.max(sample.abs()), |m, s| m.max(s.abs()));
+            }
+            let gain = self.next_gain(f64::from(peak));
+            self.smallest_gain = self.smallest_gain.min(gain);
+            let read = (self.delay_position + 1) % delay_length;
+            for (channel, line) in self.delay_lines.iter_mut().enumerate() {
+                line[self.delay_position] = block.channel(channel)[frame];
+                block.channel_mut(channel)[frame] = (f64::from(line[read]) * gain) as f32;
+            }
+            self.delay_position = read;
+        }
+    }
+
+    fn reset(&mut self) {
+        self.interpolator.reset();
+        self.meter_interpolator.reset();
+        for line in &mut self.delay_lines {
+            line.fill(0.0);
+        }
+        self.delay_position = 0;
+        self.minimum.reset();
+        self.held_gain = 1.0;
+        self.average_ring.fill(1.0);
+        self.average_sum = self.window as f64;
+        self.average_position = 0;
+        self.frame_index = 0;
+        self.smallest_gain = 1.0;
+    }
+
+    fn latency_frames(&self) -> usize {
+        self.delay_lines[0].len() - 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sliding_minimum_matches_a_naive_one() {
+        let values: Vec<f64> = (0..500).map(|n| ((n * 7919) % 101) as f64).collect();
+        let mut minimum = SlidingMinimum::new(13);
+        for (n, &v) in values.iter().enumerate() {
+            let got = minimum.push(n as u64, v);
+            let want = values[n.saturating_sub(12)..=n].iter().copied().fold(f64::INFINITY, f64::min);
+            assert_eq!(got, want, "at {n}");
+        }
+    }
+
+    #[test]
+    fn latency_is_reported_and_exact() {
+        let settings = LimiterSettings { ceiling_dbtp: -1.0, release_ms: 60.0, lookahead_ms: 1.5 };
+        let mut limiter = TruePeakLimiter::new(48_000, 1, &settings);
+        let latency = limiter.latency_frames();
+        assert_eq!(latency, 8 + 72 - 1, "ours (8) is slower than the meter's (6) at 48 kHz");
+        let at_96k = TruePeakLimiter::new(96_000, 1, &settings).latency_frames();
+        assert_eq!(at_96k, 12 + 144 - 1, "the meter's 2x interpolator (12) is slower at 96 kHz");
+        let mut block = AudioBlock::new(1, 256);
+        block.channel_mut(0)[0] = 0.25;
+        limiter.process(&mut block);
+        let position = block.channel(0).iter().position(|&s| s != 0.0).unwrap();
+        assert_eq!(position, latency);
+        assert_eq!(block.channel(0)[latency], 0.25, "quiet material passes untouched");
+    }
+}
