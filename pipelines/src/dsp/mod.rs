@@ -11,6 +11,7 @@ pub mod biquad;
 pub mod compressor;
 pub mod limiter;
 pub mod oversample;
+pub mod resample;
 pub mod units;
 
 pub use units::{db_to_gain, gain_to_db};
