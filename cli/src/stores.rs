@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use lacquer_pipelines::decode::{self, AudioInfo};
 use lacquer_pipelines::manifest::{InputFile, StorageRoot};
-use lacquer_pipelines::probe::{self, AudioInfo};
 use lacquer_storage::{BlockingReader, LocalStorage, S3Config, S3Storage, Storage};
 use tokio::sync::Semaphore;
 
@@ -84,7 +84,7 @@ async fn probe_object(storage: Arc<dyn Storage>, key: String, extension: Option<
         other => other.to_string(),
     })?;
     let size_bytes = reader.size_bytes();
-    tokio::task::spawn_blocking(move || probe::probe(reader, size_bytes, extension.as_deref()))
+    tokio::task::spawn_blocking(move || decode::probe(reader, size_bytes, extension.as_deref()))
         .await
         .map_err(|e| format!("probing stopped: {e}"))?
         .map_err(|e| e.to_string())

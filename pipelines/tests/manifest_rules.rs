@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
+use lacquer_pipelines::decode::AudioInfo;
 use lacquer_pipelines::manifest::{self, Checked, InputRole, MasterChain, StorageRoot};
-use lacquer_pipelines::probe::AudioInfo;
 
 fn base() -> StorageRoot {
     StorageRoot::Local { dir: PathBuf::from("/albums/northern") }

@@ -4,13 +4,13 @@
 use std::io::Cursor;
 use std::path::Path;
 
-use lacquer_pipelines::probe::{ProbeError, probe};
+use lacquer_pipelines::decode::{DecodeError, probe};
 
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/album-small").join(name)).unwrap()
 }
 
-fn probe_bytes(bytes: Vec<u8>, extension: &str) -> Result<lacquer_pipelines::probe::AudioInfo, ProbeError> {
+fn probe_bytes(bytes: Vec<u8>, extension: &str) -> Result<lacquer_pipelines::decode::AudioInfo, DecodeError> {
     let length = bytes.len() as u64;
     probe(Cursor::new(bytes), length, Some(extension))
 }
@@ -72,12 +72,12 @@ fn wav_integer_and_float() {
 
 #[test]
 fn empty_text_and_truncated_files_are_named_errors() {
-    assert_eq!(probe_bytes(Vec::new(), "wav").unwrap_err(), ProbeError::Empty);
+    assert_eq!(probe_bytes(Vec::new(), "wav").unwrap_err(), DecodeError::Empty);
     let text = b"not audio at all\n".repeat(100);
-    assert!(matches!(probe_bytes(text, "wav").unwrap_err(), ProbeError::NotAudio(_)));
+    assert!(matches!(probe_bytes(text, "wav").unwrap_err(), DecodeError::NotAudio(_)));
     let flac = fixture("02-maple-leaf/bass.flac");
     let cut = flac[..flac.len() / 2].to_vec();
-    assert!(matches!(probe_bytes(cut, "flac").unwrap_err(), ProbeError::Damaged(_)));
+    assert!(matches!(probe_bytes(cut, "flac").unwrap_err(), DecodeError::Damaged(_)));
 }
 
 /// Truncations of real files at many points and random bytes behind real

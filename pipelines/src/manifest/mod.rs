@@ -5,7 +5,7 @@
 //! structure error, with its line and column), then checks the manifest as
 //! a whole and collects every problem, each with its field path. Whether the
 //! referenced files exist and decode is checked by the caller, which owns
-//! storage, with [`crate::probe::probe`]; [`Checked::finish`] folds those
+//! storage, with [`crate::decode::probe`]; [`Checked::finish`] folds those
 //! results in, so one run reports everything.
 
 mod locate;

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use super::location::{ObjectRef, StorageRoot};
 use super::model::*;
 use super::problem::{ManifestError, Problem};
-use crate::probe::AudioInfo;
+use crate::decode::AudioInfo;
 
 /// Sample rates accepted for the working rate and for deliverables.
 pub const SAMPLE_RATES_HZ: [u32; 7] = [32_000, 44_100, 48_000, 88_200, 96_000, 176_400, 192_000];

@@ -1,0 +1,376 @@
+//! Reading audio files with symphonia: [`probe`] reads a header without
+//! decoding the file (a quick look at the first and last packets proves it
+//! decodable and not cut short); [`AudioReader`] decodes it as a stream of
+//! planar `f32` blocks, never holding the whole file.
+//!
+//! WAV (16/24/32-bit integer, 32-bit float), FLAC, AIFF, MP3, OGG Vorbis and
+//! ALAC; mono or stereo.
+
+use std::io::{Read, Seek};
+
+use serde::{Deserialize, Serialize};
+use symphonia::core::audio::SampleBuffer;
+use symphonia::core::codecs::{CODEC_TYPE_NULL, CodecType, Decoder, DecoderOptions};
+use symphonia::core::errors::Error as SymphoniaError;
+use symphonia::core::formats::{FormatOptions, FormatReader, SeekMode, SeekTo};
+use symphonia::core::io::{MediaSource, MediaSourceStream};
+use symphonia::core::meta::MetadataOptions;
+use symphonia::core::probe::Hint;
+
+use crate::dsp::AudioBlock;
+
+/// What the header of an audio file says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AudioInfo {
+    /// Container, e.g. `flac`, `wav`, `ogg`.
+    pub container: String,
+    /// Codec, e.g. `flac`, `pcm_s24le`, `vorbis`.
+    pub codec: String,
+    pub channels: usize,
+    pub sample_rate_hz: u32,
+    /// Bits per sample of the stored samples, for PCM-like codecs.
+    pub bits_per_sample: Option<u32>,
+    /// Length in frames, when the header says.
+    pub frames: Option<u64>,
+}
+
+impl AudioInfo {
+    pub fn duration_s(&self) -> Option<f64> {
+        self.frames.map(|frames| frames as f64 / f64::from(self.sample_rate_hz))
+    }
+}
+
+/// Why a file is not usable audio.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("the file is empty (0 bytes)")]
+    Empty,
+    #[error("not a readable audio file: {0}")]
+    NotAudio(String),
+    #[error("the file has no audio track")]
+    NoAudioTrack,
+    #[error("{codec} audio cannot be decoded: {detail}")]
+    UnsupportedCodec { codec: String, detail: String },
+    #[error("the file is damaged or cut short: {0}")]
+    Damaged(String),
+    #[error("cannot read the file: {0}")]
+    Io(String),
+    #[error("the file has {0} channels; lacquer takes mono or stereo files")]
+    TooManyChannels(usize),
+}
+
+/// A seekable byte source of known length that symphonia can read.
+struct Source<R> {
+    inner: R,
+    length_bytes: u64,
+}
+
+impl<R: Read> Read for Source<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf)
+    }
+}
+
+impl<R: Seek> Seek for Source<R> {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.inner.seek(pos)
+    }
+}
+
+impl<R: Read + Seek + Send + Sync> MediaSource for Source<R> {
+    fn is_seekable(&self) -> bool {
+        true
+    }
+    fn byte_len(&self) -> Option<u64> {
+        Some(self.length_bytes)
+    }
+}
+
+/// Probes `reader` (of `length_bytes` bytes): reads the header, decodes
+/// the first packet and one in the last half second. `extension` is a hint
+/// only. Files with more than two channels probe fine (their channel count
+/// is reported); [`AudioReader::open`] refuses them.
+pub fn probe<R>(reader: R, length_bytes: u64, extension: Option<&str>) -> Result<AudioInfo, DecodeError>
+where
+    R: Read + Seek + Send + Sync + 'static,
+{
+    let mut opened = Opened::new(reader, length_bytes, extension)?;
+    let info = opened.info.clone();
+    decode_one_packet(opened.format.as_mut(), opened.decoder.as_mut(), opened.track_id, "its first audio")?;
+    // A file cut short still has its full length in the header: look at the
+    // last half second to prove the data is all there.
+    if let Some(frames) = info.frames {
+        let tail_start = frames.saturating_sub(u64::from(info.sample_rate_hz / 2));
+        if tail_start > 0 {
+            opened
+                .format
+                .seek(SeekMode::Accurate, SeekTo::TimeStamp { ts: tail_start, track_id: opened.track_id })
+                .map_err(|error| DecodeError::Damaged(format!("cannot reach its last half second ({error})")))?;
+            opened.decoder.reset();
+            decode_one_packet(
+                opened.format.as_mut(),
+                opened.decoder.as_mut(),
+                opened.track_id,
+                "its last half second of",
+            )?;
+        }
+    }
+    Ok(info)
+}
+
+/// A file opened for decoding: its format reader, decoder and header.
+struct Opened {
+    format: Box<dyn FormatReader>,
+    decoder: Box<dyn Decoder>,
+    track_id: u32,
+    info: AudioInfo,
+}
+
+impl Opened {
+    fn new<R>(mut reader: R, length_bytes: u64, extension: Option<&str>) -> Result<Self, DecodeError>
+    where
+        R: Read + Seek + Send + Sync + 'static,
+    {
+        if length_bytes == 0 {
+            return Err(DecodeError::Empty);
+        }
+        let mut magic = [0u8; 12];
+        let magic_len = read_up_to(&mut reader, &mut magic).map_err(|e| DecodeError::Io(e.to_string()))?;
+        let container = container_name(&magic[..magic_len]);
+        reader.seek(std::io::SeekFrom::Start(0)).map_err(|e| DecodeError::Io(e.to_string()))?;
+        let stream = MediaSourceStream::new(Box::new(Source { inner: reader, length_bytes }), Default::default());
+        let mut hint = Hint::new();
+        if let Some(extension) = extension {
+            hint.with_extension(extension);
+        }
+        let format_options = FormatOptions { enable_gapless: true, ..Default::default() };
+        let probed = symphonia::default::get_probe()
+            .format(&hint, stream, &format_options, &MetadataOptions::default())
+            .map_err(|error| match error {
+                SymphoniaError::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    DecodeError::NotAudio("no known audio format found (file too short)".to_owned())
+                }
+                SymphoniaError::IoError(e) => DecodeError::Io(e.to_string()),
+                SymphoniaError::Unsupported(_) => DecodeError::NotAudio(
+                    "no known audio format found (WAV, FLAC, AIFF, MP3, OGG Vorbis, ALAC)".to_owned(),
+                ),
+                other => DecodeError::NotAudio(other.to_string()),
+            })?;
+        let format = probed.format;
+        let track = format
+            .tracks()
+            .iter()
+            .find(|track| track.codec_params.codec != CODEC_TYPE_NULL)
+            .ok_or(DecodeError::NoAudioTrack)?
+            .clone();
+        let params = &track.codec_params;
+        let codec = codec_name(params.codec);
+        let sample_rate_hz =
+            params.sample_rate.ok_or_else(|| DecodeError::Damaged("the header gives no sample rate".to_owned()))?;
+        let mut format = format;
+        let mut decoder = symphonia::default::get_codecs()
+            .make(params, &DecoderOptions::default())
+            .map_err(|error| DecodeError::UnsupportedCodec { codec: codec.clone(), detail: error.to_string() })?;
+        let decoded_params = decoder.codec_params().clone();
+        let mut channels = params.channels.or(decoded_params.channels).map(|c| c.count()).unwrap_or(0);
+        if channels == 0 {
+            // Some codecs (ALAC in MP4) keep the layout in their own setup
+            // data: decode one packet to learn it, then start again.
+            channels = first_packet_channels(format.as_mut(), decoder.as_mut(), track.id)?;
+            format
+                .seek(SeekMode::Accurate, SeekTo::TimeStamp { ts: 0, track_id: track.id })
+                .map_err(|error| DecodeError::Damaged(format!("cannot return to the start ({error})")))?;
+            decoder.reset();
+        }
+        let info = AudioInfo {
+            container: container.to_owned(),
+            codec,
+            channels,
+            sample_rate_hz,
+            bits_per_sample: params.bits_per_sample.or(decoded_params.bits_per_sample),
+            frames: params.n_frames,
+        };
+        Ok(Self { format, decoder, track_id: track.id, info })
+    }
+}
+
+/// Decodes a file as a stream of planar `f32` blocks.
+pub struct AudioReader {
+    opened: Opened,
+    /// The last packet's samples, planar (channel after channel).
+    decoded: Option<SampleBuffer<f32>>,
+    decoded_frames: usize,
+    /// Frames of `decoded` already handed out.
+    consumed_frames: usize,
+    frames_read: u64,
+    finished: bool,
+}
+
+impl AudioReader {
+    /// Opens `reader` (of `length_bytes` bytes) for decoding.
+    pub fn open<R>(reader: R, length_bytes: u64, extension: Option<&str>) -> Result<Self, DecodeError>
+    where
+        R: Read + Seek + Send + Sync + 'static,
+    {
+        let opened = Opened::new(reader, length_bytes, extension)?;
+        if opened.info.channels > 2 {
+            return Err(DecodeError::TooManyChannels(opened.info.channels));
+        }
+        Ok(Self { opened, decoded: None, decoded_frames: 0, consumed_frames: 0, frames_read: 0, finished: false })
+    }
+
+    pub fn info(&self) -> &AudioInfo {
+        &self.opened.info
+    }
+
+    /// Frames handed out so far.
+    pub fn frames_read(&self) -> u64 {
+        self.frames_read
+    }
+
+    /// Fills `block` with up to `max_frames` of the next frames (the block
+    /// must have room for them) and returns how many; 0 at the end.
+    pub fn read(&mut self, block: &mut AudioBlock, max_frames: usize) -> Result<usize, DecodeError> {
+        debug_assert_eq!(block.channel_count(), self.opened.info.channels);
+        block.set_frames(max_frames);
+        let mut filled = 0;
+        while filled < max_frames {
+            if self.consumed_frames == self.decoded_frames && !self.next_packet()? {
+                break;
+            }
+            let Some(decoded) = &self.decoded else { break };
+            let take = (self.decoded_frames - self.consumed_frames).min(max_frames - filled);
+            let samples = decoded.samples();
+            for channel in 0..block.channel_count() {
+                let start = channel * self.decoded_frames + self.consumed_frames;
+                block.channel_mut(channel)[filled..filled + take].copy_from_slice(&samples[start..start + take]);
+            }
+            self.consumed_frames += take;
+            filled += take;
+        }
+        block.set_frames(filled);
+        self.frames_read += filled as u64;
+        Ok(filled)
+    }
+
+    /// Decodes the next packet of our track; false at the end of the stream.
+    fn next_packet(&mut self) -> Result<bool, DecodeError> {
+        if self.finished {
+            return Ok(false);
+        }
+        loop {
+            let packet = match self.opened.format.next_packet() {
+                Ok(packet) => packet,
+                Err(SymphoniaError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    self.finished = true;
+                    return Ok(false);
+                }
+                Err(error) => {
+                    return Err(DecodeError::Damaged(format!(
+                        "cannot read past {:.3} s: {error}",
+                        self.frames_read as f64 / f64::from(self.opened.info.sample_rate_hz)
+                    )));
+                }
+            };
+            if packet.track_id() != self.opened.track_id {
+                continue;
+            }
+            let decoded = self.opened.decoder.decode(&packet).map_err(|error| {
+                DecodeError::Damaged(format!(
+                    "cannot decode the audio at {:.3} s: {error}",
+                    self.frames_read as f64 / f64::from(self.opened.info.sample_rate_hz)
+                ))
+            })?;
+            let frames = decoded.frames();
+            if frames == 0 {
+                continue;
+            }
+            let needs_room = self.decoded.as_ref().is_none_or(|b| b.capacity() < frames * self.opened.info.channels);
+            if needs_room {
+                self.decoded = Some(SampleBuffer::new(decoded.capacity() as u64, *decoded.spec()));
+            }
+            if let Some(buffer) = &mut self.decoded {
+                buffer.copy_planar_ref(decoded);
+            }
+            self.decoded_frames = frames;
+            self.consumed_frames = 0;
+            return Ok(true);
+        }
+    }
+}
+
+fn first_packet_channels(
+    format: &mut dyn FormatReader,
+    decoder: &mut dyn Decoder,
+    track_id: u32,
+) -> Result<usize, DecodeError> {
+    loop {
+        let packet = format.next_packet().map_err(|error| DecodeError::Damaged(format!("no audio packet: {error}")))?;
+        if packet.track_id() != track_id {
+            continue;
+        }
+        let decoded = decoder
+            .decode(&packet)
+            .map_err(|error| DecodeError::Damaged(format!("cannot decode its first audio: {error}")))?;
+        return match decoded.spec().channels.count() {
+            0 => Err(DecodeError::Damaged("the audio has no channels".to_owned())),
+            count => Ok(count),
+        };
+    }
+}
+
+fn decode_one_packet(
+    format: &mut dyn FormatReader,
+    decoder: &mut dyn Decoder,
+    track_id: u32,
+    what: &str,
+) -> Result<(), DecodeError> {
+    loop {
+        let packet = format.next_packet().map_err(|error| match error {
+            SymphoniaError::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                DecodeError::Damaged(format!("{what} audio is missing (the file ends early)"))
+            }
+            other => DecodeError::Damaged(format!("cannot read {what} audio: {other}")),
+        })?;
+        if packet.track_id() != track_id {
+            continue;
+        }
+        return match decoder.decode(&packet) {
+            Ok(_) => Ok(()),
+            Err(error) => Err(DecodeError::Damaged(format!("cannot decode {what} audio: {error}"))),
+        };
+    }
+}
+
+fn codec_name(codec: CodecType) -> String {
+    symphonia::default::get_codecs()
+        .get_codec(codec)
+        .map(|descriptor| descriptor.short_name.to_owned())
+        .unwrap_or_else(|| format!("codec {codec}"))
+}
+
+/// The container named by a file's first bytes.
+fn container_name(magic: &[u8]) -> &'static str {
+    match magic {
+        [b'R', b'I', b'F', b'F', _, _, _, _, b'W', b'A', b'V', b'E', ..] | [b'R', b'F', b'6', b'4', ..] => "wav",
+        [b'F', b'O', b'R', b'M', _, _, _, _, b'A', b'I', b'F', b'C', ..] => "aifc",
+        [b'F', b'O', b'R', b'M', ..] => "aiff",
+        [b'f', b'L', b'a', b'C', ..] => "flac",
+        [b'O', b'g', b'g', b'S', ..] => "ogg",
+        [_, _, _, _, b'f', b't', b'y', b'p', ..] => "mp4",
+        [b'I', b'D', b'3', ..] => "mp3",
+        [0xFF, second, ..] if second & 0xE0 == 0xE0 => "mp3",
+        _ => "unknown",
+    }
+}
+
+fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
+}

@@ -1,0 +1,138 @@
+//! Decoding as a stream of blocks: lossless formats are sample-exact, lossy
+//! ones decode to the right length and level, and bad channel counts are
+//! refused clearly.
+
+use std::io::Cursor;
+use std::path::Path;
+
+use lacquer_pipelines::decode::{AudioReader, DecodeError};
+use lacquer_pipelines::dsp::AudioBlock;
+
+fn data(name: &str) -> Vec<u8> {
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)).unwrap()
+}
+
+/// Decodes everything, in blocks of `block_frames`.
+fn decode_all(bytes: Vec<u8>, extension: &str, block_frames: usize) -> (Vec<Vec<f32>>, u32) {
+    let length = bytes.len() as u64;
+    let mut reader = AudioReader::open(Cursor::new(bytes), length, Some(extension)).unwrap();
+    let channels = reader.info().channels;
+    let rate = reader.info().sample_rate_hz;
+    let mut block = AudioBlock::new(channels, block_frames);
+    let mut out = vec![Vec::new(); channels];
+    while reader.read(&mut block, block_frames).unwrap() > 0 {
+        for (o, c) in out.iter_mut().zip(block.channels()) {
+            o.extend_from_slice(c);
+        }
+    }
+    assert_eq!(reader.frames_read() as usize, out[0].len());
+    (out, rate)
+}
+
+fn rms(samples: &[f32]) -> f64 {
+    (samples.iter().map(|&s| f64::from(s) * f64::from(s)).sum::<f64>() / samples.len() as f64).sqrt()
+}
+
+#[test]
+fn flac_from_the_flac_tool_is_sample_exact_against_its_wav() {
+    let (wav, wav_rate) = decode_all(data("reference-24bit.wav"), "wav", 4096);
+    let (flac, flac_rate) = decode_all(data("reference-24bit.flac"), "flac", 1000);
+    assert_eq!((wav_rate, flac_rate), (44_100, 44_100));
+    assert_eq!(wav[0].len(), 22_050);
+    assert!(wav == flac, "every sample of the FLAC equals the WAV's");
+    // And the WAV decode is the exact 24-bit values.
+    let mut reader = hound::WavReader::new(Cursor::new(data("reference-24bit.wav"))).unwrap();
+    let ints: Vec<i32> = reader.samples::<i32>().map(Result::unwrap).collect();
+    for (n, pair) in ints.chunks(2).enumerate() {
+        assert_eq!(wav[0][n], pair[0] as f32 / 8_388_608.0, "frame {n}");
+        assert_eq!(wav[1][n], pair[1] as f32 / 8_388_608.0, "frame {n}");
+    }
+}
+
+#[test]
+fn alac_and_aiff_are_lossless_too() {
+    let (wav, _) = decode_all(data("reference-24bit.wav"), "wav", 4096);
+    let (alac, _) = decode_all(data("stereo-alac.m4a"), "m4a", 4096);
+    assert!(wav == alac, "ALAC is lossless");
+    let (mono_wav, rate) = decode_all(data("mono-16bit.wav"), "wav", 4096);
+    let (mono_aiff, _) = decode_all(data("mono-16bit.aiff"), "aiff", 333);
+    assert_eq!((rate, mono_wav.len(), mono_wav[0].len()), (48_000, 1, 19_200));
+    assert!(mono_wav == mono_aiff, "AIFF is lossless");
+}
+
+#[test]
+fn lossy_formats_decode_to_the_right_length_and_level() {
+    let (wav, _) = decode_all(data("reference-24bit.wav"), "wav", 4096);
+    for (name, extension) in [("stereo.mp3", "mp3"), ("stereo.ogg", "ogg")] {
+        let (decoded, rate) = decode_all(data(name), extension, 4096);
+        assert_eq!((rate, decoded.len()), (44_100, 2), "{name}");
+        let frames = decoded[0].len();
+        assert!(frames.abs_diff(22_050) <= 1152, "{name}: {frames} frames, gapless within one MP3 frame");
+        let level_db = 20.0 * (rms(&decoded[0][2000..20_000]) / rms(&wav[0][2000..20_000])).log10();
+        assert!(level_db.abs() < 0.5, "{name}: level off by {level_db:.2} dB");
+    }
+}
+
+#[test]
+fn wav_bit_depths_decode_exactly() {
+    let cases = [
+        (16u16, hound::SampleFormat::Int, 32_768.0f32),
+        (24, hound::SampleFormat::Int, 8_388_608.0),
+        (32, hound::SampleFormat::Int, 2_147_483_648.0),
+        (32, hound::SampleFormat::Float, 1.0),
+    ];
+    for (bits, format, scale) in cases {
+        let spec = hound::WavSpec { channels: 1, sample_rate: 44_100, bits_per_sample: bits, sample_format: format };
+        let mut cursor = Cursor::new(Vec::new());
+        let mut writer = hound::WavWriter::new(&mut cursor, spec).unwrap();
+        let values: Vec<f64> = (0..5000).map(|n| ((n as f64) * 0.01).sin() * 0.9).collect();
+        let mut expected = Vec::new();
+        for v in &values {
+            match format {
+                hound::SampleFormat::Float => {
+                    writer.write_sample(*v as f32).unwrap();
+                    expected.push(*v as f32);
+                }
+                hound::SampleFormat::Int => {
+                    let i = (v * f64::from(scale)).round() as i64;
+                    match bits {
+                        16 => writer.write_sample(i as i16).unwrap(),
+                        _ => writer.write_sample(i as i32).unwrap(),
+                    }
+                    expected.push((i as f64 / f64::from(scale)) as f32);
+                }
+            }
+        }
+        writer.finalize().unwrap();
+        let (decoded, _) = decode_all(cursor.into_inner(), "wav", 777);
+        assert_eq!(decoded[0], expected, "{bits}-bit {format:?}");
+    }
+}
+
+#[test]
+fn block_size_does_not_change_the_audio() {
+    let (a, _) = decode_all(data("reference-24bit.flac"), "flac", 64);
+    let (b, _) = decode_all(data("reference-24bit.flac"), "flac", 65_536);
+    assert!(a == b);
+}
+
+#[test]
+fn more_than_two_channels_is_refused_clearly() {
+    let spec = hound::WavSpec {
+        channels: 6,
+        sample_rate: 48_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut cursor = Cursor::new(Vec::new());
+    let mut writer = hound::WavWriter::new(&mut cursor, spec).unwrap();
+    for _ in 0..6000 {
+        writer.write_sample(0i16).unwrap();
+    }
+    writer.finalize().unwrap();
+    let bytes = cursor.into_inner();
+    let length = bytes.len() as u64;
+    let error = AudioReader::open(Cursor::new(bytes), length, Some("wav")).err().unwrap();
+    assert_eq!(error, DecodeError::TooManyChannels(6));
+    assert!(error.to_string().contains("6 channels"));
+}
