@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod analyze;
 mod stores;
 mod validate;
 
@@ -24,6 +25,10 @@ enum Command {
     /// the audio: prints the tracks, stems, formats, rates and durations, or
     /// every problem found (exit status 1).
     Validate(validate::Args),
+    /// Measure audio files: integrated loudness, loudness range, true peak,
+    /// PLR, warmth (150–600 Hz against 2–8 kHz), spectral tilt and stereo
+    /// width, as a table or as JSON with the 1/3-octave spectrum.
+    Analyze(analyze::Args),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +43,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Validate(args) => validate::run(args, cli.s3).await,
+            Command::Analyze(args) => analyze::run(args, cli.s3).await,
         }
     });
     match result {

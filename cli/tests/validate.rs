@@ -245,3 +245,26 @@ tracks:
     let message = problems[0]["message"].as_str().unwrap();
     assert!(message.contains("s3://label-stems/corpus/01-chorale-66/gone.flac"), "{message}");
 }
+
+#[test]
+fn analyze_measures_files_and_names_failures() {
+    let drums = fixture().join("01-chorale-66/drums.flac");
+    let vox = fixture().join("01-chorale-66/vox.flac");
+    let output = lacquer(&["analyze", "--json", drums.to_str().unwrap(), vox.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", text(&output));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let files = json["files"].as_array().unwrap();
+    assert_eq!(files.len(), 2);
+    let lufs = files[0]["integrated_lufs"].as_f64().unwrap();
+    assert!((-40.0..-5.0).contains(&lufs), "{lufs}");
+    assert_eq!(files[0]["channels"], 2);
+    assert_eq!(files[0]["band_levels_db"].as_array().unwrap().len(), 31);
+    assert!(files[0]["true_peak_dbtp"].as_f64().unwrap() >= files[0]["sample_peak_dbfs"].as_f64().unwrap());
+    assert_eq!(files[1]["channels"], 1);
+
+    let output = lacquer(&["analyze", drums.to_str().unwrap(), "/nonexistent/take.wav"]);
+    assert_eq!(output.status.code(), Some(1));
+    let shown = text(&output);
+    assert!(shown.contains("drums.flac") && shown.contains("LUFS"), "{shown}");
+    assert!(shown.contains("/nonexistent/take.wav: not found"), "{shown}");
+}

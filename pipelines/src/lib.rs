@@ -6,6 +6,7 @@
 //! Invariant: this crate does no network I/O and knows nothing of tokio or
 //! tonic. Whatever storage a caller uses, it hands this crate readers.
 
+pub mod analysis;
 pub mod decode;
 pub mod dsp;
 pub mod manifest;

@@ -1,0 +1,376 @@
+//! Measuring a track: loudness (BS.1770 / EBU R128 through `ebur128`),
+//! true peak, loudness range, a long-term average spectrum in 1/3-octave
+//! bands, warmth, spectral tilt and stereo width.
+//!
+//! An [`Analysis`] is small, serializable and mergeable: it keeps the
+//! energies of the 400 ms gating blocks and the 3 s short-term levels, so
+//! the loudness and range of a whole album can be computed from the tracks'
+//! analyses alone ([`album_loudness`]) on a machine that never saw the audio.
+
+use std::sync::Arc;
+
+use ebur128::{EbuR128, Mode};
+use realfft::{RealFftPlanner, RealToComplex};
+use serde::{Deserialize, Serialize};
+
+use crate::dsp::AudioBlock;
+
+/// 1/3-octave band centres (ISO 266 nominal), 20 Hz to 20 kHz.
+pub const BAND_CENTRES_HZ: [f64; 31] = [
+    20.0, 25.0, 31.5, 40.0, 50.0, 63.0, 80.0, 100.0, 125.0, 160.0, 200.0, 250.0, 315.0, 400.0, 500.0, 630.0, 800.0,
+    1000.0, 1250.0, 1600.0, 2000.0, 2500.0, 3150.0, 4000.0, 5000.0, 6300.0, 8000.0, 10_000.0, 12_500.0, 16_000.0,
+    20_000.0,
+];
+/// The warmth index compares these two regions.
+pub const WARMTH_LOW_HZ: (f64, f64) = (150.0, 600.0);
+pub const WARMTH_HIGH_HZ: (f64, f64) = (2000.0, 8000.0);
+/// The tilt is fitted over this range.
+pub const TILT_RANGE_HZ: (f64, f64) = (100.0, 10_000.0);
+/// Levels below this are reported as this (silence, or a mono file's side).
+pub const FLOOR_DB: f64 = -150.0;
+
+const FFT_FRAMES: usize = 8192;
+const HOP_FRAMES: usize = FFT_FRAMES / 2;
+/// BS.1770 gating.
+const ABSOLUTE_GATE_LUFS: f64 = -70.0;
+const RELATIVE_GATE_LU: f64 = -10.0;
+/// EBU Tech 3342 loudness range.
+const LRA_RELATIVE_GATE_LU: f64 = -20.0;
+
+/// Everything measured on one track.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Analysis {
+    pub sample_rate_hz: u32,
+    pub channels: usize,
+    pub frames: u64,
+    /// Integrated loudness (LUFS); `None` for silence.
+    pub integrated_lufs: Option<f64>,
+    /// Loudness range (LU), EBU Tech 3342.
+    pub loudness_range_lu: f64,
+    /// True peak over all channels (dBTP), 4× oversampled (2× at 96 kHz and up).
+    pub true_peak_dbtp: f64,
+    pub sample_peak_dbfs: f64,
+    /// Peak-to-loudness ratio: true peak minus integrated loudness (dB).
+    pub plr_db: Option<f64>,
+    /// Highest short-term (3 s) loudness (LUFS).
+    pub max_short_term_lufs: Option<f64>,
+    /// Short-term loudness every 100 ms (LUFS, `FLOOR_DB` for silence).
+    pub short_term_lufs: Vec<f32>,
+    /// Energies (linear, K-weighted mean square summed over channels) of the
+    /// 400 ms gating blocks, every 100 ms.
+    pub block_energies: Vec<f64>,
+    /// Long-term average spectrum: mean-square level per band of
+    /// [`BAND_CENTRES_HZ`], averaged over channels (dB; 0 dB is a
+    /// full-scale square wave's total).
+    pub band_levels_db: Vec<f64>,
+    /// Energy 150–600 Hz relative to 2–8 kHz (dB).
+    pub warmth_db: f64,
+    /// Slope of the band levels against frequency, 100 Hz–10 kHz (dB/octave).
+    pub tilt_db_per_octave: f64,
+    /// Side energy relative to mid energy (dB); `FLOOR_DB` for mono.
+    pub width_db: f64,
+}
+
+/// Loudness of several tracks taken together.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AlbumLoudness {
+    pub integrated_lufs: Option<f64>,
+    pub loudness_range_lu: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot measure {channels}-channel audio at {rate_hz} Hz: {detail}")]
+pub struct AnalysisError {
+    pub rate_hz: u32,
+    pub channels: usize,
+    pub detail: String,
+}
+
+/// Measures a stream of blocks.
+pub struct Analyzer {
+    rate_hz: u32,
+    channels: usize,
+    meter: EbuR128,
+    frames_per_100ms: usize,
+    /// Frames fed to the meter since the last 100 ms mark.
+    since_mark: usize,
+    marks: u64,
+    short_term_lufs: Vec<f32>,
+    block_energies: Vec<f64>,
+    frames: u64,
+    // Spectrum (Welch): a window of the latest frames per channel.
+    fft: Arc<dyn RealToComplex<f64>>,
+    hann: Vec<f64>,
+    window_fill: usize,
+    windows: Vec<Vec<f64>>,
+    fft_input: Vec<f64>,
+    fft_output: Vec<realfft::num_complex::Complex<f64>>,
+    bin_power: Vec<f64>,
+    spectra_count: u64,
+    mid_energy: f64,
+    side_energy: f64,
+}
+
+impl Analyzer {
+    /// A meter for mono or stereo audio.
+    pub fn new(rate_hz: u32, channels: usize) -> Result<Self, AnalysisError> {
+        let error = |detail: String| AnalysisError { rate_hz, channels, detail };
+        if !(1..=2).contains(&channels) {
+            return Err(error("only mono and stereo are measured".to_owned()));
+        }
+        let meter = EbuR128::new(channels as u32, rate_hz, Mode::I | Mode::LRA | Mode::TRUE_PEAK | Mode::SAMPLE_PEAK)
+            .map_err(|e| error(format!("{e:?}")))?;
+        let fft = RealFftPlanner::<f64>::new().plan_fft_forward(FFT_FRAMES);
+        let hann =
+            (0..FFT_FRAMES).map(|n| 0.5 - 0.5 * (std::f64::consts::TAU * n as f64 / FFT_FRAMES as f64).cos()).collect();
+        Ok(Self {
+            rate_hz,
+            channels,
+            meter,
+            frames_per_100ms: (rate_hz / 10) as usize,
+            since_mark: 0,
+            marks: 0,
+            short_term_lufs: Vec::new(),
+            block_energies: Vec::new(),
+            frames: 0,
+            fft_input: fft.make_input_vec(),
+            fft_output: fft.make_output_vec(),
+            fft,
+            hann,
+            window_fill: 0,
+            windows: vec![vec![0.0; FFT_FRAMES]; channels],
+            bin_power: vec![0.0; FFT_FRAMES / 2 + 1],
+            spectra_count: 0,
+            mid_energy: 0.0,
+            side_energy: 0.0,
+        })
+    }
+
+    /// Adds a block of audio.
+    pub fn add(&mut self, block: &AudioBlock) -> Result<(), AnalysisError> {
+        debug_assert_eq!(block.channel_count(), self.channels);
+        self.frames += block.frames() as u64;
+        if self.channels == 2 {
+            for (l, r) in block.channel(0).iter().zip(block.channel(1)) {
+                let (mid, side) = ((f64::from(*l) + f64::from(*r)) / 2.0, (f64::from(*l) - f64::from(*r)) / 2.0);
+                self.mid_energy += mid * mid;
+                self.side_energy += side * side;
+            }
+        }
+        let mut offset = 0;
+        while offset < block.frames() {
+            // Up to the next 100 ms mark, and no further than the FFT window.
+            let take = (self.frames_per_100ms - self.since_mark)
+                .min(FFT_FRAMES - self.window_fill)
+                .min(block.frames() - offset);
+            let mut slices: [&[f32]; 2] = [&[], &[]];
+            for (slot, channel) in slices.iter_mut().zip(block.channels()) {
+                *slot = &channel[offset..offset + take];
+            }
+            let slices = &slices[..self.channels];
+            self.meter.add_frames_planar_f32(slices).map_err(|e| self.error(format!("{e:?}")))?;
+            for (window, slice) in self.windows.iter_mut().zip(slices) {
+                for (w, s) in window[self.window_fill..self.window_fill + take].iter_mut().zip(slice.iter()) {
+                    *w = f64::from(*s);
+                }
+            }
+            self.window_fill += take;
+            self.since_mark += take;
+            offset += take;
+            if self.since_mark == self.frames_per_100ms {
+                self.mark()?;
+            }
+            if self.window_fill == FFT_FRAMES {
+                self.accumulate_spectrum();
+            }
+        }
+        Ok(())
+    }
+
+    fn error(&self, detail: String) -> AnalysisError {
+        AnalysisError { rate_hz: self.rate_hz, channels: self.channels, detail }
+    }
+
+    /// Every 100 ms: read the 400 ms block and the 3 s short-term loudness.
+    fn mark(&mut self) -> Result<(), AnalysisError> {
+        self.since_mark = 0;
+        self.marks += 1;
+        if self.marks >= 4 {
+            let momentary = self.meter.loudness_momentary().map_err(|e| self.error(format!("{e:?}")))?;
+            self.block_energies.push(lufs_to_energy(momentary));
+        }
+        if self.marks >= 30 {
+            let short_term = self.meter.loudness_shortterm().map_err(|e| self.error(format!("{e:?}")))?;
+            self.short_term_lufs.push(short_term.max(FLOOR_DB) as f32);
+        }
+        Ok(())
+    }
+
+    fn accumulate_spectrum(&mut self) {
+        for window in &mut self.windows {
+            for ((input, sample), w) in self.fft_input.iter_mut().zip(window.iter()).zip(&self.hann) {
+                *input = sample * w;
+            }
+            if self.fft.process(&mut self.fft_input, &mut self.fft_output).is_ok() {
+                for (power, bin) in self.bin_power.iter_mut().zip(&self.fft_output) {
+                    *power += bin.norm_sqr();
+                }
+            }
+            window.copy_within(HOP_FRAMES.., 0);
+        }
+        self.spectra_count += self.channels as u64;
+        self.window_fill = FFT_FRAMES - HOP_FRAMES;
+    }
+
+    /// The measurements of everything added.
+    pub fn finish(mut self) -> Result<Analysis, AnalysisError> {
+        if self.window_fill > 0 && self.spectra_count == 0 {
+            // Shorter than one window: analyse what there is, zero-padded.
+            for window in &mut self.windows {
+                window[self.window_fill..].fill(0.0);
+            }
+            self.accumulate_spectrum();
+        }
+        let integrated = self.meter.loudness_global().map_err(|e| self.error(format!("{e:?}")))?;
+        let integrated_lufs = integrated.is_finite().then_some(integrated);
+        let range = self.meter.loudness_range().map_err(|e| self.error(format!("{e:?}")))?;
+        let mut true_peak: f64 = 0.0;
+        let mut sample_peak: f64 = 0.0;
+        for channel in 0..self.channels as u32 {
+            true_peak = true_peak.max(self.meter.true_peak(channel).map_err(|e| self.error(format!("{e:?}")))?);
+            sample_peak = sample_peak.max(self.meter.sample_peak(channel).map_err(|e| self.error(format!("{e:?}")))?);
+        }
+        let true_peak_dbtp = power_db(true_peak * true_peak);
+        let band_levels_db = self.band_levels_db();
+        let bin_hz = f64::from(self.rate_hz) / FFT_FRAMES as f64;
+        let region = |(low, high): (f64, f64)| -> f64 {
+            let first = (low / bin_hz).ceil() as usize;
+            let last = ((high / bin_hz).floor() as usize).min(self.bin_power.len() - 1);
+            self.bin_power[first..=last].iter().sum()
+        };
+        let warmth_db = power_db(region(WARMTH_LOW_HZ)) - power_db(region(WARMTH_HIGH_HZ));
+        let max_short_term = self.short_term_lufs.iter().copied().fold(f32::MIN, f32::max);
+        Ok(Analysis {
+            sample_rate_hz: self.rate_hz,
+            channels: self.channels,
+            frames: self.frames,
+            integrated_lufs,
+            loudness_range_lu: if range.is_finite() { range } else { 0.0 },
+            true_peak_dbtp,
+            sample_peak_dbfs: power_db(sample_peak * sample_peak),
+            plr_db: integrated_lufs.map(|lufs| true_peak_dbtp - lufs),
+            max_short_term_lufs: (max_short_term > FLOOR_DB as f32).then_some(f64::from(max_short_term)),
+            short_term_lufs: std::mem::take(&mut self.short_term_lufs),
+            block_energies: std::mem::take(&mut self.block_energies),
+            tilt_db_per_octave: tilt_db_per_octave(&band_levels_db),
+            band_levels_db,
+            warmth_db,
+            width_db: if self.channels == 2 {
+                power_db(self.side_energy) - power_db(self.mid_energy)
+            } else {
+                FLOOR_DB
+            },
+        })
+    }
+
+    /// Mean-square level per 1/3-octave band, from the averaged periodogram.
+    fn band_levels_db(&self) -> Vec<f64> {
+        let bin_hz = f64::from(self.rate_hz) / FFT_FRAMES as f64;
+        // Parseval with the window: over the one-sided spectrum,
+        // Σ|X|² ≈ N · Σw² · mean square / 2.
+        let window_power: f64 = self.hann.iter().map(|w| w * w).sum();
+        let scale = 2.0 / (FFT_FRAMES as f64 * window_power * self.spectra_count.max(1) as f64);
+        BAND_CENTRES_HZ
+            .iter()
+            .map(|&centre| {
+                let (low, high) = (centre * 2f64.powf(-1.0 / 6.0), centre * 2f64.powf(1.0 / 6.0));
+                let power: f64 = self
+                    .bin_power
+                    .iter()
+                    .enumerate()
+                    .filter(|(bin, _)| {
+                        let f = *bin as f64 * bin_hz;
+                        f >= low && f < high
+                    })
+                    .map(|(_, p)| p)
+                    .sum();
+                power_db(power * scale)
+            })
+            .collect()
+    }
+}
+
+/// Least-squares slope of band level against log2 frequency over
+/// [`TILT_RANGE_HZ`], ignoring silent bands.
+pub fn tilt_db_per_octave(band_levels_db: &[f64]) -> f64 {
+    let points: Vec<(f64, f64)> = BAND_CENTRES_HZ
+        .iter()
+        .zip(band_levels_db)
+        .filter(|(f, level)| (TILT_RANGE_HZ.0..=TILT_RANGE_HZ.1).contains(*f) && **level > FLOOR_DB + 1.0)
+        .map(|(f, level)| (f.log2(), *level))
+        .collect();
+    if points.len() < 2 {
+        return 0.0;
+    }
+    let n = points.len() as f64;
+    let mean_x = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let mean_y = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let covariance: f64 = points.iter().map(|(x, y)| (x - mean_x) * (y - mean_y)).sum();
+    let variance: f64 = points.iter().map(|(x, _)| (x - mean_x) * (x - mean_x)).sum();
+    covariance / variance
+}
+
+fn power_db(power: f64) -> f64 {
+    if power > 0.0 { (10.0 * power.log10()).max(FLOOR_DB) } else { FLOOR_DB }
+}
+
+fn lufs_to_energy(lufs: f64) -> f64 {
+    if lufs.is_finite() { 10f64.powf((lufs + 0.691) / 10.0) } else { 0.0 }
+}
+
+fn energy_to_lufs(energy: f64) -> f64 {
+    -0.691 + 10.0 * energy.log10()
+}
+
+/// Integrated loudness (BS.1770 gating) and loudness range (EBU Tech 3342)
+/// of several analyses taken together, as if their audio were one stream.
+pub fn album_loudness(analyses: &[&Analysis]) -> AlbumLoudness {
+    let blocks = analyses.iter().flat_map(|a| a.block_energies.iter().copied());
+    let integrated_lufs = gated_mean(blocks, RELATIVE_GATE_LU).map(energy_to_lufs);
+    let short_term: Vec<f64> =
+        analyses.iter().flat_map(|a| a.short_term_lufs.iter().map(|&l| lufs_to_energy(f64::from(l)))).collect();
+    AlbumLoudness { integrated_lufs, loudness_range_lu: loudness_range(&short_term) }
+}
+
+/// Mean of the energies above the absolute gate and above the relative
+/// gate (in LU below the ungated mean).
+fn gated_mean(energies: impl Iterator<Item = f64> + Clone, relative_gate_lu: f64) -> Option<f64> {
+    let absolute = lufs_to_energy(ABSOLUTE_GATE_LUFS);
+    let above: Vec<f64> = energies.filter(|&e| e > absolute).collect();
+    if above.is_empty() {
+        return None;
+    }
+    let ungated = above.iter().sum::<f64>() / above.len() as f64;
+    let relative = ungated * 10f64.powf(relative_gate_lu / 10.0);
+    let gated: Vec<f64> = above.into_iter().filter(|&e| e >= relative).collect();
+    (!gated.is_empty()).then(|| gated.iter().sum::<f64>() / gated.len() as f64)
+}
+
+/// EBU Tech 3342: the spread between the 10th and 95th percentiles of the
+/// gated short-term levels.
+fn loudness_range(short_term_energies: &[f64]) -> f64 {
+    let absolute = lufs_to_energy(ABSOLUTE_GATE_LUFS);
+    let above: Vec<f64> = short_term_energies.iter().copied().filter(|&e| e > absolute).collect();
+    if above.is_empty() {
+        return 0.0;
+    }
+    let mean = above.iter().sum::<f64>() / above.len() as f64;
+    let gate = mean * 10f64.powf(LRA_RELATIVE_GATE_LU / 10.0);
+    let mut levels: Vec<f64> = above.into_iter().filter(|&e| e >= gate).map(energy_to_lufs).collect();
+    if levels.is_empty() {
+        return 0.0;
+    }
+    levels.sort_by(f64::total_cmp);
+    let percentile = |p: f64| levels[((levels.len() - 1) as f64 * p).round() as usize];
+    percentile(0.95) - percentile(0.10)
+}
