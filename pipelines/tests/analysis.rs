@@ -81,7 +81,8 @@ fn tech_3341_true_peak_cases_15_to_19() {
 
 #[test]
 fn tech_3342_loudness_range_cases_1_to_4() {
-    let cases: [(&str, Vec<(f64, f64)>, f64); 4] = [
+    type Case = (&'static str, Vec<(f64, f64)>, f64);
+    let cases: [Case; 4] = [
         ("case 1", vec![(-20.0, 20.0), (-30.0, 20.0)], 10.0),
         ("case 2", vec![(-20.0, 20.0), (-15.0, 20.0)], 5.0),
         ("case 3", vec![(-40.0, 20.0), (-20.0, 20.0)], 20.0),
