@@ -9,6 +9,7 @@
 
 pub mod biquad;
 pub mod compressor;
+pub mod dither;
 pub mod limiter;
 pub mod oversample;
 pub mod resample;
