@@ -9,4 +9,5 @@
 pub mod analysis;
 pub mod decode;
 pub mod dsp;
+pub mod encode;
 pub mod manifest;

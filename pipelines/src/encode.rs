@@ -1,0 +1,409 @@
+//! Writing deliverables: WAV (16/24-bit integer, 32-bit float) through
+//! `hound` with LIST/INFO tags and a BWF `bext` chunk, and FLAC (16/24-bit)
+//! through the pure-Rust `flacenc` with Vorbis comments. Integer formats
+//! are quantized with the chosen dither. Both stream: memory does not grow
+//! with the length of the track.
+//!
+//! WAV metadata chunks follow the data chunk (RIFF allows any order; hound
+//! writes the header), which lets the `bext` chunk carry the loudness
+//! measured on the delivered audio (BWF version 2 fields).
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use flacenc::bitsink::ByteSink;
+use flacenc::component::{BitRepr, StreamInfo};
+use flacenc::config;
+use flacenc::error::Verify;
+use flacenc::source::{Context, Fill, FrameBuf};
+
+use crate::dsp::AudioBlock;
+use crate::dsp::dither::{NoiseSource, Quantizer};
+use crate::manifest::{AudioFormat, Dither};
+
+/// What a delivered file says about itself.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tags {
+    pub title: String,
+    pub artist: String,
+    pub album: String,
+    pub isrc: Option<String>,
+    pub label: Option<String>,
+    pub track_number: Option<u32>,
+    pub track_total: Option<u32>,
+}
+
+/// Loudness of the delivered audio, for the BWF `bext` chunk.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DeliveredLoudness {
+    pub integrated_lufs: Option<f64>,
+    pub loudness_range_lu: f64,
+    pub true_peak_dbtp: f64,
+    pub max_short_term_lufs: Option<f64>,
+}
+
+/// The shape of an encoded file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodeSpec {
+    pub format: AudioFormat,
+    /// 16, 24, or 32 (float, WAV only).
+    pub bit_depth: u32,
+    pub rate_hz: u32,
+    pub channels: usize,
+    pub dither: Dither,
+    /// Seeds the dither noise (derive it from the track id).
+    pub dither_seed: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    #[error("cannot encode {0}")]
+    Unsupported(String),
+    #[error("cannot write the file: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the WAV writer failed: {0}")]
+    Wav(#[from] hound::Error),
+    #[error("the FLAC encoder failed: {0}")]
+    Flac(String),
+}
+
+/// FLAC frames are this many samples long (the reference encoder's default).
+const FLAC_BLOCK_FRAMES: usize = 4096;
+const SOFTWARE: &str = concat!("lacquer ", env!("CARGO_PKG_VERSION"));
+
+enum Writer {
+    Wav(hound::WavWriter<BufWriter<File>>),
+    Flac(Box<FlacState>),
+}
+
+struct FlacState {
+    out: BufWriter<File>,
+    config: flacenc::error::Verified<config::Encoder>,
+    stream_info: StreamInfo,
+    frame_buffer: FrameBuf,
+    context: Context,
+    /// Interleaved samples waiting to fill a FLAC block.
+    pending: Vec<i32>,
+    frame_number: usize,
+    sink: ByteSink,
+    /// Where the STREAMINFO body sits in the file, to rewrite at the end.
+    stream_info_offset: u64,
+}
+
+/// Streams audio into one encoded file.
+pub struct Encoder {
+    path: PathBuf,
+    writer: Writer,
+    spec: EncodeSpec,
+    quantizer: Option<Quantizer>,
+    interleaved: Vec<i32>,
+}
+
+impl Encoder {
+    /// Creates (or truncates) the file at `path`.
+    pub fn create(path: &Path, spec: EncodeSpec, tags: &Tags) -> Result<Self, EncodeError> {
+        let integer = match (spec.format, spec.bit_depth) {
+            (AudioFormat::Wav, 32) => false,
+            (_, 16 | 24) => true,
+            (format, bits) => return Err(EncodeError::Unsupported(format!("{bits}-bit {format:?}"))),
+        };
+        if !(1..=2).contains(&spec.channels) {
+            return Err(EncodeError::Unsupported(format!("{} channels", spec.channels)));
+        }
+        let quantizer = integer.then(|| Quantizer::new(spec.dither, spec.bit_depth, spec.channels, spec.dither_seed));
+        let out = BufWriter::with_capacity(1 << 16, File::create(path)?);
+        let writer = match spec.format {
+            AudioFormat::Wav => {
+                let wav_spec = hound::WavSpec {
+                    channels: spec.channels as u16,
+                    sample_rate: spec.rate_hz,
+                    bits_per_sample: spec.bit_depth as u16,
+                    sample_format: if integer { hound::SampleFormat::Int } else { hound::SampleFormat::Float },
+                };
+                Writer::Wav(hound::WavWriter::new(out, wav_spec)?)
+            }
+            AudioFormat::Flac => Writer::Flac(Box::new(FlacState::start(out, &spec, tags)?)),
+        };
+        Ok(Self { path: path.to_path_buf(), writer, spec, quantizer, interleaved: Vec::new() })
+    }
+
+    /// Appends a block (planar, `spec.channels` channels).
+    pub fn write(&mut self, block: &AudioBlock) -> Result<(), EncodeError> {
+        let channels = self.spec.channels;
+        debug_assert_eq!(block.channel_count(), channels);
+        match &mut self.writer {
+            Writer::Wav(writer) => match &mut self.quantizer {
+                None => {
+                    for frame in 0..block.frames() {
+                        for channel in 0..channels {
+                            writer.write_sample(block.channel(channel)[frame])?;
+                        }
+                    }
+                }
+                Some(quantizer) => {
+                    for frame in 0..block.frames() {
+                        for channel in 0..channels {
+                            writer.write_sample(quantizer.quantize(channel, block.channel(channel)[frame]))?;
+                        }
+                    }
+                }
+            },
+            Writer::Flac(state) => {
+                let quantizer = self.quantizer.as_mut().expect("FLAC is always integer");
+                self.interleaved.clear();
+                for frame in 0..block.frames() {
+                    for channel in 0..channels {
+                        self.interleaved.push(quantizer.quantize(channel, block.channel(channel)[frame]));
+                    }
+                }
+                state.push(&self.interleaved, channels)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Completes the file: headers, metadata, and (for WAV) the `bext`
+    /// loudness fields. The file is synced to disk.
+    pub fn finish(self, tags: &Tags, loudness: Option<&DeliveredLoudness>) -> Result<(), EncodeError> {
+        match self.writer {
+            Writer::Wav(writer) => {
+                writer.finalize()?;
+                let mut file = OpenOptions::new().read(true).write(true).open(&self.path)?;
+                append_wav_metadata(&mut file, &self.spec, tags, loudness)?;
+                file.sync_all()?;
+            }
+            Writer::Flac(state) => state.finish(self.spec.channels)?,
+        }
+        Ok(())
+    }
+}
+
+impl FlacState {
+    fn start(mut out: BufWriter<File>, spec: &EncodeSpec, tags: &Tags) -> Result<Self, EncodeError> {
+        let flac_error = |e: &dyn std::fmt::Debug| EncodeError::Flac(format!("{e:?}"));
+        let mut encoder_config = config::Encoder::default();
+        encoder_config.block_size = FLAC_BLOCK_FRAMES;
+        encoder_config.multithread = false;
+        let config = encoder_config.into_verified().map_err(|e| flac_error(&e))?;
+        let bits = spec.bit_depth as usize;
+        let stream_info = StreamInfo::new(spec.rate_hz as usize, spec.channels, bits).map_err(|e| flac_error(&e))?;
+        let frame_buffer = FrameBuf::with_size(spec.channels, FLAC_BLOCK_FRAMES).map_err(|e| flac_error(&e))?;
+
+        out.write_all(b"fLaC")?;
+        // STREAMINFO (type 0), 34 bytes, rewritten when the totals are known.
+        out.write_all(&[0x00, 0x00, 0x00, 34])?;
+        let stream_info_offset = out.stream_position()?;
+        out.write_all(&[0u8; 34])?;
+        // VORBIS_COMMENT (type 4), the last metadata block.
+        let comments = vorbis_comment(tags);
+        let length = comments.len() as u32;
+        out.write_all(&[0x80 | 4, (length >> 16) as u8, (length >> 8) as u8, length as u8])?;
+        out.write_all(&comments)?;
+        Ok(Self {
+            out,
+            config,
+            stream_info,
+            frame_buffer,
+            context: Context::new(bits, spec.channels),
+            pending: Vec::with_capacity(FLAC_BLOCK_FRAMES * spec.channels),
+            frame_number: 0,
+            sink: ByteSink::new(),
+            stream_info_offset,
+        })
+    }
+
+    fn push(&mut self, interleaved: &[i32], channels: usize) -> Result<(), EncodeError> {
+        let block_samples = FLAC_BLOCK_FRAMES * channels;
+        let mut offset = 0;
+        while offset < interleaved.len() {
+            let take = (block_samples - self.pending.len()).min(interleaved.len() - offset);
+            self.pending.extend_from_slice(&interleaved[offset..offset + take]);
+            offset += take;
+            if self.pending.len() == block_samples {
+                self.encode_pending(channels)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn encode_pending(&mut self, channels: usize) -> Result<(), EncodeError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let frames = self.pending.len() / channels;
+        if frames < FLAC_BLOCK_FRAMES {
+            // The last, short block gets a frame buffer of its own size.
+            self.frame_buffer =
+                FrameBuf::with_size(channels, frames).map_err(|e| EncodeError::Flac(format!("{e:?}")))?;
+        }
+        (&mut self.frame_buffer, &mut self.context)
+            .fill_interleaved(&self.pending)
+            .map_err(|e| EncodeError::Flac(format!("{e:?}")))?;
+        let frame =
+            flacenc::encode_fixed_size_frame(&self.config, &self.frame_buffer, self.frame_number, &self.stream_info)
+                .map_err(|e| EncodeError::Flac(format!("{e:?}")))?;
+        self.stream_info.update_frame_info(&frame);
+        self.sink.clear();
+        frame.write(&mut self.sink).map_err(|e| EncodeError::Flac(format!("{e:?}")))?;
+        self.out.write_all(self.sink.as_slice())?;
+        self.frame_number += 1;
+        self.pending.clear();
+        Ok(())
+    }
+
+    fn finish(mut self, channels: usize) -> Result<(), EncodeError> {
+        self.encode_pending(channels)?;
+        self.stream_info.set_md5_digest(&self.context.md5_digest());
+        self.stream_info.set_total_samples(self.context.total_samples());
+        // A fixed-blocksize stream: the minimum excludes the short last
+        // block (as the reference encoder writes it); counting it would
+        // announce a variable-blocksize stream that decoders then reject.
+        self.stream_info
+            .set_block_sizes(FLAC_BLOCK_FRAMES, FLAC_BLOCK_FRAMES)
+            .map_err(|e| EncodeError::Flac(format!("{e:?}")))?;
+        let mut sink = ByteSink::new();
+        self.stream_info.write(&mut sink).map_err(|e| EncodeError::Flac(format!("{e:?}")))?;
+        let mut file = self.out.into_inner().map_err(|e| e.into_error())?;
+        file.seek(SeekFrom::Start(self.stream_info_offset))?;
+        file.write_all(sink.as_slice())?;
+        file.sync_all()?;
+        Ok(())
+    }
+}
+
+/// The body of a FLAC VORBIS_COMMENT block.
+fn vorbis_comment(tags: &Tags) -> Vec<u8> {
+    let mut fields =
+        vec![format!("TITLE={}", tags.title), format!("ARTIST={}", tags.artist), format!("ALBUM={}", tags.album)];
+    if let Some(isrc) = &tags.isrc {
+        fields.push(format!("ISRC={isrc}"));
+    }
+    if let Some(label) = &tags.label {
+        fields.push(format!("ORGANIZATION={label}"));
+    }
+    if let Some(n) = tags.track_number {
+        fields.push(format!("TRACKNUMBER={n}"));
+    }
+    if let Some(n) = tags.track_total {
+        fields.push(format!("TRACKTOTAL={n}"));
+    }
+    let mut body = Vec::new();
+    body.extend_from_slice(&(SOFTWARE.len() as u32).to_le_bytes());
+    body.extend_from_slice(SOFTWARE.as_bytes());
+    body.extend_from_slice(&(fields.len() as u32).to_le_bytes());
+    for field in fields {
+        body.extend_from_slice(&(field.len() as u32).to_le_bytes());
+        body.extend_from_slice(field.as_bytes());
+    }
+    body
+}
+
+/// Appends LIST/INFO and `bext` after the data chunk and fixes the RIFF size.
+fn append_wav_metadata(
+    out: &mut File,
+    spec: &EncodeSpec,
+    tags: &Tags,
+    loudness: Option<&DeliveredLoudness>,
+) -> Result<(), EncodeError> {
+    let end = out.seek(SeekFrom::End(0))?;
+    let mut chunks = Vec::new();
+    if end % 2 == 1 {
+        chunks.push(0); // RIFF chunks start on even offsets
+    }
+    chunks.extend_from_slice(&riff_chunk(b"LIST", &info_list(tags)));
+    chunks.extend_from_slice(&riff_chunk(b"bext", &bext(spec, tags, loudness)));
+    out.write_all(&chunks)?;
+    let riff_size = u32::try_from(end + chunks.len() as u64 - 8)
+        .map_err(|_| EncodeError::Unsupported("a WAV file over 4 GiB".to_owned()))?;
+    out.seek(SeekFrom::Start(4))?;
+    out.write_all(&riff_size.to_le_bytes())?;
+    out.seek(SeekFrom::End(0))?;
+    out.flush()?;
+    Ok(())
+}
+
+fn riff_chunk(id: &[u8; 4], body: &[u8]) -> Vec<u8> {
+    let mut chunk = Vec::with_capacity(body.len() + 9);
+    chunk.extend_from_slice(id);
+    chunk.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    chunk.extend_from_slice(body);
+    if body.len() % 2 == 1 {
+        chunk.push(0);
+    }
+    chunk
+}
+
+fn info_list(tags: &Tags) -> Vec<u8> {
+    let mut body = b"INFO".to_vec();
+    let mut field = |id: &[u8; 4], value: &str| {
+        let mut text = value.as_bytes().to_vec();
+        text.push(0);
+        body.extend_from_slice(&riff_chunk(id, &text));
+    };
+    field(b"INAM", &tags.title);
+    field(b"IART", &tags.artist);
+    field(b"IPRD", &tags.album);
+    if let Some(isrc) = &tags.isrc {
+        field(b"ISRC", isrc);
+    }
+    if let Some(label) = &tags.label {
+        field(b"ICOP", label);
+    }
+    if let Some(n) = tags.track_number {
+        field(b"ITRK", &n.to_string());
+    }
+    field(b"ISFT", SOFTWARE);
+    body
+}
+
+/// A BWF version 2 `bext` chunk body (EBU Tech 3285).
+fn bext(spec: &EncodeSpec, tags: &Tags, loudness: Option<&DeliveredLoudness>) -> Vec<u8> {
+    fn fixed(text: &str, length: usize) -> Vec<u8> {
+        let mut bytes: Vec<u8> = text.bytes().take(length).collect();
+        bytes.resize(length, 0);
+        bytes
+    }
+    // EBU Tech 3352: the ISRC in the description, as "ISRC:" + code.
+    let description = match &tags.isrc {
+        Some(isrc) => format!("ISRC:{isrc}"),
+        None => format!("{} - {}", tags.artist, tags.title),
+    };
+    let mut body = Vec::with_capacity(700);
+    body.extend(fixed(&description, 256));
+    body.extend(fixed("lacquer", 32));
+    body.extend(fixed(&tags.title, 32));
+    body.extend(fixed("", 10)); // origination date: none, so files stay reproducible
+    body.extend(fixed("", 8)); // origination time
+    body.extend_from_slice(&0u64.to_le_bytes()); // time reference
+    body.extend_from_slice(&2u16.to_le_bytes()); // version
+    body.extend(fixed("", 64)); // UMID
+    // Loudness fields are in hundredths; 0x7fff means "not given".
+    let hundredths = |value: Option<f64>| match value {
+        Some(v) if v.is_finite() => ((v * 100.0).round() as i64).clamp(-32_767, 32_766) as i16,
+        _ => 0x7fff,
+    };
+    let l = loudness.copied();
+    for value in [
+        l.and_then(|l| l.integrated_lufs),
+        l.map(|l| l.loudness_range_lu),
+        l.map(|l| l.true_peak_dbtp),
+        None, // max momentary loudness: not measured
+        l.and_then(|l| l.max_short_term_lufs),
+    ] {
+        body.extend_from_slice(&hundredths(value).to_le_bytes());
+    }
+    body.extend(fixed("", 180));
+    let mode = if spec.channels == 1 { "mono" } else { "stereo" };
+    let word = match spec.bit_depth {
+        32 => "32F".to_owned(),
+        bits => bits.to_string(),
+    };
+    body.extend_from_slice(format!("A=PCM,F={},W={word},M={mode},T={SOFTWARE}\r\n", spec.rate_hz).as_bytes());
+    body
+}
+
+/// A dither seed for one track of one deliverable.
+pub fn dither_seed(track_id: &str, deliverable: &str) -> u64 {
+    NoiseSource::seed_from(&format!("{track_id}/{deliverable}"))
+}
