@@ -90,10 +90,9 @@ fn every_format_round_trips_bit_exact() {
             let mut quantizer = Quantizer::new(dither, bits, 2, spec.dither_seed);
             let scale = (1u32 << (bits - 1)) as f32;
             let mut expected = vec![Vec::new(), Vec::new()];
-            for frame in 0..audio[0].len() {
-                for channel in 0..2 {
-                    expected[channel].push(quantizer.quantize(channel, audio[channel][frame]) as f32 / scale);
-                }
+            for (left, right) in audio[0].iter().zip(&audio[1]) {
+                expected[0].push(quantizer.quantize(0, *left) as f32 / scale);
+                expected[1].push(quantizer.quantize(1, *right) as f32 / scale);
             }
             expected
         };
