@@ -13,6 +13,7 @@ pub mod dither;
 pub mod limiter;
 pub mod oversample;
 pub mod resample;
+pub mod stereo;
 pub mod units;
 
 pub use units::{db_to_gain, gain_to_db};
