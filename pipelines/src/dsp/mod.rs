@@ -13,6 +13,7 @@ pub mod dither;
 pub mod limiter;
 pub mod oversample;
 pub mod resample;
+pub mod saturation;
 pub mod stereo;
 pub mod units;
 
