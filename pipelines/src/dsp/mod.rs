@@ -9,10 +9,12 @@
 
 pub mod biquad;
 pub mod compressor;
+pub mod delay;
 pub mod dither;
 pub mod limiter;
 pub mod oversample;
 pub mod resample;
+pub mod reverb;
 pub mod saturation;
 pub mod stereo;
 pub mod units;
