@@ -11,6 +11,7 @@ pub mod biquad;
 pub mod compressor;
 pub mod delay;
 pub mod dither;
+pub mod envelope;
 pub mod limiter;
 pub mod oversample;
 pub mod resample;
