@@ -144,15 +144,15 @@ impl Processor for Reverb {
             out_right *= 0.5;
             // Damping and absorption, then mixing.
             let mut feedback = taps;
-            for i in 0..LINES {
-                self.damping_state[i] = feedback[i] + self.damping * (self.damping_state[i] - feedback[i]);
-                feedback[i] = self.damping_state[i] * self.loop_gains[i];
+            for ((value, state), gain) in feedback.iter_mut().zip(&mut self.damping_state).zip(&self.loop_gains) {
+                *state = *value + self.damping * (*state - *value);
+                *value = *state * gain;
             }
             hadamard(&mut feedback);
-            for i in 0..LINES {
+            for (i, ((line, position), value)) in self.lines.iter_mut().zip(&mut self.positions).zip(feedback).enumerate() {
                 let input = if i % 2 == 0 { dry_left } else { dry_right };
-                self.lines[i][self.positions[i]] = feedback[i] + 0.5 * input;
-                self.positions[i] = (self.positions[i] + 1) % self.lines[i].len();
+                line[*position] = value + 0.5 * input;
+                *position = (*position + 1) % line.len();
             }
             let mid = 0.5 * (out_left + out_right);
             let side = 0.5 * (out_left - out_right) * self.width;
