@@ -17,7 +17,7 @@ fn true_peak_dbtp(channels: &[Vec<f32>], rate_hz: u32) -> f64 {
 /// Runs the limiter in blocks, flushes its latency, and returns the
 /// output aligned with the input.
 fn limit(input: &[Vec<f32>], rate_hz: u32, settings: &LimiterSettings) -> Vec<Vec<f32>> {
-    let mut limiter = TruePeakLimiter::new(rate_hz, input.len(), settings);
+    let mut limiter = TruePeakLimiter::new(rate_hz, input.len(), 1024, settings);
     let latency = limiter.latency_frames();
     let frames = input[0].len();
     let mut output = vec![Vec::with_capacity(frames + latency); input.len()];
@@ -144,7 +144,7 @@ fn limiting_is_deterministic_and_block_size_free() {
     let a = limit(&input, rate_hz, &settings);
     let b = limit(&input, rate_hz, &settings);
     assert!(a == b);
-    let mut limiter = TruePeakLimiter::new(rate_hz, 2, &settings);
+    let mut limiter = TruePeakLimiter::new(rate_hz, 2, 5000, &settings);
     let mut block = AudioBlock::from_planar(input.iter().map(|c| c[..5000].to_vec()).collect());
     limiter.process(&mut block);
     assert!(limiter.max_gain_reduction_db() > 10.0, "pink noise +20 dB needs heavy limiting");

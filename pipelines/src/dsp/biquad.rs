@@ -149,10 +149,43 @@ impl FilterChain {
             *state = (s1, s2);
         }
     }
+
+    /// Filters channels 0 and 1 together: two independent recursions side
+    /// by side run nearly twice as fast as one after the other.
+    pub fn process_pair(&mut self, left: &mut [f32], right: &mut [f32]) {
+        let (first, second) = self.state.split_at_mut(1);
+        for ((c, state_left), state_right) in self.sections.iter().zip(first[0].iter_mut()).zip(second[0].iter_mut()) {
+            let (mut l1, mut l2) = *state_left;
+            let (mut r1, mut r2) = *state_right;
+            for (l, r) in left.iter_mut().zip(right.iter_mut()) {
+                let (xl, xr) = (f64::from(*l), f64::from(*r));
+                let yl = c.b0 * xl + l1;
+                let yr = c.b0 * xr + r1;
+                l1 = c.b1 * xl - c.a1 * yl + l2;
+                r1 = c.b1 * xr - c.a1 * yr + r2;
+                l2 = c.b2 * xl - c.a2 * yl;
+                r2 = c.b2 * xr - c.a2 * yr;
+                *l = yl as f32;
+                *r = yr as f32;
+            }
+            for (s1, s2) in [(&mut l1, &mut l2), (&mut r1, &mut r2)] {
+                if s1.abs() < FLUSH_BELOW && s2.abs() < FLUSH_BELOW {
+                    (*s1, *s2) = (0.0, 0.0);
+                }
+            }
+            *state_left = (l1, l2);
+            *state_right = (r1, r2);
+        }
+    }
 }
 
 impl Processor for FilterChain {
     fn process(&mut self, block: &mut AudioBlock) {
+        if block.channel_count() == 2 && self.state.len() >= 2 {
+            let (left, right) = block.stereo_mut();
+            self.process_pair(left, right);
+            return;
+        }
         for (index, samples) in block.channels_mut().enumerate() {
             self.process_channel(index, samples);
         }

@@ -87,13 +87,21 @@ impl Compressor {
     /// returns the linear gain to apply (with makeup).
     #[inline]
     fn gain_for(&mut self, index: usize, level_squared: f64) -> f32 {
-        let level_db = if level_squared > 1e-20 { 10.0 * level_squared.log10() } else { MINUS_INFINITY_DB };
+        // 10·log10(x) = (10·log10 2)·log2(x); f32 log2 is plenty for a level.
+        const DB_PER_OCTAVE_OF_POWER: f64 = 3.010_299_956_639_812;
+        let level_db = if level_squared > 1e-20 {
+            DB_PER_OCTAVE_OF_POWER * f64::from((level_squared as f32).log2())
+        } else {
+            MINUS_INFINITY_DB
+        };
         let target_db = static_curve_db(level_db, self.threshold_db, self.ratio, self.knee_db) - level_db;
         let held = &mut self.release_stage_db[index];
         *held = target_db.min(self.release_coefficient * *held + (1.0 - self.release_coefficient) * target_db);
         let gain_db = &mut self.gain_db[index];
         *gain_db = self.attack_coefficient * *gain_db + (1.0 - self.attack_coefficient) * *held;
-        10f64.powf((*gain_db + self.makeup_db) / 20.0) as f32
+        // 10^(dB/20) = 2^(dB·log2(10)/20).
+        const OCTAVES_PER_DB: f32 = 0.166_096_4;
+        ((*gain_db + self.makeup_db) as f32 * OCTAVES_PER_DB).exp2()
     }
 
     /// The current gain change in dB (linked, or of channel 0), for meters.

@@ -18,7 +18,7 @@
 //!
 //! All channels share one gain, so the stereo image never moves.
 
-use super::oversample::{Design, FACTOR, Interpolator};
+use super::oversample::{BlockInterpolator, Design, bs1770_meter_delay_frames};
 use super::units::{db_to_gain, gain_to_db, ms_to_frames, one_pole_coefficient};
 use super::{AudioBlock, Processor};
 
@@ -81,11 +81,13 @@ pub struct TruePeakLimiter {
     ceiling: f64,
     window: usize,
     release_coefficient: f64,
-    interpolator: Interpolator,
-    meter_interpolator: Interpolator,
-    /// Per channel: the delay line of the audio.
-    delay_lines: Vec<Vec<f32>>,
-    delay_position: usize,
+    interpolator: BlockInterpolator,
+    meter_interpolator: BlockInterpolator,
+    /// Per channel: the delayed audio, then the current block.
+    delayed: Vec<Vec<f32>>,
+    delay_frames: usize,
+    /// Per frame of the current block: peak, then gain.
+    peaks: Vec<f32>,
     minimum: SlidingMinimum,
     /// Gain after the release stage.
     held_gain: f64,
@@ -98,23 +100,24 @@ pub struct TruePeakLimiter {
 }
 
 impl TruePeakLimiter {
-    pub fn new(rate_hz: u32, channels: usize, settings: &LimiterSettings) -> Self {
+    pub fn new(rate_hz: u32, channels: usize, max_block_frames: usize, settings: &LimiterSettings) -> Self {
         let window = ms_to_frames(settings.lookahead_ms, rate_hz).max(1);
         // Each detector sees a frame's surroundings some frames after it
         // arrives. The audio waits for the slower one; each minimum is held
         // long enough to cover the faster one's early readings too.
-        let ours = Interpolator::delay_frames(Design::TRUE_PEAK);
-        let meter = Interpolator::bs1770_meter_delay_frames(rate_hz);
+        let ours = BlockInterpolator::delay_frames(Design::TRUE_PEAK);
+        let meter = bs1770_meter_delay_frames(rate_hz);
         let delay = ours.max(meter) + window - 1;
         let hold = window + 1 + ours.abs_diff(meter);
         Self {
             ceiling: db_to_gain(settings.ceiling_dbtp - SAFETY_MARGIN_DB),
             window,
             release_coefficient: one_pole_coefficient(settings.release_ms, rate_hz),
-            interpolator: Interpolator::new(channels, Design::TRUE_PEAK),
-            meter_interpolator: Interpolator::bs1770_meter(channels, rate_hz),
-            delay_lines: vec![vec![0.0; delay + 1]; channels],
-            delay_position: 0,
+            interpolator: BlockInterpolator::new(channels, max_block_frames, Design::TRUE_PEAK),
+            meter_interpolator: BlockInterpolator::bs1770_meter(channels, max_block_frames, rate_hz),
+            delayed: vec![vec![0.0; delay + max_block_frames]; channels],
+            delay_frames: delay,
+            peaks: vec![0.0; max_block_frames],
             minimum: SlidingMinimum::new(hold),
             held_gain: 1.0,
             average_ring: vec![1.0; window],
@@ -156,37 +159,43 @@ impl TruePeakLimiter {
 
 impl Processor for TruePeakLimiter {
     fn process(&mut self, block: &mut AudioBlock) {
-        let channels = block.channel_count();
-        let delay_length = self.delay_lines[0].len();
-        for frame in 0..block.frames() {
-            let mut peak = 0f32;
-            let mut oversampled = [0f32; FACTOR];
-            for channel in 0..channels {
-                let sample = block.channel(channel)[frame];
-                self.interpolator.push(channel, sample, &mut oversampled);
-                peak = oversampled.iter().fold(peak, |m, s| m.max(s.abs()));
-                self.meter_interpolator.push(channel, sample, &mut oversampled);
-                let factor = self.meter_interpolator.factor();
-                peak = oversampled[..factor].iter().fold(peak.max(sample.abs()), |m, s| m.max(s.abs()));
+        let frames = block.frames();
+        let peaks = &mut self.peaks[..frames];
+        for (peak, sample) in peaks.iter_mut().zip(block.channel(0)) {
+            *peak = sample.abs();
+        }
+        for channel in 0..block.channel_count() {
+            let samples = block.channel(channel);
+            if channel > 0 {
+                for (peak, sample) in peaks.iter_mut().zip(samples) {
+                    *peak = peak.max(sample.abs());
+                }
             }
-            let gain = self.next_gain(f64::from(peak));
+            self.interpolator.raise_peaks(channel, samples, peaks);
+            self.meter_interpolator.raise_peaks(channel, samples, peaks);
+        }
+        // Turn each frame's peak into the gain for the frame leaving the delay.
+        for n in 0..frames {
+            let gain = self.next_gain(f64::from(self.peaks[n]));
             self.smallest_gain = self.smallest_gain.min(gain);
-            let read = (self.delay_position + 1) % delay_length;
-            for (channel, line) in self.delay_lines.iter_mut().enumerate() {
-                line[self.delay_position] = block.channel(channel)[frame];
-                block.channel_mut(channel)[frame] = (f64::from(line[read]) * gain) as f32;
+            self.peaks[n] = gain as f32;
+        }
+        let delay = self.delay_frames;
+        for (channel, delayed) in self.delayed.iter_mut().enumerate() {
+            delayed[delay..delay + frames].copy_from_slice(block.channel(channel));
+            for ((out, late), gain) in block.channel_mut(channel).iter_mut().zip(&delayed[..frames]).zip(&self.peaks[..frames]) {
+                *out = late * gain;
             }
-            self.delay_position = read;
+            delayed.copy_within(frames..frames + delay, 0);
         }
     }
 
     fn reset(&mut self) {
         self.interpolator.reset();
         self.meter_interpolator.reset();
-        for line in &mut self.delay_lines {
+        for line in &mut self.delayed {
             line.fill(0.0);
         }
-        self.delay_position = 0;
         self.minimum.reset();
         self.held_gain = 1.0;
         self.average_ring.fill(1.0);
@@ -197,7 +206,7 @@ impl Processor for TruePeakLimiter {
     }
 
     fn latency_frames(&self) -> usize {
-        self.delay_lines[0].len() - 1
+        self.delay_frames
     }
 }
 
@@ -219,10 +228,10 @@ mod tests {
     #[test]
     fn latency_is_reported_and_exact() {
         let settings = LimiterSettings { ceiling_dbtp: -1.0, release_ms: 60.0, lookahead_ms: 1.5 };
-        let mut limiter = TruePeakLimiter::new(48_000, 1, &settings);
+        let mut limiter = TruePeakLimiter::new(48_000, 1, 256, &settings);
         let latency = limiter.latency_frames();
         assert_eq!(latency, 8 + 72 - 1, "ours (8) is slower than the meter's (6) at 48 kHz");
-        let at_96k = TruePeakLimiter::new(96_000, 1, &settings).latency_frames();
+        let at_96k = TruePeakLimiter::new(96_000, 1, 256, &settings).latency_frames();
         assert_eq!(at_96k, 12 + 144 - 1, "the meter's 2x interpolator (12) is slower at 96 kHz");
         let mut block = AudioBlock::new(1, 256);
         block.channel_mut(0)[0] = 0.25;

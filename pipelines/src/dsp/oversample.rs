@@ -69,34 +69,29 @@ impl Design {
     }
 }
 
-/// Makes `factor` (at most 4) samples out of each input sample, per channel.
+/// Makes `factor` (at most 4) samples out of each input sample, a block at
+/// a time: the input and its history in one buffer, each output one
+/// contiguous dot product.
 #[derive(Debug, Clone)]
-pub struct Interpolator {
-    /// `phases[p][k]`: coefficient for the k-th most recent input, phase p.
-    phases: Vec<Vec<f32>>,
-    /// Per channel: history written twice, so a window is one slice.
-    history: Vec<Vec<f32>>,
-    position: Vec<usize>,
-    taps_per_phase: usize,
+pub struct BlockInterpolator {
+    /// Phases, each reversed so a window of input dots straight in.
+    phases_reversed: Vec<Vec<f32>>,
+    /// Per channel: history, then the block.
+    input: Vec<Vec<f32>>,
+    history: usize,
 }
 
-impl Interpolator {
-    pub fn new(channels: usize, design: Design) -> Self {
-        Self::from_coefficients(channels, FACTOR, &design.coefficients())
+impl BlockInterpolator {
+    pub fn new(channels: usize, max_block_frames: usize, design: Design) -> Self {
+        Self::from_coefficients(channels, max_block_frames, FACTOR, &design.coefficients())
     }
 
     /// The interpolator of a BS.1770 true-peak meter such as `ebur128`: a
     /// 48-tap Hann-windowed sinc, 4× below 96 kHz, 2× below 192 kHz, none
     /// above. Its delay is 24 / factor frames.
-    pub fn bs1770_meter(channels: usize, rate_hz: u32) -> Self {
+    pub fn bs1770_meter(channels: usize, max_block_frames: usize, rate_hz: u32) -> Self {
         const TAPS: usize = 48;
-        let factor = if rate_hz < 96_000 {
-            4
-        } else if rate_hz < 192_000 {
-            2
-        } else {
-            1
-        };
+        let factor = bs1770_meter_factor(rate_hz);
         let h: Vec<f64> = (0..TAPS)
             .map(|j| {
                 let j = j as f64;
@@ -106,105 +101,162 @@ impl Interpolator {
                 if m == 0.0 { window } else { window * x.sin() / x }
             })
             .collect();
-        Self::from_coefficients(channels, factor, &h)
+        Self::from_coefficients(channels, max_block_frames, factor, &h)
     }
 
-    fn from_coefficients(channels: usize, factor: usize, h: &[f64]) -> Self {
+    fn from_coefficients(channels: usize, max_block_frames: usize, factor: usize, h: &[f64]) -> Self {
         assert!((1..=FACTOR).contains(&factor));
         let taps_per_phase = h.len().div_ceil(factor);
-        let phases = (0..factor)
-            .map(|p| (0..taps_per_phase).map(|k| h.get(p + factor * k).copied().unwrap_or(0.0) as f32).collect())
+        let phases_reversed = (0..factor)
+            .map(|p| (0..taps_per_phase).rev().map(|k| h.get(p + factor * k).copied().unwrap_or(0.0) as f32).collect())
             .collect();
-        Self {
-            phases,
-            history: vec![vec![0.0; 2 * taps_per_phase]; channels],
-            position: vec![0; channels],
-            taps_per_phase,
-        }
+        let history = taps_per_phase - 1;
+        Self { phases_reversed, input: vec![vec![0.0; history + max_block_frames]; channels], history }
     }
 
     /// How many samples each input makes.
     pub fn factor(&self) -> usize {
-        self.phases.len()
+        self.phases_reversed.len()
     }
 
-    /// The delay of [`Interpolator::bs1770_meter`] at `rate_hz`, in frames.
-    pub fn bs1770_meter_delay_frames(rate_hz: u32) -> usize {
-        24 / Self::bs1770_meter(1, rate_hz).factor()
-    }
-
-    /// Delay of the interpolated stream, in base-rate frames: phase 0 of
-    /// the outputs pushed for input `n` is input `n - delay` itself.
+    /// Delay in base-rate frames of a [`Design`]: the phase-0 output made
+    /// for input `n` is input `n - delay` itself (odd taps per phase).
     pub fn delay_frames(design: Design) -> usize {
         debug_assert!(design.taps_per_phase % 2 == 1);
         design.delay_oversampled() / FACTOR
     }
 
-    /// Pushes one input sample and writes its oversampled outputs to the
-    /// first [`Interpolator::factor`] slots of `out`.
+    /// Calls `each(n, phase, value)` for every output of one channel's block.
     #[inline]
-    pub fn push(&mut self, channel: usize, sample: f32, out: &mut [f32; FACTOR]) {
-        let n = self.taps_per_phase;
-        let history = &mut self.history[channel];
-        let position = &mut self.position[channel];
-        *position = if *position == 0 { n - 1 } else { *position - 1 };
-        history[*position] = sample;
-        history[*position + n] = sample;
-        let window = &history[*position..*position + n];
-        for (o, phase) in out.iter_mut().zip(&self.phases) {
-            *o = window.iter().zip(phase).map(|(x, c)| x * c).sum();
+    fn run(&mut self, channel: usize, samples: &[f32], mut each: impl FnMut(usize, usize, f32)) {
+        let frames = samples.len();
+        let taps = self.history + 1;
+        let input = &mut self.input[channel];
+        input[self.history..self.history + frames].copy_from_slice(samples);
+        for n in 0..frames {
+            let window = &input[n..n + taps];
+            for (p, phase) in self.phases_reversed.iter().enumerate() {
+                each(n, p, dot(window, phase));
+            }
         }
+        input.copy_within(frames..frames + self.history, 0);
+    }
+
+    /// Upsamples one channel's block into `out` (`factor` × its length).
+    pub fn upsample(&mut self, channel: usize, samples: &[f32], out: &mut [f32]) {
+        let factor = self.factor();
+        self.run(channel, samples, |n, p, value| out[factor * n + p] = value);
+    }
+
+    /// Raises `peaks[n]` to the largest magnitude among frame `n`'s outputs.
+    pub fn raise_peaks(&mut self, channel: usize, samples: &[f32], peaks: &mut [f32]) {
+        self.run(channel, samples, |n, _, value| peaks[n] = peaks[n].max(value.abs()));
     }
 
     pub fn reset(&mut self) {
-        for h in &mut self.history {
-            h.fill(0.0);
+        for buffer in &mut self.input {
+            buffer.fill(0.0);
         }
     }
 }
 
-/// Makes one output sample from each 4 oversampled samples, per channel.
+/// The oversampling factor a BS.1770 meter uses at `rate_hz`.
+pub fn bs1770_meter_factor(rate_hz: u32) -> usize {
+    if rate_hz < 96_000 {
+        4
+    } else if rate_hz < 192_000 {
+        2
+    } else {
+        1
+    }
+}
+
+/// The delay of [`BlockInterpolator::bs1770_meter`] at `rate_hz`, in frames.
+pub fn bs1770_meter_delay_frames(rate_hz: u32) -> usize {
+    24 / bs1770_meter_factor(rate_hz)
+}
+
+/// Σ a[i]·b[i] with eight independent accumulators, so the compiler can
+/// keep them in one SIMD register.
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    let mut lanes = [0f32; 8];
+    let (a_chunks, b_chunks) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (a_rest, b_rest) = (a_chunks.remainder(), b_chunks.remainder());
+    for (x, y) in a_chunks.zip(b_chunks) {
+        for lane in 0..8 {
+            lanes[lane] += x[lane] * y[lane];
+        }
+    }
+    let mut sum = lanes.iter().sum::<f32>();
+    for (x, y) in a_rest.iter().zip(b_rest) {
+        sum += x * y;
+    }
+    sum
+}
+
+/// 4× oversampling of whole blocks for nonlinear processing: up with a
+/// [`BlockInterpolator`], work on the 4× samples, back down with the same
+/// filter.
 #[derive(Debug, Clone)]
-pub struct Decimator {
-    coefficients: Vec<f32>,
-    history: Vec<Vec<f32>>,
-    position: Vec<usize>,
+pub struct BlockOversampler {
+    up: BlockInterpolator,
+    /// Decimation filter, reversed.
+    decimation_reversed: Vec<f32>,
+    /// Per channel: oversampled history then the oversampled block.
+    oversampled: Vec<Vec<f32>>,
+    oversampled_history: usize,
 }
 
-impl Decimator {
-    pub fn new(channels: usize, design: Design) -> Self {
-        let coefficients: Vec<f32> = design.coefficients().iter().map(|c| (c / FACTOR as f64) as f32).collect();
-        let length = coefficients.len() + FACTOR - 1;
-        Self { coefficients, history: vec![vec![0.0; 2 * length]; channels], position: vec![0; channels] }
+impl BlockOversampler {
+    pub fn new(channels: usize, max_block_frames: usize, design: Design) -> Self {
+        let decimation_reversed: Vec<f32> = design.coefficients().iter().rev().map(|c| (c / FACTOR as f64) as f32).collect();
+        let oversampled_history = decimation_reversed.len() - 1;
+        Self {
+            up: BlockInterpolator::new(channels, max_block_frames, design),
+            oversampled: vec![vec![0.0; oversampled_history + FACTOR * max_block_frames]; channels],
+            decimation_reversed,
+            oversampled_history,
+        }
     }
 
-    /// Pushes 4 oversampled samples (phases 0..3 of one base frame) and
-    /// returns the base-rate sample at phase 0, so the delay stays whole.
-    #[inline]
-    pub fn push(&mut self, channel: usize, samples: &[f32; FACTOR]) -> f32 {
-        let taps = self.coefficients.len();
-        let length = taps + FACTOR - 1;
-        let history = &mut self.history[channel];
-        let position = &mut self.position[channel];
-        for &sample in samples {
-            *position = if *position == 0 { length - 1 } else { *position - 1 };
-            history[*position] = sample;
-            history[*position + length] = sample;
+    /// Upsamples one channel's block; returns its 4× samples to work on.
+    pub fn up(&mut self, channel: usize, samples: &[f32]) -> &mut [f32] {
+        let start = self.oversampled_history;
+        let end = start + FACTOR * samples.len();
+        let oversampled = &mut self.oversampled[channel];
+        self.up.upsample(channel, samples, &mut oversampled[start..end]);
+        &mut oversampled[start..end]
+    }
+
+    /// Decimates what [`BlockOversampler::up`] produced (after any work on
+    /// it) back into `out`.
+    pub fn down(&mut self, channel: usize, out: &mut [f32]) {
+        let frames = out.len();
+        let taps = self.decimation_reversed.len();
+        let oversampled = &mut self.oversampled[channel];
+        // Output n sits at phase 0 of frame n: oversampled index 4n, whose
+        // window is the `taps` samples ending there.
+        for (n, o) in out.iter_mut().enumerate() {
+            let end = self.oversampled_history + FACTOR * n + 1;
+            *o = dot(&oversampled[end - taps..end], &self.decimation_reversed);
         }
-        let start = *position + FACTOR - 1;
-        history[start..start + taps].iter().zip(&self.coefficients).map(|(x, c)| x * c).sum()
+        let used = FACTOR * frames;
+        oversampled.copy_within(used..used + self.oversampled_history, 0);
     }
 
     pub fn reset(&mut self) {
-        for h in &mut self.history {
-            h.fill(0.0);
+        self.up.reset();
+        for buffer in &mut self.oversampled {
+            buffer.fill(0.0);
         }
     }
 }
 
 /// Base-rate latency of interpolating then decimating with `design`.
 pub fn round_trip_latency_frames(design: Design) -> usize {
-    2 * Interpolator::delay_frames(design)
+    2 * BlockInterpolator::delay_frames(design)
 }
 
 #[cfg(test)]
@@ -213,16 +265,16 @@ mod tests {
 
     #[test]
     fn true_peak_design_keeps_the_original_samples() {
-        let mut up = Interpolator::new(1, Design::TRUE_PEAK);
-        let delay = Interpolator::delay_frames(Design::TRUE_PEAK);
-        let input: Vec<f32> = (0..200).map(|n| ((n as f32) * 0.3).sin() * 0.8).collect();
-        let mut out = [0f32; FACTOR];
-        let mut phase0 = Vec::new();
-        for &x in &input {
-            up.push(0, x, &mut out);
-            phase0.push(out[0]);
-        }
+        let mut up = BlockInterpolator::new(1, 64, Design::TRUE_PEAK);
+        let delay = BlockInterpolator::delay_frames(Design::TRUE_PEAK);
         assert_eq!(delay, 8);
+        let input: Vec<f32> = (0..192).map(|n| ((n as f32) * 0.3).sin() * 0.8).collect();
+        let mut phase0: Vec<f32> = Vec::new();
+        let mut out = vec![0f32; 4 * 64];
+        for block in input.chunks(64) {
+            up.upsample(0, block, &mut out[..4 * block.len()]);
+            phase0.extend(out[..4 * block.len()].iter().step_by(4));
+        }
         for n in 0..150 {
             assert!((phase0[n + delay] - input[n]).abs() < 1e-6, "frame {n}: {} vs {}", phase0[n + delay], input[n]);
         }
@@ -231,23 +283,26 @@ mod tests {
     #[test]
     fn round_trip_is_transparent_in_the_passband() {
         let design = Design::ANTI_ALIAS;
-        let mut up = Interpolator::new(1, design);
-        let mut down = Decimator::new(1, design);
+        let mut oversampler = BlockOversampler::new(1, 512, design);
         let latency = round_trip_latency_frames(design);
-        let input: Vec<f32> = (0..4000).map(|n| ((n as f32) * 0.2).sin() * 0.5).collect();
+        let input: Vec<f32> = (0..4096).map(|n| ((n as f32) * 0.2).sin() * 0.5).collect();
         let mut output = Vec::new();
-        let mut os = [0f32; FACTOR];
-        for &x in &input {
-            up.push(0, x, &mut os);
-            output.push(down.push(0, &os));
+        for block in input.chunks(500) {
+            oversampler.up(0, block);
+            let mut out = vec![0f32; block.len()];
+            oversampler.down(0, &mut out);
+            output.extend(out);
         }
         for n in 500..3000 {
-            assert!(
-                (output[n + latency] - input[n]).abs() < 1e-4,
-                "frame {n}: {} vs {}",
-                output[n + latency],
-                input[n]
-            );
+            assert!((output[n + latency] - input[n]).abs() < 1e-4, "frame {n}: {} vs {}", output[n + latency], input[n]);
         }
+    }
+
+    #[test]
+    fn dot_matches_a_plain_sum() {
+        let a: Vec<f32> = (0..61).map(|i| i as f32 * 0.1).collect();
+        let b: Vec<f32> = (0..61).map(|i| 1.0 - i as f32 * 0.01).collect();
+        let plain: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        assert!((dot(&a, &b) - plain).abs() < 1e-3);
     }
 }

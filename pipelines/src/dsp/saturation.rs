@@ -1,13 +1,13 @@
 //! Gentle harmonic saturation, 4× oversampled.
 //!
-//! The curve is `tanh(d·x) / d` with `d` the drive: unity gain for quiet
+//! The curve is `tanh(d·x) / d` (see [`fast_tanh`]) with `d` the drive: unity gain for quiet
 //! signals, rounding off the peaks progressively (odd harmonics, no DC).
 //! It runs at four times the rate between steep linear-phase filters, so
 //! the harmonics above Nyquist are removed instead of folding back. `mix`
 //! blends it with the clean signal inside the oversampled domain, so both
 //! share one latency and stay phase-aligned.
 
-use super::oversample::{Decimator, Design, FACTOR, Interpolator, round_trip_latency_frames};
+use super::oversample::{BlockOversampler, Design, round_trip_latency_frames};
 use super::units::db_to_gain;
 use super::{AudioBlock, Processor};
 use crate::manifest::Saturation as Settings;
@@ -15,49 +15,66 @@ use crate::manifest::Saturation as Settings;
 pub struct Saturation {
     drive: f32,
     wet: f32,
-    up: Interpolator,
-    down: Decimator,
+    oversampler: BlockOversampler,
+}
+
+/// tanh by its (7, 6) Padé approximant, clamped where the approximant
+/// reaches ±1 (|x| = 4.97): within 10⁻⁴ of tanh everywhere (the largest
+/// gap is just below the clamp), monotonic, bounded and branch-free.
+#[inline]
+pub fn fast_tanh(x: f32) -> f32 {
+    let x = x.clamp(-4.97, 4.97);
+    let x2 = x * x;
+    let numerator = x * (135_135.0 + x2 * (17_325.0 + x2 * (378.0 + x2)));
+    let denominator = 135_135.0 + x2 * (62_370.0 + x2 * (3_150.0 + 28.0 * x2));
+    (numerator / denominator).clamp(-1.0, 1.0)
 }
 
 impl Saturation {
-    pub fn new(channels: usize, settings: &Settings) -> Self {
+    pub fn new(channels: usize, max_block_frames: usize, settings: &Settings) -> Self {
         Self {
             drive: db_to_gain(settings.drive_db) as f32,
             wet: settings.mix as f32,
-            up: Interpolator::new(channels, Design::ANTI_ALIAS),
-            down: Decimator::new(channels, Design::ANTI_ALIAS),
+            oversampler: BlockOversampler::new(channels, max_block_frames, Design::ANTI_ALIAS),
         }
-    }
-
-    /// The static curve, blended.
-    #[inline]
-    fn shape(&self, x: f32) -> f32 {
-        let saturated = (self.drive * x).tanh() / self.drive;
-        x + self.wet * (saturated - x)
     }
 }
 
 impl Processor for Saturation {
     fn process(&mut self, block: &mut AudioBlock) {
-        let mut oversampled = [0f32; FACTOR];
+        let (drive, wet) = (self.drive, self.wet);
         for channel in 0..block.channel_count() {
-            for n in 0..block.frames() {
-                let x = block.channel(channel)[n];
-                self.up.push(channel, x, &mut oversampled);
-                for value in &mut oversampled {
-                    *value = self.shape(*value);
-                }
-                block.channel_mut(channel)[n] = self.down.push(channel, &oversampled);
+            let oversampled = self.oversampler.up(channel, block.channel(channel));
+            for x in oversampled.iter_mut() {
+                let saturated = fast_tanh(drive * *x) / drive;
+                *x += wet * (saturated - *x);
             }
+            self.oversampler.down(channel, block.channel_mut(channel));
         }
     }
 
     fn reset(&mut self) {
-        self.up.reset();
-        self.down.reset();
+        self.oversampler.reset();
     }
 
     fn latency_frames(&self) -> usize {
         round_trip_latency_frames(Design::ANTI_ALIAS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fast_tanh;
+
+    #[test]
+    fn fast_tanh_is_tanh() {
+        let mut previous = -1.0f32;
+        for i in -8000..=8000 {
+            let x = i as f32 / 1000.0;
+            assert!((fast_tanh(x) - x.tanh()).abs() < 1e-4, "at {x}: {} vs {}", fast_tanh(x), x.tanh());
+            assert!(fast_tanh(x) >= previous, "monotonic at {x}");
+            previous = fast_tanh(x);
+        }
+        assert!((fast_tanh(0.5) - 0.5f32.tanh()).abs() < 1e-6, "exact where program material lives");
     }
 }

@@ -51,12 +51,13 @@ impl Processor for StereoImage {
         let frames = block.frames();
         let width = self.width;
         if let Some(crossover) = &mut self.crossover {
-            for channel in 0..2 {
-                let low = &mut crossover.low_band[channel][..frames];
-                low.copy_from_slice(block.channel(channel));
-                crossover.low.process_channel(channel, low);
-                crossover.high.process_channel(channel, block.channel_mut(channel));
-            }
+            let [low_left, low_right] = &mut crossover.low_band;
+            let (low_left, low_right) = (&mut low_left[..frames], &mut low_right[..frames]);
+            low_left.copy_from_slice(block.channel(0));
+            low_right.copy_from_slice(block.channel(1));
+            crossover.low.process_pair(low_left, low_right);
+            let (left, right) = block.stereo_mut();
+            crossover.high.process_pair(left, right);
         }
         let (left, right) = block.stereo_mut();
         for n in 0..frames {
