@@ -95,7 +95,12 @@ fn processors(c: &mut Criterion) {
     bench_processor(c, "saturation 4x", Box::new(Saturation::new(2, BLOCK_FRAMES, &saturation)), 2);
     let stereo = manifest::Stereo { width: 1.05, mono_below_hz: 120.0 };
     bench_processor(c, "stereo width + mono bass", Box::new(StereoImage::new(RATE_HZ, BLOCK_FRAMES, &stereo)), 2);
-    bench_processor(c, "true-peak limiter", Box::new(TruePeakLimiter::new(RATE_HZ, 2, BLOCK_FRAMES, &limiter_settings())), 2);
+    bench_processor(
+        c,
+        "true-peak limiter",
+        Box::new(TruePeakLimiter::new(RATE_HZ, 2, BLOCK_FRAMES, &limiter_settings())),
+        2,
+    );
     let reverb = manifest::Reverb { decay_s: 1.8, predelay_ms: 20.0, damping: 0.5, size: 0.7, width: 1.0 };
     bench_processor(c, "reverb", Box::new(Reverb::new(RATE_HZ, &reverb)), 2);
     let delay = manifest::Delay { time_ms: 120.0, feedback: 0.25, high_cut_hz: 6000.0, ping_pong: true };

@@ -183,7 +183,9 @@ impl Processor for TruePeakLimiter {
         let delay = self.delay_frames;
         for (channel, delayed) in self.delayed.iter_mut().enumerate() {
             delayed[delay..delay + frames].copy_from_slice(block.channel(channel));
-            for ((out, late), gain) in block.channel_mut(channel).iter_mut().zip(&delayed[..frames]).zip(&self.peaks[..frames]) {
+            for ((out, late), gain) in
+                block.channel_mut(channel).iter_mut().zip(&delayed[..frames]).zip(&self.peaks[..frames])
+            {
                 *out = late * gain;
             }
             delayed.copy_within(frames..frames + delay, 0);

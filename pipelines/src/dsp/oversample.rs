@@ -54,9 +54,10 @@ impl Design {
     /// For finding inter-sample peaks: cutoff at the base Nyquist frequency,
     /// so the original samples are kept (a Nyquist filter).
     pub const TRUE_PEAK: Design = Design { taps_per_phase: 17, cutoff_of_nyquist: 1.0, kaiser_beta: 7.0 };
-    /// For nonlinear processing: a steep filter just below the base Nyquist
-    /// frequency with about 120 dB of stop-band rejection.
-    pub const ANTI_ALIAS: Design = Design { taps_per_phase: 49, cutoff_of_nyquist: 0.93, kaiser_beta: 12.0 };
+    /// For nonlinear processing: a steep filter centred on the base Nyquist
+    /// frequency, flat to 20 kHz at 44.1 kHz (up and down together lose
+    /// under 0.01 dB there) and about 100 dB down in the stop band.
+    pub const ANTI_ALIAS: Design = Design { taps_per_phase: 65, cutoff_of_nyquist: 1.0, kaiser_beta: 10.0 };
 
     fn coefficients(&self) -> Vec<f64> {
         let taps = self.taps_per_phase * FACTOR - (FACTOR - 1);
@@ -70,14 +71,17 @@ impl Design {
 }
 
 /// Makes `factor` (at most 4) samples out of each input sample, a block at
-/// a time: the input and its history in one buffer, each output one
-/// contiguous dot product.
+/// a time. The input and its history sit in one buffer; each phase is a
+/// short FIR computed tap by tap over the whole block, so the inner loop
+/// runs over contiguous frames and vectorizes.
 #[derive(Debug, Clone)]
 pub struct BlockInterpolator {
-    /// Phases, each reversed so a window of input dots straight in.
-    phases_reversed: Vec<Vec<f32>>,
+    /// `phases[p][k]`: coefficient of the k-th most recent input, phase p.
+    phases: Vec<Vec<f32>>,
     /// Per channel: history, then the block.
     input: Vec<Vec<f32>>,
+    /// Per phase: the outputs of the current block.
+    outputs: Vec<Vec<f32>>,
     history: usize,
 }
 
@@ -107,16 +111,21 @@ impl BlockInterpolator {
     fn from_coefficients(channels: usize, max_block_frames: usize, factor: usize, h: &[f64]) -> Self {
         assert!((1..=FACTOR).contains(&factor));
         let taps_per_phase = h.len().div_ceil(factor);
-        let phases_reversed = (0..factor)
-            .map(|p| (0..taps_per_phase).rev().map(|k| h.get(p + factor * k).copied().unwrap_or(0.0) as f32).collect())
+        let phases = (0..factor)
+            .map(|p| (0..taps_per_phase).map(|k| h.get(p + factor * k).copied().unwrap_or(0.0) as f32).collect())
             .collect();
         let history = taps_per_phase - 1;
-        Self { phases_reversed, input: vec![vec![0.0; history + max_block_frames]; channels], history }
+        Self {
+            phases,
+            input: vec![vec![0.0; history + max_block_frames]; channels],
+            outputs: vec![vec![0.0; max_block_frames]; factor],
+            history,
+        }
     }
 
     /// How many samples each input makes.
     pub fn factor(&self) -> usize {
-        self.phases_reversed.len()
+        self.phases.len()
     }
 
     /// Delay in base-rate frames of a [`Design`]: the phase-0 output made
@@ -126,17 +135,20 @@ impl BlockInterpolator {
         design.delay_oversampled() / FACTOR
     }
 
-    /// Calls `each(n, phase, value)` for every output of one channel's block.
-    #[inline]
-    fn run(&mut self, channel: usize, samples: &[f32], mut each: impl FnMut(usize, usize, f32)) {
+    /// Computes every phase's outputs for one channel's block.
+    fn run(&mut self, channel: usize, samples: &[f32]) {
         let frames = samples.len();
-        let taps = self.history + 1;
         let input = &mut self.input[channel];
         input[self.history..self.history + frames].copy_from_slice(samples);
-        for n in 0..frames {
-            let window = &input[n..n + taps];
-            for (p, phase) in self.phases_reversed.iter().enumerate() {
-                each(n, p, dot(window, phase));
+        for (phase, outputs) in self.phases.iter().zip(self.outputs.iter_mut()) {
+            let outputs = &mut outputs[..frames];
+            outputs.fill(0.0);
+            for (k, &coefficient) in phase.iter().enumerate() {
+                // Input n - k sits at index history + n - k.
+                let start = self.history - k;
+                for (out, x) in outputs.iter_mut().zip(&input[start..start + frames]) {
+                    *out += coefficient * x;
+                }
             }
         }
         input.copy_within(frames..frames + self.history, 0);
@@ -144,13 +156,23 @@ impl BlockInterpolator {
 
     /// Upsamples one channel's block into `out` (`factor` × its length).
     pub fn upsample(&mut self, channel: usize, samples: &[f32], out: &mut [f32]) {
+        self.run(channel, samples);
         let factor = self.factor();
-        self.run(channel, samples, |n, p, value| out[factor * n + p] = value);
+        for (p, outputs) in self.outputs.iter().enumerate() {
+            for (n, value) in outputs[..samples.len()].iter().enumerate() {
+                out[factor * n + p] = *value;
+            }
+        }
     }
 
     /// Raises `peaks[n]` to the largest magnitude among frame `n`'s outputs.
     pub fn raise_peaks(&mut self, channel: usize, samples: &[f32], peaks: &mut [f32]) {
-        self.run(channel, samples, |n, _, value| peaks[n] = peaks[n].max(value.abs()));
+        self.run(channel, samples);
+        for outputs in &self.outputs {
+            for (peak, value) in peaks.iter_mut().zip(&outputs[..samples.len()]) {
+                *peak = peak.max(value.abs());
+            }
+        }
     }
 
     pub fn reset(&mut self) {
@@ -198,58 +220,84 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// 4× oversampling of whole blocks for nonlinear processing: up with a
 /// [`BlockInterpolator`], work on the 4× samples, back down with the same
-/// filter.
+/// filter, also computed tap by tap over the block (polyphase: each of the
+/// four phases of the 4× signal gets its own short FIR).
 #[derive(Debug, Clone)]
 pub struct BlockOversampler {
     up: BlockInterpolator,
-    /// Decimation filter, reversed.
-    decimation_reversed: Vec<f32>,
-    /// Per channel: oversampled history then the oversampled block.
-    oversampled: Vec<Vec<f32>>,
-    oversampled_history: usize,
+    /// `phases[p][k]`: the decimation tap for phase-`p` samples `k` frames back.
+    phases: Vec<Vec<f32>>,
+    /// The current block at 4×, interleaved.
+    oversampled: Vec<f32>,
+    /// Per channel and phase: history, then the block's samples of that phase.
+    streams: Vec<Vec<Vec<f32>>>,
+    history: usize,
 }
 
 impl BlockOversampler {
     pub fn new(channels: usize, max_block_frames: usize, design: Design) -> Self {
-        let decimation_reversed: Vec<f32> = design.coefficients().iter().rev().map(|c| (c / FACTOR as f64) as f32).collect();
-        let oversampled_history = decimation_reversed.len() - 1;
+        let h: Vec<f64> = design.coefficients().iter().map(|c| c / FACTOR as f64).collect();
+        // Output n sits at 4n: y[n] = Σ_j h[j]·u[4n - j]. Stream q holds
+        // u[4m + q]; 4n - j is then stream (4 - j % 4) % 4 at frame
+        // n - ceil(j / 4).
+        let taps = h.len();
+        let history = taps.div_ceil(FACTOR);
+        let mut phases = vec![vec![0f32; history + 1]; FACTOR];
+        for (j, &c) in h.iter().enumerate() {
+            let q = (FACTOR - j % FACTOR) % FACTOR;
+            let back = j.div_ceil(FACTOR);
+            phases[q][back] = c as f32;
+        }
         Self {
             up: BlockInterpolator::new(channels, max_block_frames, design),
-            oversampled: vec![vec![0.0; oversampled_history + FACTOR * max_block_frames]; channels],
-            decimation_reversed,
-            oversampled_history,
+            phases,
+            oversampled: vec![0.0; FACTOR * max_block_frames],
+            streams: vec![vec![vec![0.0; history + max_block_frames]; FACTOR]; channels],
+            history,
         }
     }
 
     /// Upsamples one channel's block; returns its 4× samples to work on.
     pub fn up(&mut self, channel: usize, samples: &[f32]) -> &mut [f32] {
-        let start = self.oversampled_history;
-        let end = start + FACTOR * samples.len();
-        let oversampled = &mut self.oversampled[channel];
-        self.up.upsample(channel, samples, &mut oversampled[start..end]);
-        &mut oversampled[start..end]
+        let length = FACTOR * samples.len();
+        self.up.upsample(channel, samples, &mut self.oversampled[..length]);
+        &mut self.oversampled[..length]
     }
 
     /// Decimates what [`BlockOversampler::up`] produced (after any work on
     /// it) back into `out`.
     pub fn down(&mut self, channel: usize, out: &mut [f32]) {
         let frames = out.len();
-        let taps = self.decimation_reversed.len();
-        let oversampled = &mut self.oversampled[channel];
-        // Output n sits at phase 0 of frame n: oversampled index 4n, whose
-        // window is the `taps` samples ending there.
-        for (n, o) in out.iter_mut().enumerate() {
-            let end = self.oversampled_history + FACTOR * n + 1;
-            *o = dot(&oversampled[end - taps..end], &self.decimation_reversed);
+        let history = self.history;
+        let streams = &mut self.streams[channel];
+        for (q, stream) in streams.iter_mut().enumerate() {
+            for (slot, value) in
+                stream[history..history + frames].iter_mut().zip(self.oversampled[q..].iter().step_by(FACTOR))
+            {
+                *slot = *value;
+            }
         }
-        let used = FACTOR * frames;
-        oversampled.copy_within(used..used + self.oversampled_history, 0);
+        out.fill(0.0);
+        for (stream, phase) in streams.iter().zip(&self.phases) {
+            for (back, &coefficient) in phase.iter().enumerate() {
+                if coefficient == 0.0 {
+                    continue;
+                }
+                let start = history - back;
+                for (o, x) in out.iter_mut().zip(&stream[start..start + frames]) {
+                    *o += coefficient * x;
+                }
+            }
+        }
+        for stream in streams.iter_mut() {
+            stream.copy_within(frames..frames + history, 0);
+        }
     }
 
     pub fn reset(&mut self) {
         self.up.reset();
-        for buffer in &mut self.oversampled {
-            buffer.fill(0.0);
+        for stream in self.streams.iter_mut().flatten() {
+            stream.fill(0.0);
         }
     }
 }
@@ -294,7 +342,12 @@ mod tests {
             output.extend(out);
         }
         for n in 500..3000 {
-            assert!((output[n + latency] - input[n]).abs() < 1e-4, "frame {n}: {} vs {}", output[n + latency], input[n]);
+            assert!(
+                (output[n + latency] - input[n]).abs() < 1e-4,
+                "frame {n}: {} vs {}",
+                output[n + latency],
+                input[n]
+            );
         }
     }
 

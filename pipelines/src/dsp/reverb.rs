@@ -149,7 +149,9 @@ impl Processor for Reverb {
                 *value = *state * gain;
             }
             hadamard(&mut feedback);
-            for (i, ((line, position), value)) in self.lines.iter_mut().zip(&mut self.positions).zip(feedback).enumerate() {
+            for (i, ((line, position), value)) in
+                self.lines.iter_mut().zip(&mut self.positions).zip(feedback).enumerate()
+            {
                 let input = if i % 2 == 0 { dry_left } else { dry_right };
                 line[*position] = value + 0.5 * input;
                 *position = (*position + 1) % line.len();

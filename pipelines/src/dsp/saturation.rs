@@ -3,9 +3,10 @@
 //! The curve is `tanh(d·x) / d` (see [`fast_tanh`]) with `d` the drive: unity gain for quiet
 //! signals, rounding off the peaks progressively (odd harmonics, no DC).
 //! It runs at four times the rate between steep linear-phase filters, so
-//! the harmonics above Nyquist are removed instead of folding back. `mix`
-//! blends it with the clean signal inside the oversampled domain, so both
-//! share one latency and stay phase-aligned.
+//! the harmonics above Nyquist are removed instead of folding back. Only
+//! the saturated share passes those filters: the clean share (`1 - mix`)
+//! takes a plain delay of the same length, so the two stay phase-aligned
+//! and a light mix leaves the top octave as it was.
 
 use super::oversample::{BlockOversampler, Design, round_trip_latency_frames};
 use super::units::db_to_gain;
@@ -16,6 +17,9 @@ pub struct Saturation {
     drive: f32,
     wet: f32,
     oversampler: BlockOversampler,
+    /// Per channel: the clean signal's delay, then the current block.
+    delayed: Vec<Vec<f32>>,
+    latency: usize,
 }
 
 /// tanh by its (7, 6) Padé approximant, clamped where the approximant
@@ -32,33 +36,46 @@ pub fn fast_tanh(x: f32) -> f32 {
 
 impl Saturation {
     pub fn new(channels: usize, max_block_frames: usize, settings: &Settings) -> Self {
+        let latency = round_trip_latency_frames(Design::ANTI_ALIAS);
         Self {
             drive: db_to_gain(settings.drive_db) as f32,
             wet: settings.mix as f32,
             oversampler: BlockOversampler::new(channels, max_block_frames, Design::ANTI_ALIAS),
+            delayed: vec![vec![0.0; latency + max_block_frames]; channels],
+            latency,
         }
     }
 }
 
 impl Processor for Saturation {
     fn process(&mut self, block: &mut AudioBlock) {
-        let (drive, wet) = (self.drive, self.wet);
+        let (drive, wet, latency) = (self.drive, self.wet, self.latency);
+        let frames = block.frames();
         for channel in 0..block.channel_count() {
+            let delayed = &mut self.delayed[channel];
+            delayed[latency..latency + frames].copy_from_slice(block.channel(channel));
             let oversampled = self.oversampler.up(channel, block.channel(channel));
             for x in oversampled.iter_mut() {
-                let saturated = fast_tanh(drive * *x) / drive;
-                *x += wet * (saturated - *x);
+                *x = fast_tanh(drive * *x) / drive;
             }
-            self.oversampler.down(channel, block.channel_mut(channel));
+            let samples = block.channel_mut(channel);
+            self.oversampler.down(channel, samples);
+            for (out, clean) in samples.iter_mut().zip(&delayed[..frames]) {
+                *out = clean + wet * (*out - clean);
+            }
+            delayed.copy_within(frames..frames + latency, 0);
         }
     }
 
     fn reset(&mut self) {
         self.oversampler.reset();
+        for line in &mut self.delayed {
+            line.fill(0.0);
+        }
     }
 
     fn latency_frames(&self) -> usize {
-        round_trip_latency_frames(Design::ANTI_ALIAS)
+        self.latency
     }
 }
 
