@@ -160,9 +160,50 @@ fn master_chain(c: &mut Criterion) {
     group.finish();
 }
 
+/// Decoding a 20 s stereo 24-bit FLAC stem, and converting it 44.1 → 48 kHz.
+fn decode_and_resample(c: &mut Criterion) {
+    use lacquer_pipelines::decode::AudioReader;
+    use lacquer_pipelines::dsp::resample::StreamResampler;
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/album-small/01-chorale-66/drums.flac");
+    let bytes = std::fs::read(path).unwrap();
+    let decode = |bytes: &[u8]| -> Vec<Vec<f32>> {
+        let mut reader =
+            AudioReader::open(std::io::Cursor::new(bytes.to_vec()), bytes.len() as u64, Some("flac")).unwrap();
+        let mut block = AudioBlock::new(2, BLOCK_FRAMES);
+        let mut out = vec![Vec::new(), Vec::new()];
+        while reader.read(&mut block, BLOCK_FRAMES).unwrap() > 0 {
+            for (o, c) in out.iter_mut().zip(block.channels()) {
+                o.extend_from_slice(c);
+            }
+        }
+        out
+    };
+    let audio = decode(&bytes);
+    let frames = audio[0].len() as u64;
+    let mut group = c.benchmark_group("io");
+    group.sample_size(10);
+    // Throughput in frames: elements/s divided by 44 100 is x-realtime.
+    group.throughput(Throughput::Elements(frames));
+    group.bench_function("decode 20 s stereo 24-bit FLAC", |b| b.iter(|| black_box(decode(&bytes))));
+    group.bench_function("resample 20 s stereo 44.1 -> 48 kHz", |b| {
+        b.iter(|| {
+            let mut resampler = StreamResampler::new(44_100, 48_000, 2).unwrap();
+            let mut out = vec![Vec::new(), Vec::new()];
+            for start in (0..audio[0].len()).step_by(BLOCK_FRAMES) {
+                let end = (start + BLOCK_FRAMES).min(audio[0].len());
+                let block = AudioBlock::from_planar(vec![audio[0][start..end].to_vec(), audio[1][start..end].to_vec()]);
+                resampler.push(&block, &mut out).unwrap();
+            }
+            resampler.finish(&mut out).unwrap();
+            black_box(out)
+        })
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = processors, master_chain
+    targets = processors, master_chain, decode_and_resample
 }
 criterion_main!(benches);
