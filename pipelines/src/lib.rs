@@ -6,8 +6,10 @@
 //! Invariant: this crate does no network I/O and knows nothing of tokio or
 //! tonic. Whatever storage a caller uses, it hands this crate readers.
 
+pub mod album;
 pub mod analysis;
 pub mod decode;
 pub mod dsp;
 pub mod encode;
 pub mod manifest;
+pub mod stages;

@@ -56,7 +56,7 @@ fn a_gain_ramp_adds_no_zipper_noise() {
     // -30 dB up to 0 dB and back down to -12 dB, within the window.
     let mut lane = Lane::new(&[[0.5, -30.0], [1.2, 0.0], [2.0, -12.0]], RATE_HZ, 0.0);
     let mut gains = vec![0f32; FRAMES];
-    for (start, chunk) in (0u64..).step_by(512).zip(gains.chunks_mut(512)) {
+    for (start, chunk) in (0i64..).step_by(512).zip(gains.chunks_mut(512)) {
         lane.fill_gains(start, chunk);
     }
     let shaped: Vec<f32> = sine().iter().zip(&gains).map(|(s, g)| s * g).collect();

@@ -63,11 +63,12 @@ impl Lane {
         v0 + (v1 - v0) * (frame - f0) / (f1 - f0)
     }
 
-    /// Linear gains of a dB lane for frames `start..start + out.len()`.
-    pub fn fill_gains(&mut self, start: u64, out: &mut [f32]) {
+    /// Linear gains of a dB lane for frames `start..start + out.len()`
+    /// (frames before 0 hold the first value).
+    pub fn fill_gains(&mut self, start: i64, out: &mut [f32]) {
         let mut n = 0;
         while n < out.len() {
-            let frame = (start + n as u64) as f64;
+            let frame = (start + n as i64) as f64;
             // Up to the next breakpoint the dB value moves linearly, so the
             // gain moves by a constant ratio per frame.
             let next_break = self.points.iter().map(|p| p.0).find(|&f| f > frame).unwrap_or(f64::INFINITY);
@@ -85,9 +86,9 @@ impl Lane {
     }
 
     /// Values of a linear lane (pan) for frames `start..start + out.len()`.
-    pub fn fill_values(&mut self, start: u64, out: &mut [f32]) {
+    pub fn fill_values(&mut self, start: i64, out: &mut [f32]) {
         for (n, slot) in out.iter_mut().enumerate() {
-            *slot = self.value_at((start + n as u64) as f64) as f32;
+            *slot = self.value_at((start + n as i64) as f64) as f32;
         }
     }
 }
@@ -186,7 +187,7 @@ mod tests {
     fn gain_fill_matches_the_db_line() {
         let mut lane = Lane::new(&[[0.0, -40.0], [1.0, 0.0], [1.5, -6.0]], 1000, 0.0);
         let mut gains = vec![0f32; 2000];
-        for (start, chunk) in (0..).step_by(333).zip(gains.chunks_mut(333)) {
+        for (start, chunk) in (0i64..).step_by(333).zip(gains.chunks_mut(333)) {
             lane.fill_gains(start, chunk);
         }
         for (n, g) in gains.iter().enumerate() {

@@ -1,0 +1,125 @@
+//! The master stage: a stereo mix through the mastering chain, in the
+//! manifest's fixed order — EQ → compressor → saturation → stereo →
+//! true-peak limiter (always on, its ceiling the album's true-peak ceiling)
+//! — to a 32-bit float master, measured as it is written.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::{AudioInput, BLOCK_FRAMES, StageError, stream_at_rate};
+use crate::analysis::{Analysis, Analyzer};
+use crate::dsp::biquad::FilterChain;
+use crate::dsp::compressor::Compressor;
+use crate::dsp::limiter::{LimiterSettings, TruePeakLimiter};
+use crate::dsp::saturation::Saturation;
+use crate::dsp::stereo::StereoImage;
+use crate::dsp::{AudioBlock, Processor};
+use crate::encode::{EncodeSpec, Encoder, Tags};
+use crate::manifest::{AudioFormat, Dither, MasterChain};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MasterReport {
+    pub analysis: Analysis,
+    /// The most gain the mastering limiter took away (dB).
+    pub limiter_gain_reduction_db: f64,
+}
+
+/// Builds the chain for one track (`chain` as [`MasterChain::for_track`]
+/// gives it, limiter present).
+pub fn build_chain(chain: &MasterChain, ceiling_dbtp: f64, rate_hz: u32) -> (Vec<Box<dyn Processor>>, TruePeakLimiter) {
+    let mut processors: Vec<Box<dyn Processor>> = Vec::new();
+    if let Some(eq) = chain.eq.as_ref().filter(|eq| !eq.is_empty()) {
+        processors.push(Box::new(FilterChain::new(rate_hz, 2, eq)));
+    }
+    if let Some(compressor) = &chain.compressor {
+        processors.push(Box::new(Compressor::new(rate_hz, 2, compressor)));
+    }
+    if let Some(saturation) = &chain.saturation {
+        processors.push(Box::new(Saturation::new(2, BLOCK_FRAMES, saturation)));
+    }
+    if let Some(stereo) = &chain.stereo {
+        processors.push(Box::new(StereoImage::new(rate_hz, BLOCK_FRAMES, stereo)));
+    }
+    let limiter = chain.limiter.clone().unwrap_or_default();
+    let limiter = TruePeakLimiter::new(
+        rate_hz,
+        2,
+        BLOCK_FRAMES,
+        &LimiterSettings { ceiling_dbtp, release_ms: limiter.release_ms, lookahead_ms: limiter.lookahead_ms },
+    );
+    (processors, limiter)
+}
+
+/// Masters `mix` (stereo) at `rate_hz`, skipping its first `trim_frames`,
+/// into `output`.
+pub fn master_track(
+    chain: &MasterChain,
+    ceiling_dbtp: f64,
+    rate_hz: u32,
+    trim_frames: u64,
+    mix: AudioInput,
+    output: &Path,
+    tags: &Tags,
+) -> Result<MasterReport, StageError> {
+    let (mut processors, mut limiter) = build_chain(chain, ceiling_dbtp, rate_hz);
+    let latency = processors.iter().map(|p| p.latency_frames()).sum::<usize>() + limiter.latency_frames();
+    let spec = EncodeSpec {
+        format: AudioFormat::Wav,
+        bit_depth: 32,
+        rate_hz,
+        channels: 2,
+        dither: Dither::None,
+        dither_seed: 0,
+    };
+    let mut encoder = Encoder::create(output, spec, tags)?;
+    let mut analyzer = Analyzer::new(rate_hz, 2).map_err(|e| StageError::Invalid(e.to_string()))?;
+    let mut to_drop = latency;
+    let mut to_trim = trim_frames;
+    let location = mix.location.clone();
+
+    let mut run = |block: &mut AudioBlock, encoder: &mut Encoder, analyzer: &mut Analyzer| -> Result<(), StageError> {
+        for processor in processors.iter_mut() {
+            processor.process(block);
+        }
+        limiter.process(block);
+        let skip = to_drop.min(block.frames());
+        to_drop -= skip;
+        if skip == block.frames() {
+            return Ok(());
+        }
+        let out = AudioBlock::from_planar(block.channels().map(|c| c[skip..].to_vec()).collect());
+        encoder.write(&out)?;
+        analyzer.add(&out).map_err(|e| StageError::Invalid(e.to_string()))
+    };
+    let mut frames_in = 0u64;
+    let channels = stream_at_rate(mix, rate_hz, |block| {
+        let skip = to_trim.min(block.frames() as u64) as usize;
+        to_trim -= skip as u64;
+        if skip == block.frames() {
+            return Ok(());
+        }
+        let mut stereo = match block.channel_count() {
+            2 => AudioBlock::from_planar(block.channels().map(|c| c[skip..].to_vec()).collect()),
+            _ => AudioBlock::from_planar(vec![block.channel(0)[skip..].to_vec(), block.channel(0)[skip..].to_vec()]),
+        };
+        frames_in += stereo.frames() as u64;
+        run(&mut stereo, &mut encoder, &mut analyzer)
+    })?;
+    if channels != 2 {
+        return Err(StageError::Invalid(format!("{location}: a mix must be stereo, it has {channels} channel(s)")));
+    }
+    // Flush the chain's latency with silence, so the master is exactly as
+    // long as the mix and aligned with it.
+    let mut remaining = latency;
+    while remaining > 0 {
+        let frames = remaining.min(BLOCK_FRAMES);
+        run(&mut AudioBlock::new(2, frames), &mut encoder, &mut analyzer)?;
+        remaining -= frames;
+    }
+    let limiter_gain_reduction_db = limiter.max_gain_reduction_db();
+    let analysis = analyzer.finish().map_err(|e| StageError::Invalid(e.to_string()))?;
+    encoder.finish(tags, None)?;
+    debug_assert_eq!(analysis.frames, frames_in);
+    Ok(MasterReport { analysis, limiter_gain_reduction_db })
+}

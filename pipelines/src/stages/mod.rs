@@ -1,0 +1,140 @@
+//! The stages of an album as plain functions over readers and files: the
+//! same code runs in `lacquer master` and on distributed workers.
+//!
+//! - [`mix::mix_track`]: stems → stereo mix with headroom (`mix/<id>.wav`).
+//! - [`master::master_track`]: mix → mastering chain (`master/<id>.wav`)
+//!   and the track's [`crate::analysis::Analysis`].
+//! - [`crate::album::plan_album`]: analyses → each track's correction.
+//! - [`finalize::finalize_track`]: master → correction, limiter, fades →
+//!   every deliverable, measured as delivered.
+
+use std::io::{Read, Seek};
+
+use crate::decode::{AudioReader, DecodeError};
+use crate::dsp::AudioBlock;
+use crate::dsp::resample::StreamResampler;
+use crate::encode::EncodeError;
+
+pub mod finalize;
+pub mod master;
+pub mod mix;
+
+/// Frames per processing block in every stage.
+pub const BLOCK_FRAMES: usize = 4096;
+
+/// Anything a stage can read audio from.
+pub trait MediaSource: Read + Seek + Send + Sync + 'static {}
+impl<T: Read + Seek + Send + Sync + 'static> MediaSource for T {}
+
+/// An encoded audio file to read: its bytes, length and a format hint.
+pub struct AudioInput {
+    pub source: Box<dyn MediaSource>,
+    pub length_bytes: u64,
+    pub extension: Option<String>,
+    /// Where it lives, for messages.
+    pub location: String,
+}
+
+impl AudioInput {
+    /// A local file.
+    pub fn open_file(path: &std::path::Path) -> Result<Self, StageError> {
+        let file =
+            std::fs::File::open(path).map_err(|e| StageError::Io(format!("cannot open {}: {e}", path.display())))?;
+        let length_bytes = file.metadata().map_err(|e| StageError::Io(format!("{}: {e}", path.display())))?.len();
+        Ok(Self {
+            source: Box::new(file),
+            length_bytes,
+            extension: path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()),
+            location: path.display().to_string(),
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error("{location}: {source}")]
+    Decode {
+        location: String,
+        #[source]
+        source: DecodeError,
+    },
+    #[error("{0}")]
+    Encode(#[from] EncodeError),
+    #[error("{0}")]
+    Io(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Reads a whole input as planar blocks at `rate_hz` (resampling if its own
+/// rate differs) and hands each block to `each`. Returns the input's own
+/// channel count.
+pub fn stream_at_rate(
+    input: AudioInput,
+    rate_hz: u32,
+    mut each: impl FnMut(&AudioBlock) -> Result<(), StageError>,
+) -> Result<usize, StageError> {
+    let location = input.location.clone();
+    let decode_error = |source| StageError::Decode { location: location.clone(), source };
+    let mut reader =
+        AudioReader::open(input.source, input.length_bytes, input.extension.as_deref()).map_err(decode_error)?;
+    let channels = reader.info().channels;
+    let source_rate_hz = reader.info().sample_rate_hz;
+    let mut block = AudioBlock::new(channels, BLOCK_FRAMES);
+    if source_rate_hz == rate_hz {
+        while reader.read(&mut block, BLOCK_FRAMES).map_err(decode_error)? > 0 {
+            each(&block)?;
+        }
+        return Ok(channels);
+    }
+    let mut resampler = StreamResampler::new(source_rate_hz, rate_hz, channels)
+        .map_err(|e| StageError::Invalid(format!("{location}: {e}")))?;
+    let mut converted: Vec<Vec<f32>> = vec![Vec::new(); channels];
+    let emit = |converted: &mut Vec<Vec<f32>>, each: &mut dyn FnMut(&AudioBlock) -> Result<(), StageError>| {
+        let frames = converted[0].len();
+        for start in (0..frames).step_by(BLOCK_FRAMES) {
+            let end = (start + BLOCK_FRAMES).min(frames);
+            each(&AudioBlock::from_planar(converted.iter().map(|c| c[start..end].to_vec()).collect()))?;
+        }
+        for c in converted.iter_mut() {
+            c.clear();
+        }
+        Ok::<(), StageError>(())
+    };
+    while reader.read(&mut block, BLOCK_FRAMES).map_err(decode_error)? > 0 {
+        resampler.push(&block, &mut converted).map_err(|e| StageError::Invalid(format!("{location}: {e}")))?;
+        if converted[0].len() >= BLOCK_FRAMES {
+            emit(&mut converted, &mut each)?;
+        }
+    }
+    resampler.finish(&mut converted).map_err(|e| StageError::Invalid(format!("{location}: {e}")))?;
+    emit(&mut converted, &mut each)?;
+    Ok(channels)
+}
+
+/// Writes a planar stereo buffer as a 32-bit float WAV.
+pub fn write_float_wav(
+    path: &std::path::Path,
+    rate_hz: u32,
+    channels: &[Vec<f32>],
+    tags: &crate::encode::Tags,
+) -> Result<(), StageError> {
+    use crate::encode::{EncodeSpec, Encoder};
+    use crate::manifest::{AudioFormat, Dither};
+    let spec = EncodeSpec {
+        format: AudioFormat::Wav,
+        bit_depth: 32,
+        rate_hz,
+        channels: channels.len(),
+        dither: Dither::None,
+        dither_seed: 0,
+    };
+    let mut encoder = Encoder::create(path, spec, tags)?;
+    let frames = channels.first().map_or(0, Vec::len);
+    for start in (0..frames).step_by(BLOCK_FRAMES) {
+        let end = (start + BLOCK_FRAMES).min(frames);
+        encoder.write(&AudioBlock::from_planar(channels.iter().map(|c| c[start..end].to_vec()).collect()))?;
+    }
+    encoder.finish(tags, None)?;
+    Ok(())
+}
