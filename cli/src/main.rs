@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod analyze;
+mod master;
 mod stores;
 mod validate;
 
@@ -25,6 +26,11 @@ enum Command {
     /// the audio: prints the tracks, stems, formats, rates and durations, or
     /// every problem found (exit status 1).
     Validate(validate::Args),
+    /// Master an album on this machine: mix and master every track, match
+    /// loudness, warmth and tone across the album, write every deliverable
+    /// and a report. Finished work is reused when nothing it depends on
+    /// changed.
+    Master(master::Args),
     /// Measure audio files: integrated loudness, loudness range, true peak,
     /// PLR, warmth (150–600 Hz against 2–8 kHz), spectral tilt and stereo
     /// width, as a table or as JSON with the 1/3-octave spectrum.
@@ -44,6 +50,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Validate(args) => validate::run(args, cli.s3).await,
             Command::Analyze(args) => analyze::run(args, cli.s3).await,
+            Command::Master(args) => master::run(args, cli.s3).await,
         }
     });
     match result {

@@ -40,22 +40,27 @@ pub async fn run(args: Args, s3: S3Options) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(error) => {
-            if args.json {
-                serde_json::to_writer_pretty(
-                    &mut stdout,
-                    &Verdict { valid: false, album: None, problems: &error.problems },
-                )?;
-                writeln!(stdout)?;
-            } else {
-                let count = error.problems.len();
-                eprintln!("{}: {count} problem{}", args.manifest.display(), if count == 1 { "" } else { "s" });
-                for problem in &error.problems {
-                    eprintln!("  {problem}");
-                }
-            }
+            drop(stdout);
+            print_problems(&args.manifest, &error, args.json)?;
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// Every problem of a manifest: as JSON on stdout, or one per line on stderr.
+pub fn print_problems(manifest: &Path, error: &ManifestError, json: bool) -> anyhow::Result<()> {
+    if json {
+        let mut stdout = std::io::stdout().lock();
+        serde_json::to_writer_pretty(&mut stdout, &Verdict { valid: false, album: None, problems: &error.problems })?;
+        writeln!(stdout)?;
+    } else {
+        let count = error.problems.len();
+        eprintln!("{}: {count} problem{}", manifest.display(), if count == 1 { "" } else { "s" });
+        for problem in &error.problems {
+            eprintln!("  {problem}");
+        }
+    }
+    Ok(())
 }
 
 /// Parses, checks and probes a local manifest. The outer error is for a

@@ -13,9 +13,9 @@
 //!   12.5 kHz, smoothed), times `tone.strength`, capped at
 //!   `max_correction_db`, realised by octave-spaced peaking filters whose
 //!   gains are fitted by least squares.
-//! - **Limiter budget**: a track whose peaks would need more limiting than
-//!   `max_limiter_gain_reduction_db` to reach its target is planned quieter,
-//!   and says by how much and why.
+//! - **Limiter budget**: the limiting each gain will call for is estimated
+//!   here; finalize measures it and delivers a track quieter rather than
+//!   limit it past `max_limiter_gain_reduction_db`.
 
 use serde::{Deserialize, Serialize};
 
@@ -46,11 +46,9 @@ pub struct Correction {
     pub warmth_filters: Vec<Filter>,
     /// Tone-matching peaking filters.
     pub tone_filters: Vec<Filter>,
-    /// Limiting the final limiter is expected to apply at the peaks (dB).
+    /// Limiting the final limiter is expected to apply at the loudest peak
+    /// (dB); finalize measures the real figure and holds the budget.
     pub expected_limiting_db: f64,
-    /// How much quieter than its loudness target the track is planned,
-    /// because reaching it would exceed the limiter budget (dB, ≥ 0).
-    pub held_back_db: f64,
     pub warnings: Vec<String>,
 }
 
@@ -141,30 +139,27 @@ pub fn plan_album(tracks: &[PlannedTrack], matching: &Matching, reference: Refer
             let warmth_filters = warmth_shelves(matching.warmth.strength * (reference_warmth_db - track.analysis.warmth_db));
             let unit_shelves = warmth_shelves(reference_warmth_db - track.analysis.warmth_db);
             let unit_response = response_db(&unit_shelves);
-            let desired: Vec<f64> = smooth(&(0..BAND_CENTRES_HZ.len()).map(|band| reference_balance_db[band] - balance[band] - unit_response[band]).collect::<Vec<_>>())
+            // The shape of the difference: its mean over the tone bands is
+            // level, which the loudness gain takes care of.
+            let difference: Vec<f64> =
+                (0..BAND_CENTRES_HZ.len()).map(|band| reference_balance_db[band] - balance[band] - unit_response[band]).collect();
+            let level = tone_bands().map(|band| difference[band]).sum::<f64>() / tone_bands().count() as f64;
+            let desired: Vec<f64> = smooth(&difference)
                 .into_iter()
-                .map(|d| (matching.tone.strength * d).clamp(-matching.tone.max_correction_db, matching.tone.max_correction_db))
+                .map(|d| (matching.tone.strength * (d - level)).clamp(-matching.tone.max_correction_db, matching.tone.max_correction_db))
                 .collect();
             let tone_filters = fit_peaks(&desired, matching.tone.max_correction_db);
 
-            // Limiter budget: the peaks after the gain, against the ceiling.
-            let boost_db = response_db(&warmth_filters.iter().chain(&tone_filters).cloned().collect::<Vec<_>>())
-                .iter()
-                .copied()
-                .fold(0.0, f64::max);
-            let predicted_peak = track.analysis.true_peak_dbtp + gain_db + boost_db;
-            let needed = (predicted_peak - matching.true_peak_dbtp).max(0.0);
-            let budget = matching.max_limiter_gain_reduction_db;
-            let (gain_db, target_lufs, expected_limiting_db, held_back_db) = if needed > budget {
-                let held_back = needed - budget;
+            // Limiting the gain will call for at the loudest peak; finalize
+            // measures the real figure and holds the budget.
+            let expected_limiting_db = (track.analysis.true_peak_dbtp + gain_db - matching.true_peak_dbtp).max(0.0);
+            if expected_limiting_db > matching.max_limiter_gain_reduction_db {
                 warnings.push(format!(
-                    "delivered {held_back:.1} dB under its loudness target: reaching it would need {needed:.1} dB of limiting at the peaks, more than the {budget:.1} dB allowed (max_limiter_gain_reduction_db)"
+                    "its peaks would need about {expected_limiting_db:.1} dB of limiting to reach the target, more than the {:.1} dB allowed: expect it to be delivered quieter",
+                    matching.max_limiter_gain_reduction_db
                 ));
-                (gain_db - held_back, target_lufs - held_back, budget, held_back)
-            } else {
-                (gain_db, target_lufs, needed, 0.0)
-            };
-            Correction { gain_db, target_lufs, warmth_filters, tone_filters, expected_limiting_db, held_back_db, warnings }
+            }
+            Correction { gain_db, target_lufs, warmth_filters, tone_filters, expected_limiting_db, warnings }
         })
         .collect();
     AlbumPlan { reference_balance_db, reference_warmth_db, album_lufs_before, corrections }
@@ -259,11 +254,12 @@ fn least_squares(a: &[Vec<f64>], b: &[f64], bands: &[usize]) -> Vec<f64> {
         if lead.abs() < 1e-12 {
             continue;
         }
-        for row in 0..n {
+        let pivot_row = m[col].clone();
+        for (row, values) in m.iter_mut().enumerate() {
             if row != col {
-                let factor = m[row][col] / lead;
-                for k in col..=n {
-                    m[row][k] -= factor * m[col][k];
+                let factor = values[col] / lead;
+                for (value, pivot) in values.iter_mut().zip(&pivot_row).skip(col) {
+                    *value -= factor * pivot;
                 }
             }
         }
@@ -312,12 +308,12 @@ mod tests {
         assert!((c[0].gain_db - 6.0).abs() < 1e-9 && c[0].target_lufs == -14.0);
         assert!((c[1].gain_db - 7.0).abs() < 1e-9 && c[1].target_lufs == -17.0, "offset -3 LU");
         // -1 dBTP + 4 dB of gain would need 4 dB of limiting to a -1 ceiling: at the budget exactly.
-        assert!((c[2].expected_limiting_db - 4.0).abs() < 1e-9 && c[2].held_back_db == 0.0);
+        assert!((c[2].expected_limiting_db - 4.0).abs() < 1e-9 && c[2].warnings.is_empty());
         let strict = Matching { max_limiter_gain_reduction_db: 1.0, ..Matching::default() };
         let plan = plan_album(&tracks, &strict, Reference::Album);
         let c = &plan.corrections[2];
-        assert!((c.held_back_db - 3.0).abs() < 1e-9 && (c.target_lufs + 17.0).abs() < 1e-9, "{c:?}");
-        assert!(c.warnings[0].contains("3.0 dB under its loudness target"), "{:?}", c.warnings);
+        assert_eq!(c.target_lufs, -14.0, "the target stays; finalize holds the budget");
+        assert!(c.warnings[0].contains("about 4.0 dB of limiting"), "{:?}", c.warnings);
     }
 
     #[test]

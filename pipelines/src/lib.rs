@@ -12,4 +12,5 @@ pub mod decode;
 pub mod dsp;
 pub mod encode;
 pub mod manifest;
+pub mod report;
 pub mod stages;

@@ -4,7 +4,9 @@
 //!
 //! Loudness is closed-loop: the corrected render is measured, and when it
 //! misses its target (the tone EQ and the limiter both move loudness) the
-//! gain is corrected once more, never past the limiter budget.
+//! gain is corrected and the track rendered again. The final limiter's
+//! measured gain reduction is held within the budget: a track that would
+//! need more is delivered quieter, and says so.
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -24,8 +26,12 @@ use crate::dsp::{AudioBlock, Processor};
 use crate::encode::{DeliveredLoudness, EncodeSpec, Encoder, Tags, dither_seed};
 use crate::manifest::{AudioFormat, Dither, Limiter};
 
-/// Loudness within this of the target needs no second pass (LU).
+/// Loudness within this of the target needs no further pass (LU).
 const LOUDNESS_TOLERANCE_LU: f64 = 0.05;
+/// Limiting this far over the budget counts as over it (dB).
+const BUDGET_TOLERANCE_DB: f64 = 0.05;
+/// The first render and up to three corrections.
+const MAX_PASSES: u32 = 4;
 
 /// One file to deliver.
 #[derive(Debug, Clone)]
@@ -63,7 +69,10 @@ pub struct FinalizeReport {
     pub gain_db: f64,
     /// The most gain the final limiter took away (dB).
     pub limiter_gain_reduction_db: f64,
-    /// 1, or 2 when the loudness was corrected once more.
+    /// How much quieter than its target the track was delivered, to keep
+    /// within the limiter budget (dB, ≥ 0).
+    pub held_back_db: f64,
+    /// Renders it took (the loudness is closed-loop).
     pub passes: u32,
     /// The corrected render at the working rate, before conversion.
     pub render: Analysis,
@@ -152,28 +161,35 @@ pub fn finalize_track(
     tags: &Tags,
 ) -> Result<FinalizeReport, StageError> {
     let mut warnings = Vec::new();
+    let budget_db = settings.max_limiter_gain_reduction_db;
     let mut gain_db = correction.gain_db;
     let (mut audio, mut reduction_db, mut measured) = render(master, correction, gain_db, settings)?;
     let mut passes = 1;
-    if let Some(lufs) = measured.integrated_lufs {
-        let miss = correction.target_lufs - lufs;
-        if miss.abs() > LOUDNESS_TOLERANCE_LU {
-            // Louder costs more limiting: stay within the budget.
-            let room = (settings.max_limiter_gain_reduction_db - reduction_db).max(0.0);
-            let step = if miss > 0.0 { miss.min(room) } else { miss };
-            if step.abs() > 1e-3 {
-                gain_db += step;
-                (audio, reduction_db, measured) = render(master, correction, gain_db, settings)?;
-                passes = 2;
+    while passes < MAX_PASSES {
+        let over_budget_db = reduction_db - budget_db;
+        let step_db = if over_budget_db > BUDGET_TOLERANCE_DB {
+            // Too much limiting: the peaks come down with the gain.
+            -over_budget_db
+        } else {
+            match measured.integrated_lufs.map(|lufs| correction.target_lufs - lufs) {
+                Some(miss) if miss > LOUDNESS_TOLERANCE_LU => miss.min(budget_db - reduction_db).max(0.0),
+                Some(miss) if miss < -LOUDNESS_TOLERANCE_LU => miss,
+                _ => 0.0,
             }
-            if miss > room + LOUDNESS_TOLERANCE_LU {
-                warnings.push(format!(
-                    "{:.1} LU under its target after limiting: the rest would need more than the {:.1} dB limiter budget",
-                    miss - room,
-                    settings.max_limiter_gain_reduction_db
-                ));
-            }
+        };
+        if step_db.abs() < 1e-3 {
+            break;
         }
+        gain_db += step_db;
+        (audio, reduction_db, measured) = render(master, correction, gain_db, settings)?;
+        passes += 1;
+    }
+    let held_back_db = measured.integrated_lufs.map_or(0.0, |lufs| (correction.target_lufs - lufs).max(0.0));
+    if held_back_db > LOUDNESS_TOLERANCE_LU {
+        warnings.push(format!(
+            "delivered {held_back_db:.1} dB under its loudness target ({:.1} LUFS): reaching it would take more than the {budget_db:.1} dB of limiting allowed (max_limiter_gain_reduction_db)",
+            correction.target_lufs
+        ));
     }
     let mut delivered = Vec::with_capacity(deliverables.len());
     for target in deliverables {
@@ -182,6 +198,7 @@ pub fn finalize_track(
     Ok(FinalizeReport {
         gain_db,
         limiter_gain_reduction_db: reduction_db,
+        held_back_db,
         passes,
         render: measured,
         delivered,

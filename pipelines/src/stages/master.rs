@@ -2,6 +2,12 @@
 //! manifest's fixed order — EQ → compressor → saturation → stereo →
 //! true-peak limiter (always on, its ceiling the album's true-peak ceiling)
 //! — to a 32-bit float master, measured as it is written.
+//!
+//! The mix arrives with headroom (its peak near -6 dBFS); an input gain
+//! brings it to program level first, so that the chain's thresholds mean
+//! what a mastering engineer means by them. The limiter's gain reduction
+//! is held within the album's budget: if the drive would need more, the
+//! drive comes down and the track is rendered again.
 
 use std::path::Path;
 
@@ -21,9 +27,23 @@ use crate::manifest::{AudioFormat, Dither, MasterChain};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MasterReport {
     pub analysis: Analysis,
+    /// The gain into the chain (dB).
+    pub input_gain_db: f64,
     /// The most gain the mastering limiter took away (dB).
     pub limiter_gain_reduction_db: f64,
 }
+
+/// How the master stage drives the chain.
+#[derive(Debug, Clone, Copy)]
+pub struct Drive {
+    /// Gain into the chain (dB).
+    pub input_gain_db: f64,
+    /// The most the limiter may take away before the drive comes down (dB).
+    pub max_limiter_gain_reduction_db: f64,
+}
+
+/// Renders at most this many times to keep the limiter within budget.
+const MAX_PASSES: u32 = 3;
 
 /// Builds the chain for one track (`chain` as [`MasterChain::for_track`]
 /// gives it, limiter present).
@@ -51,17 +71,47 @@ pub fn build_chain(chain: &MasterChain, ceiling_dbtp: f64, rate_hz: u32) -> (Vec
     (processors, limiter)
 }
 
-/// Masters `mix` (stereo) at `rate_hz`, skipping its first `trim_frames`,
-/// into `output`.
-pub fn master_track(
+/// One track's mastering settings.
+#[derive(Debug, Clone)]
+pub struct MasterJob<'a> {
+    /// As [`MasterChain::for_track`] gives it, limiter present.
+    pub chain: &'a MasterChain,
+    pub ceiling_dbtp: f64,
+    pub rate_hz: u32,
+    /// Frames cut from the start of the mix (a `mix_file`'s `trim_start_s`).
+    pub trim_frames: u64,
+    pub drive: Drive,
+}
+
+/// Masters the mix at `mix_path` (stereo) into `output`.
+pub fn master_track(job: &MasterJob, mix_path: &Path, output: &Path, tags: &Tags) -> Result<MasterReport, StageError> {
+    let MasterJob { chain, ceiling_dbtp, rate_hz, trim_frames, drive } = *job;
+    let mut input_gain_db = drive.input_gain_db;
+    let mut passes = 1;
+    loop {
+        let mix = AudioInput::open_file(mix_path)?;
+        let report = render_master(chain, ceiling_dbtp, rate_hz, trim_frames, input_gain_db, mix, output, tags)?;
+        let over_db = report.limiter_gain_reduction_db - drive.max_limiter_gain_reduction_db;
+        if over_db <= 0.05 || passes == MAX_PASSES {
+            return Ok(report);
+        }
+        input_gain_db -= over_db;
+        passes += 1;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn render_master(
     chain: &MasterChain,
     ceiling_dbtp: f64,
     rate_hz: u32,
     trim_frames: u64,
+    input_gain_db: f64,
     mix: AudioInput,
     output: &Path,
     tags: &Tags,
 ) -> Result<MasterReport, StageError> {
+    let input_gain = crate::dsp::units::db_to_gain(input_gain_db) as f32;
     let (mut processors, mut limiter) = build_chain(chain, ceiling_dbtp, rate_hz);
     let latency = processors.iter().map(|p| p.latency_frames()).sum::<usize>() + limiter.latency_frames();
     let spec = EncodeSpec {
@@ -104,6 +154,11 @@ pub fn master_track(
             _ => AudioBlock::from_planar(vec![block.channel(0)[skip..].to_vec(), block.channel(0)[skip..].to_vec()]),
         };
         frames_in += stereo.frames() as u64;
+        for channel in stereo.channels_mut() {
+            for sample in channel.iter_mut() {
+                *sample *= input_gain;
+            }
+        }
         run(&mut stereo, &mut encoder, &mut analyzer)
     })?;
     if channels != 2 {
@@ -121,5 +176,5 @@ pub fn master_track(
     let analysis = analyzer.finish().map_err(|e| StageError::Invalid(e.to_string()))?;
     encoder.finish(tags, None)?;
     debug_assert_eq!(analysis.frames, frames_in);
-    Ok(MasterReport { analysis, limiter_gain_reduction_db })
+    Ok(MasterReport { analysis, input_gain_db, limiter_gain_reduction_db })
 }

@@ -39,6 +39,8 @@ pub struct MixReport {
     pub peak_before_dbfs: f64,
     /// The gain that set the peak to the headroom (dB).
     pub headroom_gain_db: f64,
+    /// Integrated loudness of the mix as written (LUFS).
+    pub integrated_lufs: Option<f64>,
     pub warnings: Vec<String>,
 }
 
@@ -86,6 +88,7 @@ pub fn mix_track(
         }
     }
 
+    let frames = sum.left.len() as u64;
     let peak = sum.left.iter().chain(&sum.right).fold(0f32, |m, s| m.max(s.abs()));
     let peak_before_dbfs = gain_to_db(f64::from(peak));
     let headroom_gain_db = if peak > 0.0 {
@@ -104,8 +107,16 @@ pub fn mix_track(
         album: manifest.album.title.clone(),
         ..Tags::default()
     };
-    write_float_wav(output, rate_hz, &[sum.left.clone(), sum.right.clone()], &tags)?;
-    Ok(MixReport { frames: sum.left.len() as u64, peak_before_dbfs, headroom_gain_db, warnings })
+    let mut analyzer = crate::analysis::Analyzer::new(rate_hz, 2).map_err(|e| StageError::Invalid(e.to_string()))?;
+    for start in (0..sum.left.len()).step_by(super::BLOCK_FRAMES) {
+        let end = (start + super::BLOCK_FRAMES).min(sum.left.len());
+        analyzer
+            .add(&AudioBlock::from_planar(vec![sum.left[start..end].to_vec(), sum.right[start..end].to_vec()]))
+            .map_err(|e| StageError::Invalid(e.to_string()))?;
+    }
+    let integrated_lufs = analyzer.finish().map_err(|e| StageError::Invalid(e.to_string()))?.integrated_lufs;
+    write_float_wav(output, rate_hz, &[std::mem::take(&mut sum.left), std::mem::take(&mut sum.right)], &tags)?;
+    Ok(MixReport { frames, peak_before_dbfs, headroom_gain_db, integrated_lufs, warnings })
 }
 
 /// A growable stereo buffer on the track's timeline.

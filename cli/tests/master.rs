@@ -1,0 +1,122 @@
+//! `lacquer master` on the example album, end to end.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/album-small")
+}
+
+fn master(manifest: &Path, output: &Path, extra: &[&str]) -> serde_json::Value {
+    let result = Command::new(env!("CARGO_BIN_EXE_lacquer"))
+        .args(["master", "--json", manifest.to_str().unwrap(), "--output", output.to_str().unwrap()])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        result.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&result.stdout),
+        String::from_utf8_lossy(&result.stderr)
+    );
+    serde_json::from_slice(&result.stdout).unwrap()
+}
+
+fn report(output: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(output.join("report.json")).unwrap()).unwrap()
+}
+
+fn f(value: &serde_json::Value) -> f64 {
+    value.as_f64().unwrap_or_else(|| panic!("not a number: {value}"))
+}
+
+#[test]
+fn the_example_album_is_mastered_matched_and_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("masters");
+    let summary = master(&fixture().join("album.yaml"), &out, &[]);
+    assert_eq!(summary["tasks"], 9);
+    let report = report(&out);
+    let ceiling = f(&report["true_peak_ceiling_dbtp"]);
+    let mut delivered_levels = Vec::new();
+    for track in report["tracks"].as_array().unwrap() {
+        let id = track["id"].as_str().unwrap();
+        let target = f(&track["correction"]["target_lufs"]);
+        let held_back = f(&track["finalize"]["held_back_db"]);
+        let deliverables = track["finalize"]["delivered"].as_array().unwrap();
+        assert_eq!(deliverables.len(), 3, "{id}: hires, cd, lossless");
+        for d in deliverables {
+            let lufs = f(&d["analysis"]["integrated_lufs"]);
+            let peak = f(&d["analysis"]["true_peak_dbtp"]);
+            // Measured on the delivered file (decoded back), as listeners get it.
+            assert!(peak <= ceiling, "{id}/{}: true peak {peak:.3} dBTP over the {ceiling} ceiling", d["name"]);
+            assert!(
+                (lufs - (target - held_back)).abs() <= 0.1,
+                "{id}/{}: {lufs:.2} LUFS vs {target} - {held_back:.2}",
+                d["name"]
+            );
+            if held_back > 0.3 {
+                let warned = track["warnings"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|w| w.as_str().unwrap().contains("under its loudness target"));
+                assert!(warned, "{id}: held back {held_back:.2} dB without saying why");
+            }
+        }
+        delivered_levels.push((id.to_owned(), f(&deliverables[0]["analysis"]["integrated_lufs"]), held_back));
+        // Not squashed: the album pass keeps the loudness range within 1 LU, or says why.
+        let lra_master = f(&track["master"]["loudness_range_lu"]);
+        let lra_after = f(&deliverables[0]["analysis"]["loudness_range_lu"]);
+        let explained =
+            track["warnings"].as_array().unwrap().iter().any(|w| w.as_str().unwrap().contains("loudness range"));
+        assert!((lra_after - lra_master).abs() <= 1.0 || explained, "{id}: LRA {lra_master:.1} → {lra_after:.1}");
+        // The mix's peak sits at the headroom.
+        let mix = track["mix"].clone();
+        let peak = f(&mix["peak_before_dbfs"]) + f(&mix["headroom_gain_db"]);
+        assert!((peak + 6.0).abs() <= 0.05, "{id}: mix peak {peak:.3} dBFS");
+    }
+    // The ballad (offset -2 LU) sits 2 LU under a track that reached its target.
+    let (_, maple, maple_held) = delivered_levels[1].clone();
+    let (_, ballad, ballad_held) = delivered_levels[2].clone();
+    assert!(maple_held < 0.1 && ballad_held < 0.1);
+    assert!((maple - ballad - 2.0).abs() <= 0.3, "ballad {ballad:.2} vs {maple:.2}");
+    // The mix as written really peaks at the headroom.
+    let mix_bytes = std::fs::read(out.join("mix/02-maple-leaf.wav")).unwrap();
+    let mut reader = hound::WavReader::new(std::io::Cursor::new(mix_bytes)).unwrap();
+    let peak = reader.samples::<f32>().map(Result::unwrap).fold(0f32, |m, s| m.max(s.abs()));
+    assert!((20.0 * f64::from(peak).log10() + 6.0).abs() <= 0.05);
+    // The warmth spread shrinks.
+    let album = &report["album"];
+    assert!(f(&album["warmth_spread_after_db"]) < 0.6 * f(&album["warmth_spread_before_db"]), "{album}");
+    assert!(out.join("report.html").is_file());
+    assert!(std::fs::read_to_string(out.join("report.html")).unwrap().contains("<svg"));
+}
+
+#[test]
+fn runs_are_deterministic_cached_and_incremental() {
+    let dir = tempfile::tempdir().unwrap();
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    master(&fixture().join("album.yaml"), &one, &["--jobs", "1"]);
+    master(&fixture().join("album.yaml"), &two, &["--jobs", "2"]);
+    let outputs = |dir: &Path| report(dir)["outputs"].clone();
+    assert_eq!(outputs(&one), outputs(&two), "--jobs 1 and --jobs 2 give bit-identical files");
+
+    let again = master(&fixture().join("album.yaml"), &one, &[]);
+    assert_eq!(again["rendered"], 0, "a second run renders nothing: {again}");
+    assert_eq!(again["cached"], 9);
+
+    // One stem's gain changes: only that track's mix and master render
+    // again, plus whatever finalize tasks the album plan moved.
+    let changed = dir.path().join("changed.yaml");
+    let text = std::fs::read_to_string(fixture().join("album.yaml")).unwrap();
+    let text = text.replace(
+        "- { name: rhodes, file: 01-chorale-66/rhodes.flac, gain_db: -2.0, pan: 0.30 }",
+        "- { name: rhodes, file: 01-chorale-66/rhodes.flac, gain_db: -4.0, pan: 0.30 }",
+    );
+    let text = text.replace("source: .", &format!("source: {}", fixture().display()));
+    std::fs::write(&changed, text).unwrap();
+    let summary = master(&changed, &one, &[]);
+    let rendered = summary["rendered"].as_u64().unwrap();
+    assert!((2..=5).contains(&rendered), "mix + master of one track, and finalizes: {summary}");
+}
