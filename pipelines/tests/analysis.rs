@@ -2,6 +2,9 @@
 //! 1–5 and 15–19, EBU Tech 3342 cases 1–4 (synthesized here), album
 //! merging, the spectrum, warmth, tilt and width.
 
+mod support;
+use support::Noise;
+
 use lacquer_pipelines::analysis::{Analysis, Analyzer, BAND_CENTRES_HZ, album_loudness};
 use lacquer_pipelines::dsp::AudioBlock;
 
@@ -121,16 +124,6 @@ fn album_loudness_of_several_tracks_matches_one_meter_over_all() {
         "LRA {:.2} vs {reference_lra:.2}",
         merged.loudness_range_lu
     );
-}
-
-struct Noise(u64);
-impl Noise {
-    fn next(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
 }
 
 #[test]

@@ -3,21 +3,13 @@
 //! block, the classic zipper, fails the same check.
 
 use lacquer_pipelines::dsp::envelope::Lane;
+use lacquer_pipelines::dsp::oversample::bessel_i0;
 use realfft::RealFftPlanner;
 
 const RATE_HZ: u32 = 48_000;
 const FRAMES: usize = 1 << 17;
 const LIMIT_DBFS: f64 = -100.0;
 const NEIGHBOURHOOD_HZ: f64 = 250.0;
-
-fn bessel_i0(x: f64) -> f64 {
-    let (mut sum, mut term) = (1.0, 1.0);
-    for k in 1..200 {
-        term *= x / 2.0 / k as f64;
-        sum += term * term;
-    }
-    sum
-}
 
 fn spectrum_dbfs(samples: &[f32]) -> Vec<f64> {
     let beta = 20.0;

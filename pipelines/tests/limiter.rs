@@ -2,6 +2,9 @@
 //! measured by `ebur128` (4× oversampled), never exceeds the ceiling, and
 //! material already under the ceiling passes unchanged.
 
+mod support;
+use support::Noise;
+
 use ebur128::{EbuR128, Mode};
 use lacquer_pipelines::dsp::limiter::{LimiterSettings, TruePeakLimiter};
 use lacquer_pipelines::dsp::{AudioBlock, Processor};
@@ -32,16 +35,6 @@ fn limit(input: &[Vec<f32>], rate_hz: u32, settings: &LimiterSettings) -> Vec<Ve
         }
     }
     output.into_iter().map(|c| c[latency..].to_vec()).collect()
-}
-
-struct Noise(u64);
-impl Noise {
-    fn next(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
 }
 
 fn gain(samples: Vec<f32>, db: f64) -> Vec<f32> {

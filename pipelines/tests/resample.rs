@@ -3,6 +3,7 @@
 //! level, and stays aligned in time.
 
 use lacquer_pipelines::dsp::AudioBlock;
+use lacquer_pipelines::dsp::oversample::bessel_i0;
 use lacquer_pipelines::dsp::resample::StreamResampler;
 use realfft::RealFftPlanner;
 
@@ -24,15 +25,6 @@ fn convert(input: &[f32], from_hz: u32, to_hz: u32) -> Vec<f32> {
     }
     resampler.finish(&mut output).unwrap();
     output.pop().unwrap()
-}
-
-fn bessel_i0(x: f64) -> f64 {
-    let (mut sum, mut term) = (1.0, 1.0);
-    for k in 1..200 {
-        term *= x / 2.0 / k as f64;
-        sum += term * term;
-    }
-    sum
 }
 
 /// Spectrum in dB relative to a full-scale sine.

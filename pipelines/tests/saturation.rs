@@ -1,6 +1,7 @@
 //! Saturation is oversampled well enough that a full-scale 6 kHz sine at
 //! 44.1 kHz aliases below -90 dB relative to its fundamental.
 
+use lacquer_pipelines::dsp::oversample::bessel_i0;
 use lacquer_pipelines::dsp::saturation::Saturation;
 use lacquer_pipelines::dsp::{AudioBlock, Processor};
 use lacquer_pipelines::manifest::Saturation as Settings;
@@ -9,15 +10,6 @@ use realfft::RealFftPlanner;
 const RATE_HZ: f64 = 44_100.0;
 const ALIAS_LIMIT_DBC: f64 = -90.0;
 const FRAMES: usize = 1 << 16;
-
-fn bessel_i0(x: f64) -> f64 {
-    let (mut sum, mut term) = (1.0, 1.0);
-    for k in 1..200 {
-        term *= x / 2.0 / k as f64;
-        sum += term * term;
-    }
-    sum
-}
 
 fn saturate(settings: &Settings, input: &[f32]) -> Vec<f32> {
     let mut saturation = Saturation::new(1, 512, settings);

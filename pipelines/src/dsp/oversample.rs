@@ -7,8 +7,9 @@ use std::f64::consts::PI;
 /// The oversampling factor.
 pub const FACTOR: usize = 4;
 
-/// Modified Bessel function of the first kind, order 0 (power series).
-fn bessel_i0(x: f64) -> f64 {
+/// Modified Bessel function of the first kind, order 0 (power series):
+/// the heart of the Kaiser window.
+pub fn bessel_i0(x: f64) -> f64 {
     let mut sum = 1.0;
     let mut term = 1.0;
     let half_x = x / 2.0;
