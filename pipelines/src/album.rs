@@ -234,10 +234,13 @@ fn fit_peaks(desired: &[f64], max_db: f64) -> Vec<Filter> {
         .collect()
 }
 
-/// Solves min Σ_bands (Σ_i x_i·a_i[band] - b[band])² + λ|x|² by the normal
-/// equations (a small ridge keeps neighbouring filters from fighting).
+/// Solves min Σ_bands (Σ_i x_i·a_i[band] - b[band])² + ρ|x|² + σ Σ (x_i - x_i+1)²
+/// by the normal equations: a small ridge, and a smoothness term that keeps
+/// neighbouring filters from fighting each other (a smooth curve, not a
+/// zig-zag).
 fn least_squares(a: &[Vec<f64>], b: &[f64], bands: &[usize]) -> Vec<f64> {
     const RIDGE: f64 = 0.05;
+    const SMOOTHNESS: f64 = 1.0;
     let n = a.len();
     let mut m = vec![vec![0f64; n + 1]; n];
     for i in 0..n {
@@ -245,6 +248,12 @@ fn least_squares(a: &[Vec<f64>], b: &[f64], bands: &[usize]) -> Vec<f64> {
             m[i][j] = bands.iter().map(|&k| a[i][k] * a[j][k]).sum::<f64>() + if i == j { RIDGE } else { 0.0 };
         }
         m[i][n] = bands.iter().map(|&k| a[i][k] * b[k]).sum();
+    }
+    for i in 0..n.saturating_sub(1) {
+        m[i][i] += SMOOTHNESS;
+        m[i + 1][i + 1] += SMOOTHNESS;
+        m[i][i + 1] -= SMOOTHNESS;
+        m[i + 1][i] -= SMOOTHNESS;
     }
     // Gaussian elimination with partial pivoting.
     for col in 0..n {
