@@ -42,6 +42,25 @@ fn gain(samples: Vec<f32>, db: f64) -> Vec<f32> {
     samples.into_iter().map(|s| s * g).collect()
 }
 
+/// The example album's drum stem (a real kit), converted to `rate_hz`.
+fn fixture_drums(rate_hz: u32, frames: usize) -> Vec<Vec<f32>> {
+    use lacquer_pipelines::stages::{AudioInput, stream_at_rate};
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/album-small/01-chorale-66/drums.flac");
+    let mut channels = vec![Vec::new(), Vec::new()];
+    stream_at_rate(AudioInput::open_file(&path).unwrap(), rate_hz, |block| {
+        for (out, channel) in channels.iter_mut().zip(block.channels()) {
+            out.extend_from_slice(channel);
+        }
+        Ok(())
+    })
+    .unwrap();
+    for channel in &mut channels {
+        channel.truncate(frames);
+    }
+    channels
+}
+
 fn hostile_signals(rate_hz: u32) -> Vec<(&'static str, Vec<Vec<f32>>)> {
     let frames = rate_hz as usize * 2;
     let rate = f64::from(rate_hz);
@@ -87,12 +106,17 @@ fn hostile_signals(rate_hz: u32) -> Vec<(&'static str, Vec<Vec<f32>>)> {
         })
         .collect();
     let left_right = |a: Vec<f32>, b: Vec<f32>| vec![a, b];
+    let real_drums = fixture_drums(rate_hz, frames);
     vec![
         ("full-scale 1 kHz square", left_right(square(1000.0), square(1000.0))),
         ("full-scale 5.5 kHz square, one channel", left_right(square(5500.0), vec![0.0; frames])),
         ("Tech 3341 case 19 sine, +3 dBTP", left_right(case_19.clone(), case_19)),
         ("pink noise +20 dB", left_right(gain(pink.clone(), 20.0), gain(pink.iter().rev().copied().collect(), 20.0))),
         ("drum loop +12 dB", left_right(gain(drums.clone(), 12.0), gain(drums, 12.0))),
+        (
+            "the fixture's real drum stem +12 dB",
+            left_right(gain(real_drums[0].clone(), 12.0), gain(real_drums[1].clone(), 12.0)),
+        ),
     ]
 }
 
