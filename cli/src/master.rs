@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use anyhow::{Context, anyhow, bail};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use lacquer_pipelines::PIPELINE_VERSION;
 use lacquer_pipelines::album::{AlbumPlan, PlannedTrack, Reference, plan_album};
 use lacquer_pipelines::encode::Tags;
 use lacquer_pipelines::manifest::{InputRole, LoudnessMode, MasterChain, StorageRoot, ToneReference, ValidManifest};
@@ -34,9 +35,6 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::stores::S3Options;
 use crate::validate::{check_manifest, print_problems};
-
-/// Part of every task key: outputs of another version are not reused.
-const PIPELINE_VERSION: &str = concat!("lacquer-", env!("CARGO_PKG_VERSION"), "-pipeline-1");
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

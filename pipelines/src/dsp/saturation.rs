@@ -8,7 +8,7 @@
 //! takes a plain delay of the same length, so the two stay phase-aligned
 //! and a light mix leaves the top octave as it was.
 
-use super::oversample::{BlockOversampler, Design, round_trip_latency_frames};
+use super::oversample::BlockOversampler;
 use super::units::db_to_gain;
 use super::{AudioBlock, Processor};
 use crate::manifest::Saturation as Settings;
@@ -36,11 +36,11 @@ pub fn fast_tanh(x: f32) -> f32 {
 
 impl Saturation {
     pub fn new(channels: usize, max_block_frames: usize, settings: &Settings) -> Self {
-        let latency = round_trip_latency_frames(Design::ANTI_ALIAS);
+        let latency = BlockOversampler::latency_frames();
         Self {
             drive: db_to_gain(settings.drive_db) as f32,
             wet: settings.mix as f32,
-            oversampler: BlockOversampler::new(channels, max_block_frames, Design::ANTI_ALIAS),
+            oversampler: BlockOversampler::new(channels, max_block_frames),
             delayed: vec![vec![0.0; latency + max_block_frames]; channels],
             latency,
         }
