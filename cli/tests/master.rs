@@ -120,3 +120,66 @@ fn runs_are_deterministic_cached_and_incremental() {
     let rendered = summary["rendered"].as_u64().unwrap();
     assert!((2..=5).contains(&rendered), "mix + master of one track, and finalizes: {summary}");
 }
+
+/// One real recording (the example album's stereo piano) mastered three
+/// ways — dark, as it is, bright — and matched: against the album average,
+/// then against the neutral file as a `file:` reference. Where the tonal
+/// gaps are within `max_correction_db`, strength 0.7 closes most of them.
+#[test]
+fn tone_is_matched_to_the_album_or_a_reference_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = |reference: &str| {
+        format!(
+            r#"version: 1
+album: {{ title: Three Pianos, artist: Test, sample_rate: 44100 }}
+source: {source}
+matching:
+  loudness: {{ target_lufs: -16.0, mode: track }}
+  true_peak_dbtp: -1.0
+  tone: {{ reference: "{reference}", strength: 0.7, max_correction_db: 4.0 }}
+  warmth: {{ strength: 0.7 }}
+deliverables:
+  - {{ name: cd, format: wav, sample_rate: 44100, bit_depth: 16, dither: tpdf }}
+tracks:
+  - id: dark
+    title: Dark
+    loudness_offset_lu: -3.0
+    mix_file: piano.flac
+    master:
+      eq: [ {{ type: low_shelf, freq_hz: 200, gain_db: 3.0 }}, {{ type: high_shelf, freq_hz: 3000, gain_db: -4.0 }} ]
+  - {{ id: neutral, title: Neutral, mix_file: piano.flac }}
+  - id: bright
+    title: Bright
+    mix_file: piano.flac
+    master:
+      eq: [ {{ type: low_shelf, freq_hz: 200, gain_db: -3.0 }}, {{ type: high_shelf, freq_hz: 3000, gain_db: 4.0 }} ]
+"#,
+            source = fixture().join("02-maple-leaf").display()
+        )
+    };
+    for reference in ["album", "file:piano.flac"] {
+        let yaml = dir.path().join("three.yaml");
+        std::fs::write(&yaml, manifest(reference)).unwrap();
+        let out = dir.path().join(reference.replace(':', "-"));
+        master(&yaml, &out, &[]);
+        let report = report(&out);
+        let mut delivered = Vec::new();
+        for track in report["tracks"].as_array().unwrap() {
+            let id = track["id"].as_str().unwrap();
+            let (before, after) = (f(&track["tonal_distance_before_db"]), f(&track["tonal_distance_after_db"]));
+            // The neutral track is the file reference itself: nothing to close.
+            if before > 0.5 {
+                assert!(after <= 0.6 * before, "{reference}, {id}: tonal distance {before:.2} → {after:.2} dB");
+            }
+            let lufs = f(&track["finalize"]["delivered"][0]["analysis"]["integrated_lufs"]);
+            delivered.push(lufs);
+            assert!((lufs - f(&track["correction"]["target_lufs"])).abs() <= 0.1, "{reference}, {id}: {lufs:.2} LUFS");
+        }
+        // The track with offset -3 LU sits 3 LU under the others.
+        for other in &delivered[1..] {
+            assert!((other - delivered[0] - 3.0).abs() <= 0.3, "{reference}: {delivered:?}");
+        }
+        let warmth = &report["album"];
+        assert!(f(&warmth["warmth_spread_after_db"]) <= 0.6 * f(&warmth["warmth_spread_before_db"]), "{warmth}");
+    }
+}

@@ -240,7 +240,7 @@ fn fit_peaks(desired: &[f64], max_db: f64) -> Vec<Filter> {
 /// zig-zag).
 fn least_squares(a: &[Vec<f64>], b: &[f64], bands: &[usize]) -> Vec<f64> {
     const RIDGE: f64 = 0.05;
-    const SMOOTHNESS: f64 = 1.0;
+    const SMOOTHNESS: f64 = 0.3;
     let n = a.len();
     let mut m = vec![vec![0f64; n + 1]; n];
     for i in 0..n {
