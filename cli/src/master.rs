@@ -93,6 +93,8 @@ struct Summary {
     cached: usize,
     seconds: f64,
     audio_seconds: f64,
+    /// The process's peak resident memory, where the OS tells it (Linux).
+    peak_memory_mb: Option<f64>,
     tracks: Vec<TrackSummary>,
     warnings: Vec<String>,
 }
@@ -117,13 +119,14 @@ impl Summary {
         } else {
             writeln!(
                 out,
-                "rendered {} of {} tasks ({} cached) in {:.1} s: {:.1} s of audio, {:.1}x realtime",
+                "rendered {} of {} tasks ({} cached) in {:.1} s: {:.1} s of audio, {:.1}x realtime{}",
                 self.rendered,
                 self.tasks,
                 self.cached,
                 self.seconds,
                 self.audio_seconds,
-                self.audio_seconds / self.seconds.max(1e-9)
+                self.audio_seconds / self.seconds.max(1e-9),
+                self.peak_memory_mb.map(|mb| format!(", peak memory {mb:.0} MB")).unwrap_or_default()
             )?;
         }
         for t in &self.tracks {
@@ -255,6 +258,7 @@ impl Album {
             cached,
             seconds: started.elapsed().as_secs_f64(),
             audio_seconds,
+            peak_memory_mb: peak_memory_mb(),
             tracks: report
                 .tracks
                 .iter()
@@ -657,4 +661,12 @@ fn publish(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     std::fs::write(&temporary, bytes).with_context(|| format!("cannot write {}", temporary.display()))?;
     std::fs::rename(&temporary, path).with_context(|| format!("cannot publish {}", path.display()))?;
     Ok(())
+}
+
+/// Peak resident set size of this process (`VmHWM`), on Linux.
+fn peak_memory_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kib: f64 = line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib / 1024.0)
 }
