@@ -8,19 +8,17 @@
 //! measured gain reduction is held within the budget: a track that would
 //! need more is delivered quieter, and says so.
 
-use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{AudioInput, BLOCK_FRAMES, StageError, stream_at_rate};
+use super::{AudioInput, BLOCK_FRAMES, StageError, float_wav, stream_at_rate};
 use crate::album::Correction;
 use crate::analysis::{Analysis, Analyzer};
 use crate::decode::AudioReader;
 use crate::dsp::biquad::FilterChain;
 use crate::dsp::envelope::Fades;
 use crate::dsp::limiter::{LimiterSettings, TruePeakLimiter};
-use crate::dsp::resample::StreamResampler;
 use crate::dsp::units::db_to_gain;
 use crate::dsp::{AudioBlock, Processor};
 use crate::encode::{DeliveredLoudness, EncodeSpec, Encoder, Tags, dither_seed};
@@ -80,76 +78,124 @@ pub struct FinalizeReport {
     pub warnings: Vec<String>,
 }
 
-/// Renders master → correction → limiter → fades, in memory.
+/// The frames of a master, from its header.
+fn master_frames(master: &Path) -> Result<u64, StageError> {
+    let input = AudioInput::open_file(master)?;
+    let location = input.location.clone();
+    let info = crate::decode::probe(input.source, input.length_bytes, input.extension.as_deref())
+        .map_err(|source| StageError::Decode { location: location.clone(), source })?;
+    info.frames.ok_or_else(|| StageError::Invalid(format!("{location}: the master's length is not in its header")))
+}
+
+/// Renders master → correction → limiter → fades into `scratch` (32-bit
+/// float WAV at the working rate), a block at a time, measuring as it goes.
+/// Returns the limiter's largest gain reduction and the render's analysis.
 fn render(
     master: &Path,
     correction: &Correction,
     gain_db: f64,
     settings: &FinalizeSettings,
-) -> Result<(Vec<Vec<f32>>, f64, Analysis), StageError> {
+    scratch: &Path,
+) -> Result<(f64, Analysis), StageError> {
     let rate_hz = settings.rate_hz;
-    let mut eq = FilterChain::new(rate_hz, 2, &correction.filters());
-    let mut limiter = TruePeakLimiter::new(
-        rate_hz,
-        2,
-        BLOCK_FRAMES,
-        &LimiterSettings {
-            ceiling_dbtp: settings.ceiling_dbtp,
-            release_ms: settings.limiter.release_ms,
-            lookahead_ms: settings.limiter.lookahead_ms,
+    let total_frames = master_frames(master)?;
+    let rate = f64::from(rate_hz);
+    let mut renderer = Renderer {
+        eq: FilterChain::new(rate_hz, 2, &correction.filters()),
+        gain: db_to_gain(gain_db) as f32,
+        limiter: TruePeakLimiter::new(
+            rate_hz,
+            2,
+            BLOCK_FRAMES,
+            &LimiterSettings {
+                ceiling_dbtp: settings.ceiling_dbtp,
+                release_ms: settings.limiter.release_ms,
+                lookahead_ms: settings.limiter.lookahead_ms,
+            },
+        ),
+        fades: Fades {
+            total_frames,
+            in_frames: (settings.fade_in_s * rate).round() as u64,
+            out_frames: (settings.fade_out_s * rate).round() as u64,
         },
-    );
-    let latency = limiter.latency_frames();
-    let gain = db_to_gain(gain_db) as f32;
-    let mut out: Vec<Vec<f32>> = vec![Vec::new(), Vec::new()];
-    let mut run = |block: &mut AudioBlock, out: &mut Vec<Vec<f32>>| {
-        eq.process(block);
-        for channel in block.channels_mut() {
-            for sample in channel.iter_mut() {
-                *sample *= gain;
-            }
-        }
-        limiter.process(block);
-        for (o, c) in out.iter_mut().zip(block.channels()) {
-            o.extend_from_slice(c);
-        }
+        analyzer: Analyzer::new(rate_hz, 2).map_err(|e| StageError::Invalid(e.to_string()))?,
+        encoder: Encoder::create(scratch, float_wav(rate_hz, 2), &Tags::default())?,
+        work: AudioBlock::new(2, BLOCK_FRAMES),
+        delivered: AudioBlock::new(2, BLOCK_FRAMES),
+        to_skip: 0,
+        position: 0,
     };
+    renderer.to_skip = renderer.limiter.latency_frames();
     stream_at_rate(AudioInput::open_file(master)?, rate_hz, |block| {
-        let mut work = block.clone();
-        if work.channel_count() != 2 {
+        if block.channel_count() != 2 {
             return Err(StageError::Invalid(format!("{}: a master must be stereo", master.display())));
         }
-        run(&mut work, &mut out);
-        Ok(())
+        renderer.push(Some(block))
     })?;
-    let mut remaining = latency;
+    // The limiter's lookahead holds back its latency: push silence through.
+    let mut remaining = renderer.limiter.latency_frames();
     while remaining > 0 {
         let frames = remaining.min(BLOCK_FRAMES);
-        run(&mut AudioBlock::new(2, frames), &mut out);
+        renderer.work.set_frames(frames);
+        renderer.push(None)?;
         remaining -= frames;
     }
-    for channel in &mut out {
-        channel.drain(..latency.min(channel.len()));
-    }
-    let frames = out[0].len() as u64;
-    let rate = f64::from(rate_hz);
-    let fades = Fades {
-        total_frames: frames,
-        in_frames: (settings.fade_in_s * rate).round() as u64,
-        out_frames: (settings.fade_out_s * rate).round() as u64,
-    };
-    let mut analyzer = Analyzer::new(rate_hz, 2).map_err(|e| StageError::Invalid(e.to_string()))?;
-    for channel in &mut out {
-        fades.apply(0, channel);
-    }
-    for start in (0..out[0].len()).step_by(BLOCK_FRAMES) {
-        let end = (start + BLOCK_FRAMES).min(out[0].len());
-        analyzer
-            .add(&AudioBlock::from_planar(out.iter().map(|c| c[start..end].to_vec()).collect()))
-            .map_err(|e| StageError::Invalid(e.to_string()))?;
-    }
+    let Renderer { limiter, analyzer, encoder, .. } = renderer;
+    encoder.finish(&Tags::default(), None)?;
     let analysis = analyzer.finish().map_err(|e| StageError::Invalid(e.to_string()))?;
-    Ok((out, limiter.max_gain_reduction_db(), analysis))
+    Ok((limiter.max_gain_reduction_db(), analysis))
+}
+
+/// The render's state: its processors and two reusable blocks.
+struct Renderer {
+    eq: FilterChain,
+    gain: f32,
+    limiter: TruePeakLimiter,
+    fades: Fades,
+    analyzer: Analyzer,
+    encoder: Encoder,
+    /// The block being processed.
+    work: AudioBlock,
+    /// What leaves the limiter once its latency is skipped.
+    delivered: AudioBlock,
+    to_skip: usize,
+    position: u64,
+}
+
+impl Renderer {
+    /// Processes `input` (or, with `None`, the silence already in `work`).
+    fn push(&mut self, input: Option<&AudioBlock>) -> Result<(), StageError> {
+        if let Some(input) = input {
+            self.work.set_frames(input.frames());
+            for (work, input) in self.work.channels_mut().zip(input.channels()) {
+                work.copy_from_slice(input);
+            }
+        } else {
+            self.work.clear();
+        }
+        self.eq.process(&mut self.work);
+        for channel in self.work.channels_mut() {
+            for sample in channel.iter_mut() {
+                *sample *= self.gain;
+            }
+        }
+        self.limiter.process(&mut self.work);
+        let skip = self.to_skip.min(self.work.frames());
+        self.to_skip -= skip;
+        let frames = self.work.frames() - skip;
+        if frames == 0 {
+            return Ok(());
+        }
+        self.delivered.set_frames(frames);
+        for (out, work) in self.delivered.channels_mut().zip(self.work.channels()) {
+            out.copy_from_slice(&work[skip..]);
+            self.fades.apply(self.position, out);
+        }
+        self.position += frames as u64;
+        self.analyzer.add(&self.delivered).map_err(|e| StageError::Invalid(e.to_string()))?;
+        self.encoder.write(&self.delivered)?;
+        Ok(())
+    }
 }
 
 /// Finalizes one track into every deliverable.
@@ -163,7 +209,17 @@ pub fn finalize_track(
     let mut warnings = Vec::new();
     let budget_db = settings.max_limiter_gain_reduction_db;
     let mut gain_db = correction.gain_db;
-    let (mut audio, mut reduction_db, mut measured) = render(master, correction, gain_db, settings)?;
+    // The render waits in a scratch file beside the first deliverable (the
+    // same disk), removed however this ends: memory stays bounded by the
+    // block size whatever the track's length.
+    let scratch_dir =
+        deliverables.first().and_then(|d| d.path.parent()).map_or_else(std::env::temp_dir, Path::to_path_buf);
+    let scratch = tempfile::Builder::new()
+        .prefix(".lacquer-render-")
+        .suffix(".wav")
+        .tempfile_in(&scratch_dir)
+        .map_err(|e| StageError::Io(format!("cannot create a scratch file in {}: {e}", scratch_dir.display())))?;
+    let (mut reduction_db, mut measured) = render(master, correction, gain_db, settings, scratch.path())?;
     let mut passes = 1;
     while passes < MAX_PASSES {
         let over_budget_db = reduction_db - budget_db;
@@ -181,7 +237,7 @@ pub fn finalize_track(
             break;
         }
         gain_db += step_db;
-        (audio, reduction_db, measured) = render(master, correction, gain_db, settings)?;
+        (reduction_db, measured) = render(master, correction, gain_db, settings, scratch.path())?;
         passes += 1;
     }
     let held_back_db = measured.integrated_lufs.map_or(0.0, |lufs| (correction.target_lufs - lufs).max(0.0));
@@ -193,7 +249,7 @@ pub fn finalize_track(
     }
     let mut delivered = Vec::with_capacity(deliverables.len());
     for target in deliverables {
-        delivered.push(deliver(&audio, settings, target, tags, &measured)?);
+        delivered.push(deliver(scratch.path(), settings, target, tags, &measured)?);
     }
     Ok(FinalizeReport {
         gain_db,
@@ -208,7 +264,7 @@ pub fn finalize_track(
 
 /// Converts, dithers, encodes and measures one deliverable.
 fn deliver(
-    audio: &[Vec<f32>],
+    scratch: &Path,
     settings: &FinalizeSettings,
     target: &DeliverableTarget,
     tags: &Tags,
@@ -223,31 +279,9 @@ fn deliver(
         dither_seed: dither_seed(settings.track_id, &target.name),
     };
     let mut encoder = Encoder::create(&target.path, spec, tags)?;
-    let frames = audio[0].len();
-    let write = |left: &[f32], right: &[f32], encoder: &mut Encoder| -> Result<(), StageError> {
-        for start in (0..left.len()).step_by(BLOCK_FRAMES) {
-            let end = (start + BLOCK_FRAMES).min(left.len());
-            encoder.write(&AudioBlock::from_planar(vec![left[start..end].to_vec(), right[start..end].to_vec()]))?;
-        }
-        Ok(())
-    };
-    if target.rate_hz == settings.rate_hz {
-        write(&audio[0], &audio[1], &mut encoder)?;
-    } else {
-        let error = |e: crate::dsp::resample::ResampleError| StageError::Invalid(e.to_string());
-        let mut resampler = StreamResampler::new(settings.rate_hz, target.rate_hz, 2).map_err(error)?;
-        let mut converted = vec![Vec::new(), Vec::new()];
-        for start in (0..frames).step_by(BLOCK_FRAMES) {
-            let end = (start + BLOCK_FRAMES).min(frames);
-            let block = AudioBlock::from_planar(vec![audio[0][start..end].to_vec(), audio[1][start..end].to_vec()]);
-            resampler.push(&block, &mut converted).map_err(error)?;
-            write(&converted[0], &converted[1], &mut encoder)?;
-            converted[0].clear();
-            converted[1].clear();
-        }
-        resampler.finish(&mut converted).map_err(error)?;
-        write(&converted[0], &converted[1], &mut encoder)?;
-    }
+    // From the render at the working rate, converted when the deliverable
+    // asks for another rate.
+    stream_at_rate(AudioInput::open_file(scratch)?, target.rate_hz, |block| Ok(encoder.write(block)?))?;
     // bext carries the render's loudness; the file is measured below.
     let loudness = DeliveredLoudness {
         integrated_lufs: render.integrated_lufs,
@@ -263,11 +297,10 @@ fn deliver(
 
 /// Decodes a delivered file and measures it: what the listener gets.
 pub fn measure_file(path: &Path) -> Result<Analysis, StageError> {
-    let bytes = std::fs::read(path).map_err(|e| StageError::Io(format!("{}: {e}", path.display())))?;
-    let length = bytes.len() as u64;
-    let extension = path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase());
+    let input = AudioInput::open_file(path)?;
     let decode_error = |source| StageError::Decode { location: path.display().to_string(), source };
-    let mut reader = AudioReader::open(Cursor::new(bytes), length, extension.as_deref()).map_err(decode_error)?;
+    let mut reader =
+        AudioReader::open(input.source, input.length_bytes, input.extension.as_deref()).map_err(decode_error)?;
     let info = reader.info().clone();
     let mut analyzer =
         Analyzer::new(info.sample_rate_hz, info.channels).map_err(|e| StageError::Invalid(e.to_string()))?;

@@ -11,11 +11,12 @@
 //! stay sample-aligned.
 
 use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{AudioInput, StageError, stream_at_rate, write_float_wav};
+use super::{AudioInput, BLOCK_FRAMES, StageError, float_wav, stream_at_rate};
 use crate::dsp::biquad::FilterChain;
 use crate::dsp::compressor::Compressor;
 use crate::dsp::delay::Delay;
@@ -23,7 +24,7 @@ use crate::dsp::envelope::{Lane, balance_gains, pan_gains};
 use crate::dsp::reverb::Reverb;
 use crate::dsp::units::{db_to_gain, gain_to_db};
 use crate::dsp::{AudioBlock, Processor};
-use crate::encode::Tags;
+use crate::encode::{Encoder, Tags};
 use crate::manifest::{Manifest, Return, Stem};
 
 /// Where return tails end.
@@ -66,8 +67,13 @@ pub fn mix_track(
     }
     let empty_returns = BTreeMap::new();
     let returns = track.returns.as_ref().unwrap_or(&empty_returns);
-    let mut sum = Stereo::default();
-    let mut buses: BTreeMap<&str, Stereo> = returns.keys().map(|name| (name.as_str(), Stereo::default())).collect();
+    // Scratch files sit beside the output (the same disk).
+    let scratch_dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut sum = Stereo::new(scratch_dir)?;
+    let mut buses = BTreeMap::new();
+    for name in returns.keys() {
+        buses.insert(name.as_str(), Stereo::new(scratch_dir)?);
+    }
     let mut warnings = Vec::new();
 
     for (stem, input) in stem_settings.iter().zip(stems) {
@@ -84,12 +90,18 @@ pub fn mix_track(
     }
     for (name, settings) in returns {
         if let Some(bus) = buses.remove(name.as_str()) {
-            render_return(rate_hz, settings, bus, &mut sum);
+            render_return(rate_hz, settings, bus, &mut sum)?;
         }
     }
 
-    let frames = sum.left.len() as u64;
-    let peak = sum.left.iter().chain(&sum.right).fold(0f32, |m, s| m.max(s.abs()));
+    let frames = sum.len();
+    let mut block = AudioBlock::new(2, BLOCK_FRAMES);
+    let mut peak = 0f32;
+    for start in (0..frames).step_by(BLOCK_FRAMES) {
+        block.set_frames((frames - start).min(BLOCK_FRAMES));
+        sum.read(start, &mut block)?;
+        peak = block.channels().flatten().fold(peak, |m, s| m.max(s.abs()));
+    }
     let peak_before_dbfs = gain_to_db(f64::from(peak));
     let headroom_gain_db = if peak > 0.0 {
         manifest.mix.headroom_dbfs - peak_before_dbfs
@@ -98,9 +110,6 @@ pub fn mix_track(
         0.0
     };
     let gain = db_to_gain(headroom_gain_db) as f32;
-    for sample in sum.left.iter_mut().chain(sum.right.iter_mut()) {
-        *sample *= gain;
-    }
     let tags = Tags {
         title: track.title.clone(),
         artist: manifest.album.artist.clone(),
@@ -108,38 +117,95 @@ pub fn mix_track(
         ..Tags::default()
     };
     let mut analyzer = crate::analysis::Analyzer::new(rate_hz, 2).map_err(|e| StageError::Invalid(e.to_string()))?;
-    for start in (0..sum.left.len()).step_by(super::BLOCK_FRAMES) {
-        let end = (start + super::BLOCK_FRAMES).min(sum.left.len());
-        analyzer
-            .add(&AudioBlock::from_planar(vec![sum.left[start..end].to_vec(), sum.right[start..end].to_vec()]))
-            .map_err(|e| StageError::Invalid(e.to_string()))?;
+    let mut encoder = Encoder::create(output, float_wav(rate_hz, 2), &tags)?;
+    for start in (0..frames).step_by(BLOCK_FRAMES) {
+        block.set_frames((frames - start).min(BLOCK_FRAMES));
+        sum.read(start, &mut block)?;
+        for sample in block.channels_mut().flatten() {
+            *sample *= gain;
+        }
+        analyzer.add(&block).map_err(|e| StageError::Invalid(e.to_string()))?;
+        encoder.write(&block)?;
     }
+    encoder.finish(&tags, None)?;
     let integrated_lufs = analyzer.finish().map_err(|e| StageError::Invalid(e.to_string()))?.integrated_lufs;
-    write_float_wav(output, rate_hz, &[std::mem::take(&mut sum.left), std::mem::take(&mut sum.right)], &tags)?;
+    let frames = frames as u64;
     Ok(MixReport { frames, peak_before_dbfs, headroom_gain_db, integrated_lufs, warnings })
 }
 
-/// A growable stereo buffer on the track's timeline.
-#[derive(Default)]
+/// A stereo sum that grows as stems land on it, kept in a scratch file
+/// (interleaved f32 frames) so that memory stays bounded by the block size
+/// whatever the track's length.
 struct Stereo {
-    left: Vec<f32>,
-    right: Vec<f32>,
+    file: std::fs::File,
+    frames: usize,
+    bytes: Vec<u8>,
 }
 
+const FRAME_BYTES: usize = 8;
+
 impl Stereo {
-    fn add(&mut self, at: usize, left: &[f32], right: &[f32], gain: f32) {
-        let end = at + left.len();
-        if self.left.len() < end {
-            self.left.resize(end, 0.0);
-            self.right.resize(end, 0.0);
-        }
-        for (out, x) in self.left[at..end].iter_mut().zip(left) {
-            *out += gain * x;
-        }
-        for (out, x) in self.right[at..end].iter_mut().zip(right) {
-            *out += gain * x;
-        }
+    fn new(scratch_dir: &Path) -> Result<Self, StageError> {
+        let file = tempfile::tempfile_in(scratch_dir)
+            .map_err(|e| StageError::Io(format!("cannot create a scratch file in {}: {e}", scratch_dir.display())))?;
+        Ok(Self { file, frames: 0, bytes: Vec::with_capacity(BLOCK_FRAMES * FRAME_BYTES) })
     }
+
+    fn len(&self) -> usize {
+        self.frames
+    }
+
+    /// Adds `gain ×` the two channels at frame `at`.
+    fn add(&mut self, at: usize, left: &[f32], right: &[f32], gain: f32) -> Result<(), StageError> {
+        for start in (0..left.len()).step_by(BLOCK_FRAMES) {
+            let frames = (left.len() - start).min(BLOCK_FRAMES);
+            let position = at + start;
+            self.load(position, frames)?;
+            for (i, frame) in self.bytes.chunks_exact_mut(FRAME_BYTES).enumerate() {
+                for (half, x) in frame.chunks_exact_mut(4).zip([left[start + i], right[start + i]]) {
+                    let sum = f32::from_le_bytes(half.try_into().expect("4 bytes")) + gain * x;
+                    half.copy_from_slice(&sum.to_le_bytes());
+                }
+            }
+            self.seek(position)?;
+            // Past the end, the file grows (any gap reads as zeros).
+            self.file.write_all(&self.bytes).map_err(scratch_error)?;
+            self.frames = self.frames.max(position + frames);
+        }
+        Ok(())
+    }
+
+    /// Reads `block.frames()` frames from frame `at` (silence past the end).
+    fn read(&mut self, at: usize, block: &mut AudioBlock) -> Result<(), StageError> {
+        self.load(at, block.frames())?;
+        let (left, right) = block.stereo_mut();
+        for ((frame, l), r) in self.bytes.chunks_exact(FRAME_BYTES).zip(left.iter_mut()).zip(right.iter_mut()) {
+            *l = f32::from_le_bytes(frame[..4].try_into().expect("4 bytes"));
+            *r = f32::from_le_bytes(frame[4..].try_into().expect("4 bytes"));
+        }
+        Ok(())
+    }
+
+    /// Fills `bytes` with `frames` frames from `position`, zeros past the end.
+    fn load(&mut self, position: usize, frames: usize) -> Result<(), StageError> {
+        self.bytes.clear();
+        self.bytes.resize(frames * FRAME_BYTES, 0);
+        let stored = self.frames.saturating_sub(position).min(frames);
+        if stored > 0 {
+            self.seek(position)?;
+            self.file.read_exact(&mut self.bytes[..stored * FRAME_BYTES]).map_err(scratch_error)?;
+        }
+        Ok(())
+    }
+
+    fn seek(&mut self, frame: usize) -> Result<(), StageError> {
+        self.file.seek(SeekFrom::Start((frame * FRAME_BYTES) as u64)).map_err(scratch_error)?;
+        Ok(())
+    }
+}
+
+fn scratch_error(e: std::io::Error) -> StageError {
+    StageError::Io(format!("the mix's scratch file: {e}"))
 }
 
 /// Renders one stem into the sum and its sends; returns how many input
@@ -171,12 +237,17 @@ fn render_stem(
     let mut gains = Vec::new();
     let mut pans = Vec::new();
     let (mut left, mut right) = (Vec::new(), Vec::new());
+    let mut work: Option<AudioBlock> = None;
 
     stream_at_rate(input, rate_hz, |block| {
         let channels = block.channel_count();
         let frames = block.frames();
         clipped += block.channels().flatten().filter(|s| s.abs() >= 1.0).count();
-        let mut work = block.clone();
+        let work = work.get_or_insert_with(|| AudioBlock::new(channels, BLOCK_FRAMES));
+        work.set_frames(frames);
+        for (work, input) in work.channels_mut().zip(block.channels()) {
+            work.copy_from_slice(input);
+        }
         // Gain and polarity; automation replaces the static gain, keeping polarity.
         if let Some(lane) = gain_lane.as_mut() {
             gains.resize(frames, 0.0);
@@ -188,10 +259,10 @@ fn render_stem(
             }
         }
         if !stem.eq.is_empty() {
-            eq.get_or_insert_with(|| FilterChain::new(rate_hz, channels, &stem.eq)).process(&mut work);
+            eq.get_or_insert_with(|| FilterChain::new(rate_hz, channels, &stem.eq)).process(work);
         }
         if let Some(settings) = &stem.compressor {
-            compressor.get_or_insert_with(|| Compressor::new(rate_hz, channels, settings)).process(&mut work);
+            compressor.get_or_insert_with(|| Compressor::new(rate_hz, channels, settings)).process(work);
         }
         if gain_lane.is_some() {
             for channel in work.channels_mut() {
@@ -211,7 +282,7 @@ fn render_stem(
         if skip < frames {
             for (name, send_gain) in &sends {
                 if let Some(bus) = buses.get_mut(name.as_str()) {
-                    bus.add(at, &left[skip..], &right[skip..], *send_gain);
+                    bus.add(at, &left[skip..], &right[skip..], *send_gain)?;
                 }
             }
             match pan_lane.as_mut() {
@@ -240,7 +311,7 @@ fn render_stem(
                     }
                 }
             }
-            sum.add(at, &left[skip..], &right[skip..], 1.0);
+            sum.add(at, &left[skip..], &right[skip..], 1.0)?;
         }
         position += frames as i64;
         Ok(())
@@ -249,26 +320,22 @@ fn render_stem(
 }
 
 /// Runs a return bus through its effect, EQ and gain, and adds it to the sum.
-fn render_return(rate_hz: u32, settings: &Return, bus: Stereo, sum: &mut Stereo) {
+fn render_return(rate_hz: u32, settings: &Return, mut bus: Stereo, sum: &mut Stereo) -> Result<(), StageError> {
     let mut effect: Box<dyn Processor> = match (&settings.reverb, &settings.delay) {
         (Some(reverb), _) => Box::new(Reverb::new(rate_hz, reverb)),
         (None, Some(delay)) => Box::new(Delay::new(rate_hz, delay)),
-        (None, None) => return,
+        (None, None) => return Ok(()),
     };
     let mut eq = (!settings.eq.is_empty()).then(|| FilterChain::new(rate_hz, 2, &settings.eq));
     let gain = db_to_gain(settings.gain_db) as f32;
     let floor = db_to_gain(TAIL_FLOOR_DBFS) as f32;
-    let max_frames = bus.left.len() + (MAX_TAIL_S * f64::from(rate_hz)) as usize;
+    let max_frames = bus.len() + (MAX_TAIL_S * f64::from(rate_hz)) as usize;
     let mut position = 0;
+    let frames = BLOCK_FRAMES;
+    let mut block = AudioBlock::new(2, frames);
     loop {
-        let in_bus = position < bus.left.len();
-        let frames = super::BLOCK_FRAMES;
-        let mut block = AudioBlock::new(2, frames);
-        if in_bus {
-            let end = (position + frames).min(bus.left.len());
-            block.channel_mut(0)[..end - position].copy_from_slice(&bus.left[position..end]);
-            block.channel_mut(1)[..end - position].copy_from_slice(&bus.right[position..end]);
-        }
+        let in_bus = position < bus.len();
+        bus.read(position, &mut block)?;
         effect.process(&mut block);
         if let Some(eq) = eq.as_mut() {
             eq.process(&mut block);
@@ -277,10 +344,11 @@ fn render_return(rate_hz: u32, settings: &Return, bus: Stereo, sum: &mut Stereo)
         if !in_bus && peak < floor {
             break; // the tail has died away
         }
-        sum.add(position, block.channel(0), block.channel(1), gain);
+        sum.add(position, block.channel(0), block.channel(1), gain)?;
         position += frames;
         if position >= max_frames {
             break;
         }
     }
+    Ok(())
 }

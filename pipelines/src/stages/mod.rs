@@ -90,11 +90,18 @@ pub fn stream_at_rate(
     let mut resampler = StreamResampler::new(source_rate_hz, rate_hz, channels)
         .map_err(|e| StageError::Invalid(format!("{location}: {e}")))?;
     let mut converted: Vec<Vec<f32>> = vec![Vec::new(); channels];
-    let emit = |converted: &mut Vec<Vec<f32>>, each: &mut dyn FnMut(&AudioBlock) -> Result<(), StageError>| {
+    // Converted audio leaves in blocks of at most BLOCK_FRAMES, through one
+    // reused block.
+    let mut out = AudioBlock::new(channels, BLOCK_FRAMES);
+    let mut emit = |converted: &mut Vec<Vec<f32>>, each: &mut dyn FnMut(&AudioBlock) -> Result<(), StageError>| {
         let frames = converted[0].len();
         for start in (0..frames).step_by(BLOCK_FRAMES) {
             let end = (start + BLOCK_FRAMES).min(frames);
-            each(&AudioBlock::from_planar(converted.iter().map(|c| c[start..end].to_vec()).collect()))?;
+            out.set_frames(end - start);
+            for (o, c) in out.channels_mut().zip(converted.iter()) {
+                o.copy_from_slice(&c[start..end]);
+            }
+            each(&out)?;
         }
         for c in converted.iter_mut() {
             c.clear();
@@ -112,29 +119,14 @@ pub fn stream_at_rate(
     Ok(channels)
 }
 
-/// Writes a planar stereo buffer as a 32-bit float WAV.
-pub fn write_float_wav(
-    path: &std::path::Path,
-    rate_hz: u32,
-    channels: &[Vec<f32>],
-    tags: &crate::encode::Tags,
-) -> Result<(), StageError> {
-    use crate::encode::{EncodeSpec, Encoder};
-    use crate::manifest::{AudioFormat, Dither};
-    let spec = EncodeSpec {
-        format: AudioFormat::Wav,
+/// A 32-bit float WAV at `rate_hz`: how mixes, masters and renders are kept.
+pub(crate) fn float_wav(rate_hz: u32, channels: usize) -> crate::encode::EncodeSpec {
+    crate::encode::EncodeSpec {
+        format: crate::manifest::AudioFormat::Wav,
         bit_depth: 32,
         rate_hz,
-        channels: channels.len(),
-        dither: Dither::None,
+        channels,
+        dither: crate::manifest::Dither::None,
         dither_seed: 0,
-    };
-    let mut encoder = Encoder::create(path, spec, tags)?;
-    let frames = channels.first().map_or(0, Vec::len);
-    for start in (0..frames).step_by(BLOCK_FRAMES) {
-        let end = (start + BLOCK_FRAMES).min(frames);
-        encoder.write(&AudioBlock::from_planar(channels.iter().map(|c| c[start..end].to_vec()).collect()))?;
     }
-    encoder.finish(tags, None)?;
-    Ok(())
 }
