@@ -646,7 +646,9 @@ fn task_key(kind: &str, inputs: &impl Serialize) -> anyhow::Result<String> {
 
 fn hash_file(path: &Path) -> anyhow::Result<String> {
     let mut hasher = blake3::Hasher::new();
-    hasher.update_mmap(path).with_context(|| format!("cannot read {}", path.display()))?;
+    // Streamed through a buffer (not mapped): memory stays flat whatever the file's size.
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    hasher.update_reader(file).with_context(|| format!("cannot read {}", path.display()))?;
     Ok(hasher.finalize().to_hex().to_string())
 }
 

@@ -70,6 +70,8 @@ pub enum EncodeError {
 
 /// FLAC frames are this many samples long (the reference encoder's default).
 const FLAC_BLOCK_FRAMES: usize = 4096;
+/// A FLAC frame's header, subframe headers and CRC, generously.
+const FLAC_FRAME_OVERHEAD_BYTES: usize = 32;
 const SOFTWARE: &str = concat!("lacquer ", env!("CARGO_PKG_VERSION"));
 
 enum Writer {
@@ -80,6 +82,9 @@ enum Writer {
 struct FlacState {
     out: BufWriter<File>,
     config: flacenc::error::Verified<config::Encoder>,
+    /// Verbatim subframes only, for frames prediction cannot shrink.
+    verbatim: flacenc::error::Verified<config::Encoder>,
+    bits: usize,
     stream_info: StreamInfo,
     frame_buffer: FrameBuf,
     context: Context,
@@ -185,7 +190,14 @@ impl FlacState {
         let mut encoder_config = config::Encoder::default();
         encoder_config.block_size = FLAC_BLOCK_FRAMES;
         encoder_config.multithread = false;
+        let mut verbatim = encoder_config.clone();
+        verbatim.subframe_coding.use_fixed = false;
+        verbatim.subframe_coding.use_lpc = false;
+        verbatim.stereo_coding.use_leftside = false;
+        verbatim.stereo_coding.use_rightside = false;
+        verbatim.stereo_coding.use_midside = false;
         let config = encoder_config.into_verified().map_err(|e| flac_error(&e))?;
+        let verbatim = verbatim.into_verified().map_err(|e| flac_error(&e))?;
         let bits = spec.bit_depth as usize;
         let stream_info = StreamInfo::new(spec.rate_hz as usize, spec.channels, bits).map_err(|e| flac_error(&e))?;
         let frame_buffer = FrameBuf::with_size(spec.channels, FLAC_BLOCK_FRAMES).map_err(|e| flac_error(&e))?;
@@ -203,6 +215,8 @@ impl FlacState {
         Ok(Self {
             out,
             config,
+            verbatim,
+            bits,
             stream_info,
             frame_buffer,
             context: Context::new(bits, spec.channels),
@@ -240,12 +254,25 @@ impl FlacState {
         (&mut self.frame_buffer, &mut self.context)
             .fill_interleaved(&self.pending)
             .map_err(|e| EncodeError::Flac(format!("{e:?}")))?;
-        let frame =
-            flacenc::encode_fixed_size_frame(&self.config, &self.frame_buffer, self.frame_number, &self.stream_info)
-                .map_err(|e| EncodeError::Flac(format!("{e:?}")))?;
+        let encode =
+            |config: &flacenc::error::Verified<config::Encoder>, sink: &mut ByteSink| -> Result<_, EncodeError> {
+                let frame =
+                    flacenc::encode_fixed_size_frame(config, &self.frame_buffer, self.frame_number, &self.stream_info)
+                        .map_err(|e| EncodeError::Flac(format!("{e:?}")))?;
+                sink.clear();
+                frame.write(sink).map_err(|e| EncodeError::Flac(format!("{e:?}")))?;
+                Ok(frame)
+            };
+        let mut frame = encode(&self.config, &mut self.sink)?;
+        // flacenc's Rice parameters stop at 14 (no escape codes): on loud,
+        // noise-like 24-bit material a predicted frame can come out several
+        // times larger than the samples themselves. Such a frame is stored
+        // verbatim instead, as the reference encoder would.
+        let verbatim_bytes = frames * channels * self.bits / 8 + FLAC_FRAME_OVERHEAD_BYTES;
+        if self.sink.as_slice().len() > verbatim_bytes {
+            frame = encode(&self.verbatim, &mut self.sink)?;
+        }
         self.stream_info.update_frame_info(&frame);
-        self.sink.clear();
-        frame.write(&mut self.sink).map_err(|e| EncodeError::Flac(format!("{e:?}")))?;
         self.out.write_all(self.sink.as_slice())?;
         self.frame_number += 1;
         self.pending.clear();

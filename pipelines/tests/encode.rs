@@ -199,3 +199,51 @@ fn flac_carries_vorbis_comments_and_a_valid_md5() {
         assert!(status.success(), "flac --test rejects the file");
     }
 }
+
+/// Loud 24-bit noise cannot be predicted: the FLAC frames must then fall
+/// back to verbatim samples, never grow beyond PCM (a Rice parameter capped
+/// at 14 would spend hundreds of bits per sample), and still round-trip.
+#[test]
+fn incompressible_flac_stays_under_pcm_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("noise.flac");
+    let frames = 44_100 * 3;
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut noise = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 1.9
+    };
+    // White noise, and noise with a falling spectrum that prediction only
+    // partly removes (the residual is still far beyond 14-bit Rice codes).
+    let white: Vec<f32> = (0..frames).map(|_| noise()).collect();
+    let mut lowpassed = 0f32;
+    let coloured: Vec<f32> = (0..frames)
+        .map(|_| {
+            lowpassed = 0.9 * lowpassed + 0.1 * noise();
+            lowpassed * 3.0 + noise() * 0.05
+        })
+        .collect();
+    let audio = vec![white, coloured];
+    let spec = EncodeSpec {
+        format: AudioFormat::Flac,
+        bit_depth: 24,
+        rate_hz: 44_100,
+        channels: 2,
+        dither: Dither::None,
+        dither_seed: 0,
+    };
+    encode(&path, &spec, &audio, None);
+    let size = std::fs::metadata(&path).unwrap().len();
+    let pcm = (frames * 2 * 3) as u64;
+    assert!(size <= pcm + pcm / 100, "{size} bytes of FLAC for {pcm} bytes of PCM");
+    let (decoded, _) = decode(&path);
+    let mut quantizer = Quantizer::new(Dither::None, 24, 2, 0);
+    for (c, channel) in audio.iter().enumerate() {
+        for (n, &sample) in channel.iter().enumerate() {
+            let expected = quantizer.quantize(c, sample) as f32 / 8_388_608.0;
+            assert_eq!(decoded[c][n], expected, "frame {n} channel {c}");
+        }
+    }
+}

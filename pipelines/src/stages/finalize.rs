@@ -28,6 +28,8 @@ use crate::manifest::{AudioFormat, Dither, Limiter};
 const LOUDNESS_TOLERANCE_LU: f64 = 0.05;
 /// Limiting this far over the budget counts as over it (dB).
 const BUDGET_TOLERANCE_DB: f64 = 0.05;
+/// Trimmed below the ceiling by this much more when conversion overshot (dB).
+const CONVERSION_MARGIN_DB: f64 = 0.02;
 /// The first render and up to three corrections.
 const MAX_PASSES: u32 = 4;
 
@@ -249,7 +251,16 @@ pub fn finalize_track(
     }
     let mut delivered = Vec::with_capacity(deliverables.len());
     for target in deliverables {
-        delivered.push(deliver(scratch.path(), settings, target, tags, &measured)?);
+        let mut file = deliver(scratch.path(), settings, target, tags, &measured, 0.0)?;
+        // Converting the rate rebuilds the waveform between the limiter's
+        // samples: on dense material a new inter-sample peak can rise a few
+        // hundredths of a dB over the ceiling. Such a file is delivered
+        // again, trimmed by the excess (and a margin).
+        let excess_db = file.analysis.true_peak_dbtp - settings.ceiling_dbtp;
+        if excess_db > 0.0 {
+            file = deliver(scratch.path(), settings, target, tags, &measured, -(excess_db + CONVERSION_MARGIN_DB))?;
+        }
+        delivered.push(file);
     }
     Ok(FinalizeReport {
         gain_db,
@@ -269,6 +280,7 @@ fn deliver(
     target: &DeliverableTarget,
     tags: &Tags,
     render: &Analysis,
+    trim_db: f64,
 ) -> Result<Delivered, StageError> {
     let spec = EncodeSpec {
         format: target.format,
@@ -281,7 +293,20 @@ fn deliver(
     let mut encoder = Encoder::create(&target.path, spec, tags)?;
     // From the render at the working rate, converted when the deliverable
     // asks for another rate.
-    stream_at_rate(AudioInput::open_file(scratch)?, target.rate_hz, |block| Ok(encoder.write(block)?))?;
+    let trim = db_to_gain(trim_db) as f32;
+    let mut trimmed = AudioBlock::new(2, BLOCK_FRAMES);
+    stream_at_rate(AudioInput::open_file(scratch)?, target.rate_hz, |block| {
+        if trim == 1.0 {
+            return Ok(encoder.write(block)?);
+        }
+        trimmed.set_frames(block.frames());
+        for (out, input) in trimmed.channels_mut().zip(block.channels()) {
+            for (o, x) in out.iter_mut().zip(input) {
+                *o = x * trim;
+            }
+        }
+        Ok(encoder.write(&trimmed)?)
+    })?;
     // bext carries the render's loudness; the file is measured below.
     let loudness = DeliveredLoudness {
         integrated_lufs: render.integrated_lufs,
