@@ -11,7 +11,7 @@
 //! material. With `stereo_link` the louder channel drives one gain for all
 //! channels, so the stereo image never shifts.
 
-use super::units::{MINUS_INFINITY_DB, one_pole_coefficient};
+use super::units::{fast_exp2, fast_log2, one_pole_coefficient};
 use super::{AudioBlock, Processor};
 use crate::manifest::{Compressor as Settings, Detector};
 
@@ -34,8 +34,11 @@ pub fn static_curve_db(input_db: f64, threshold_db: f64, ratio: f64, knee_db: f6
 #[derive(Debug, Clone)]
 pub struct Compressor {
     threshold_db: f64,
-    ratio: f64,
-    knee_db: f64,
+    /// 1/ratio - 1: the gain change per dB over the threshold.
+    slope: f64,
+    half_knee_db: f64,
+    /// 1 / (2 · knee), or 0 without a knee.
+    knee_scale: f64,
     makeup_db: f64,
     attack_coefficient: f64,
     release_coefficient: f64,
@@ -44,10 +47,25 @@ pub struct Compressor {
     stereo_link: bool,
     /// Per channel: smoothed mean square (RMS detector).
     mean_square: Vec<f64>,
-    /// Per channel (or one, linked): the release stage's gain change in dB (≤ 0).
-    release_stage_db: Vec<f64>,
-    /// Per channel (or one, linked): smoothed gain change in dB (≤ 0).
-    gain_db: Vec<f64>,
+    /// Per channel (or one, linked).
+    ballistics: Vec<Ballistics>,
+    /// Scratch for one chunk: detected levels, then gains.
+    levels: Vec<f32>,
+}
+
+/// Frames per pass: a block is worked through in chunks, each in three
+/// passes (detect and convert to dB, smooth, convert to gain and apply),
+/// so the long but independent per-sample conversions overlap instead of
+/// queueing behind the smoother's recursion.
+const CHUNK_FRAMES: usize = 256;
+
+/// The gain smoother's state.
+#[derive(Debug, Clone, Copy, Default)]
+struct Ballistics {
+    /// The release stage's gain change in dB (≤ 0).
+    release_stage_db: f64,
+    /// The smoothed gain change in dB (≤ 0).
+    gain_db: f64,
 }
 
 impl Compressor {
@@ -55,8 +73,9 @@ impl Compressor {
         let gain_channels = if settings.stereo_link { 1 } else { channels };
         Self {
             threshold_db: settings.threshold_db,
-            ratio: settings.ratio,
-            knee_db: settings.knee_db,
+            slope: 1.0 / settings.ratio - 1.0,
+            half_knee_db: settings.knee_db.max(0.0) / 2.0,
+            knee_scale: if settings.knee_db > 0.0 { 1.0 / (2.0 * settings.knee_db) } else { 0.0 },
             makeup_db: settings.makeup_db,
             attack_coefficient: one_pole_coefficient(settings.attack_ms, rate_hz),
             release_coefficient: one_pole_coefficient(settings.release_ms, rate_hz),
@@ -64,85 +83,120 @@ impl Compressor {
             detector: settings.detector,
             stereo_link: settings.stereo_link,
             mean_square: vec![0.0; channels],
-            release_stage_db: vec![0.0; gain_channels],
-            gain_db: vec![0.0; gain_channels],
+            ballistics: vec![Ballistics::default(); gain_channels],
+            levels: vec![0.0; CHUNK_FRAMES],
         }
     }
 
     /// The level a detector reads for one channel's sample, squared.
-    #[inline]
-    fn detect_squared(&mut self, channel: usize, sample: f32) -> f64 {
+    #[inline(always)]
+    fn detect_squared(&self, mean_square: &mut f64, sample: f32) -> f64 {
         let x = f64::from(sample);
         match self.detector {
             Detector::Peak => x * x,
             Detector::Rms => {
-                let state = &mut self.mean_square[channel];
-                *state = self.rms_coefficient * *state + (1.0 - self.rms_coefficient) * x * x;
-                2.0 * *state
+                *mean_square = self.rms_coefficient * *mean_square + (1.0 - self.rms_coefficient) * x * x;
+                2.0 * *mean_square
             }
         }
     }
 
-    /// Smooths towards the static curve's gain change for a squared level;
-    /// returns the linear gain to apply (with makeup).
+    /// The static curve's gain change (≤ 0 dB) for an input level, without
+    /// branches: the knee's quadratic and the line above it are both
+    /// clamped to where they apply and added. Equal to
+    /// `static_curve_db(level_db, ..) - level_db`.
     #[inline]
-    fn gain_for(&mut self, index: usize, level_squared: f64) -> f32 {
-        // 10·log10(x) = (10·log10 2)·log2(x); f32 log2 is plenty for a level.
-        const DB_PER_OCTAVE_OF_POWER: f64 = 3.010_299_956_639_812;
-        let level_db = if level_squared > 1e-20 {
-            DB_PER_OCTAVE_OF_POWER * f64::from((level_squared as f32).log2())
-        } else {
-            MINUS_INFINITY_DB
-        };
-        let target_db = static_curve_db(level_db, self.threshold_db, self.ratio, self.knee_db) - level_db;
-        let held = &mut self.release_stage_db[index];
-        *held = target_db.min(self.release_coefficient * *held + (1.0 - self.release_coefficient) * target_db);
-        let gain_db = &mut self.gain_db[index];
-        *gain_db = self.attack_coefficient * *gain_db + (1.0 - self.attack_coefficient) * *held;
+    fn gain_change_db(&self, level_db: f64) -> f64 {
+        let over_db = level_db - self.threshold_db;
+        let into_knee_db = (over_db + self.half_knee_db).clamp(0.0, 2.0 * self.half_knee_db);
+        let above_knee_db = (over_db - self.half_knee_db).max(0.0);
+        self.slope * (into_knee_db * into_knee_db * self.knee_scale + above_knee_db)
+    }
+
+    /// Turns a chunk's squared levels into linear gains (with makeup):
+    /// to dB, through the static curve and the smoother, back to linear.
+    fn levels_to_gains(&self, state: &mut Ballistics, levels: &mut [f32]) {
+        // 10·log10(x) = (10·log10 2)·log2(x); f32 is plenty for a level.
+        const DB_PER_OCTAVE_OF_POWER: f32 = 3.010_3;
+        for level in levels.iter_mut() {
+            *level = DB_PER_OCTAVE_OF_POWER * fast_log2(level.max(1e-20));
+        }
+        let (attack, release) = (self.attack_coefficient, self.release_coefficient);
+        let Ballistics { release_stage_db: mut held, mut gain_db } = *state;
+        for level in levels.iter_mut() {
+            let target_db = self.gain_change_db(f64::from(*level));
+            held = target_db.min(release * held + (1.0 - release) * target_db);
+            gain_db = attack * gain_db + (1.0 - attack) * held;
+            *level = (gain_db + self.makeup_db) as f32;
+        }
+        *state = Ballistics { release_stage_db: held, gain_db };
         // 10^(dB/20) = 2^(dB·log2(10)/20).
         const OCTAVES_PER_DB: f32 = 0.166_096_4;
-        ((*gain_db + self.makeup_db) as f32 * OCTAVES_PER_DB).exp2()
+        for level in levels.iter_mut() {
+            *level = fast_exp2(*level * OCTAVES_PER_DB);
+        }
     }
 
     /// The current gain change in dB (linked, or of channel 0), for meters.
     pub fn gain_reduction_db(&self) -> f64 {
-        self.gain_db[0]
+        self.ballistics[0].gain_db
     }
 }
 
 impl Processor for Compressor {
     fn process(&mut self, block: &mut AudioBlock) {
+        let frames = block.frames();
+        let mut levels = std::mem::take(&mut self.levels);
         let channels = block.channel_count();
-        if self.stereo_link && channels == 2 {
-            let (left, right) = block.stereo_mut();
-            for (l, r) in left.iter_mut().zip(right.iter_mut()) {
-                let level = self.detect_squared(0, *l).max(self.detect_squared(1, *r));
-                let gain = self.gain_for(0, level);
-                *l *= gain;
-                *r *= gain;
+        for start in (0..frames).step_by(CHUNK_FRAMES) {
+            let end = (start + CHUNK_FRAMES).min(frames);
+            let levels = &mut levels[..end - start];
+            if self.stereo_link {
+                // The loudest channel drives one gain for all.
+                levels.fill(0.0);
+                for channel in 0..channels {
+                    let mut state = self.mean_square[channel];
+                    for (level, &sample) in levels.iter_mut().zip(&block.channel(channel)[start..end]) {
+                        *level = level.max(self.detect_squared(&mut state, sample) as f32);
+                    }
+                    self.mean_square[channel] = state;
+                }
+                let mut state = self.ballistics[0];
+                self.levels_to_gains(&mut state, levels);
+                self.ballistics[0] = state;
+                for channel in 0..channels {
+                    for (sample, gain) in block.channel_mut(channel)[start..end].iter_mut().zip(levels.iter()) {
+                        *sample *= gain;
+                    }
+                }
+                continue;
             }
-            return;
-        }
-        for channel in 0..channels {
-            let gain_index = if self.stereo_link { 0 } else { channel };
-            let samples = block.channel_mut(channel);
-            for sample in samples.iter_mut() {
-                let level = self.detect_squared(channel, *sample);
-                *sample *= self.gain_for(gain_index, level);
+            for channel in 0..channels {
+                let mut state = self.mean_square[channel];
+                for (level, &sample) in levels.iter_mut().zip(&block.channel(channel)[start..end]) {
+                    *level = self.detect_squared(&mut state, sample) as f32;
+                }
+                self.mean_square[channel] = state;
+                let mut state = self.ballistics[channel];
+                self.levels_to_gains(&mut state, levels);
+                self.ballistics[channel] = state;
+                for (sample, gain) in block.channel_mut(channel)[start..end].iter_mut().zip(levels.iter()) {
+                    *sample *= gain;
+                }
             }
         }
+        self.levels = levels;
     }
 
     fn reset(&mut self) {
         self.mean_square.fill(0.0);
-        self.release_stage_db.fill(0.0);
-        self.gain_db.fill(0.0);
+        self.ballistics.fill(Ballistics::default());
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::static_curve_db;
+    use super::*;
 
     #[test]
     fn static_curve_shape() {
@@ -156,5 +210,28 @@ mod tests {
             assert!((inside - outside).abs() < 1e-6, "continuous at {edge}");
         }
         assert_eq!(static_curve_db(-10.0, -20.0, 1.0, 6.0), -10.0, "ratio 1 does nothing");
+    }
+
+    #[test]
+    fn the_gain_computer_follows_the_static_curve() {
+        for (ratio, knee_db) in [(4.0, 6.0), (1.5, 0.0), (20.0, 12.0), (1.0, 6.0)] {
+            let settings = Settings {
+                threshold_db: -20.0,
+                ratio,
+                attack_ms: 10.0,
+                release_ms: 100.0,
+                knee_db,
+                makeup_db: 0.0,
+                detector: Detector::Peak,
+                stereo_link: true,
+            };
+            let compressor = Compressor::new(48_000, 2, &settings);
+            for tenth_db in -600..=100 {
+                let level_db = f64::from(tenth_db) / 10.0;
+                let want = static_curve_db(level_db, -20.0, ratio, knee_db) - level_db;
+                let got = compressor.gain_change_db(level_db);
+                assert!((got - want).abs() < 1e-9, "ratio {ratio}, knee {knee_db}: {level_db} dB");
+            }
+        }
     }
 }

@@ -50,8 +50,11 @@ impl SlidingMinimum {
         Self { window: window as u64, indices: vec![0; window + 1], values: vec![0.0; window + 1], head: 0, len: 0 }
     }
 
+    #[inline]
     fn slot(&self, offset: usize) -> usize {
-        (self.head + offset) % self.indices.len()
+        // offset ≤ capacity: one conditional subtraction, not a division.
+        let slot = self.head + offset;
+        if slot >= self.indices.len() { slot - self.indices.len() } else { slot }
     }
 
     /// Adds `value` at `index` and returns the minimum of the last `window`.
@@ -70,6 +73,19 @@ impl SlidingMinimum {
         self.values[self.head]
     }
 
+    /// Whether every value held is 1 (or none is).
+    fn is_unity(&self) -> bool {
+        self.len == 0 || self.values[self.head] == 1.0
+    }
+
+    /// Holds `value` at `index` alone, as pushing a value no larger than
+    /// all those held would.
+    fn only(&mut self, index: u64, value: f64) {
+        self.indices[self.head] = index;
+        self.values[self.head] = value;
+        self.len = 1;
+    }
+
     fn reset(&mut self) {
         self.head = 0;
         self.len = 0;
@@ -79,6 +95,11 @@ impl SlidingMinimum {
 #[derive(Debug, Clone)]
 pub struct TruePeakLimiter {
     ceiling: f64,
+    /// The largest f32 not above `ceiling`: peaks that cannot pass it are not computed.
+    ceiling_f32: f32,
+    /// Computes every peak and every frame's recursion, without the
+    /// shortcuts (for the tests that prove the shortcuts exact).
+    exhaustive: bool,
     window: usize,
     release_coefficient: f64,
     interpolator: BlockInterpolator,
@@ -88,6 +109,8 @@ pub struct TruePeakLimiter {
     delay_frames: usize,
     /// Per frame of the current block: peak, then gain.
     peaks: Vec<f32>,
+    /// Per frame of the block: the gain its peak needs (≤ 1).
+    needed: Vec<f64>,
     minimum: SlidingMinimum,
     /// Gain after the release stage.
     held_gain: f64,
@@ -95,6 +118,8 @@ pub struct TruePeakLimiter {
     average_ring: Vec<f64>,
     average_sum: f64,
     average_position: usize,
+    /// How many of the ring's gains are exactly 1.
+    unity_in_ring: usize,
     frame_index: u64,
     smallest_gain: f64,
 }
@@ -109,8 +134,16 @@ impl TruePeakLimiter {
         let meter = bs1770_meter_delay_frames(rate_hz);
         let delay = ours.max(meter) + window - 1;
         let hold = window + 1 + ours.abs_diff(meter);
+        let ceiling = db_to_gain(settings.ceiling_dbtp - SAFETY_MARGIN_DB);
+        // The largest f32 not above the ceiling.
+        let mut ceiling_f32 = ceiling as f32;
+        if f64::from(ceiling_f32) > ceiling {
+            ceiling_f32 = f32::from_bits(ceiling_f32.to_bits() - 1);
+        }
         Self {
-            ceiling: db_to_gain(settings.ceiling_dbtp - SAFETY_MARGIN_DB),
+            ceiling,
+            ceiling_f32,
+            exhaustive: false,
             window,
             release_coefficient: one_pole_coefficient(settings.release_ms, rate_hz),
             interpolator: BlockInterpolator::new(channels, max_block_frames, Design::TRUE_PEAK),
@@ -118,11 +151,13 @@ impl TruePeakLimiter {
             delayed: vec![vec![0.0; delay + max_block_frames]; channels],
             delay_frames: delay,
             peaks: vec![0.0; max_block_frames],
+            needed: vec![1.0; max_block_frames],
             minimum: SlidingMinimum::new(hold),
             held_gain: 1.0,
             average_ring: vec![1.0; window],
             average_sum: window as f64,
             average_position: 0,
+            unity_in_ring: window,
             frame_index: 0,
             smallest_gain: 1.0,
         }
@@ -135,9 +170,36 @@ impl TruePeakLimiter {
 
     /// The gain for the frame now leaving the delay line, after taking in
     /// the peak of the newest stretch between samples.
+    /// At rest: no reduction held, released or being averaged, so frames
+    /// whose peaks need none pass at the gain [`Self::idle_run`] gives.
+    fn is_idle(&self) -> bool {
+        self.held_gain == 1.0 && self.unity_in_ring == self.window && self.minimum.is_unity()
+    }
+
+    /// What [`Self::next_gain`] does, frame by frame, for a run of frames
+    /// that need no reduction while the limiter is idle: the minimum holds
+    /// only the newest 1, the ring stays all ones and its sum changes only
+    /// where a pass through the ring makes it sum afresh. Writes the gains.
+    fn idle_run(&mut self, gains: &mut [f64]) {
+        let Some(last) = (gains.len() as u64).checked_sub(1) else { return };
+        self.minimum.only(self.frame_index + last, 1.0);
+        self.frame_index += last + 1;
+        let mut gain = (self.average_sum / self.window as f64).min(1.0);
+        for slot in gains.iter_mut() {
+            *slot = gain;
+            self.smallest_gain = self.smallest_gain.min(gain);
+            self.average_position += 1;
+            if self.average_position == self.window {
+                self.average_position = 0;
+                self.average_sum = self.window as f64;
+                gain = 1.0;
+            }
+        }
+    }
+
+    /// The gain for the next frame, given the gain its peak needs.
     #[inline]
-    fn next_gain(&mut self, peak: f64) -> f64 {
-        let needed = if peak > self.ceiling { self.ceiling / peak } else { 1.0 };
+    fn next_gain(&mut self, needed: f64) -> f64 {
         let held = self.minimum.push(self.frame_index, needed);
         self.frame_index += 1;
         let mut released = self.release_coefficient * self.held_gain + (1.0 - self.release_coefficient);
@@ -145,7 +207,10 @@ impl TruePeakLimiter {
             released = 1.0; // back to exact unity: untouched audio stays bit-identical
         }
         self.held_gain = held.min(released);
-        self.average_sum += self.held_gain - self.average_ring[self.average_position];
+        let leaving = self.average_ring[self.average_position];
+        self.average_sum += self.held_gain - leaving;
+        self.unity_in_ring += usize::from(self.held_gain == 1.0);
+        self.unity_in_ring -= usize::from(leaving == 1.0);
         self.average_ring[self.average_position] = self.held_gain;
         self.average_position += 1;
         if self.average_position == self.window {
@@ -171,15 +236,38 @@ impl Processor for TruePeakLimiter {
                     *peak = peak.max(sample.abs());
                 }
             }
-            self.interpolator.raise_peaks(channel, samples, peaks);
-            self.meter_interpolator.raise_peaks(channel, samples, peaks);
+            // Only peaks above the ceiling matter: the interpolators skip
+            // the stretches that cannot reach it.
+            let floor = if self.exhaustive { 0.0 } else { self.ceiling_f32 };
+            self.interpolator.raise_peaks(channel, samples, peaks, floor);
+            self.meter_interpolator.raise_peaks(channel, samples, peaks, floor);
         }
         // Turn each frame's peak into the gain for the frame leaving the delay.
-        for n in 0..frames {
-            let gain = self.next_gain(f64::from(self.peaks[n]));
-            self.smallest_gain = self.smallest_gain.min(gain);
-            self.peaks[n] = gain as f32;
+        // First the gain each frame's peak needs (independent divisions),
+        // then the recursion over frames.
+        let ceiling = self.ceiling;
+        let mut needed = std::mem::take(&mut self.needed);
+        for (needed, &peak) in needed.iter_mut().zip(&self.peaks[..frames]) {
+            let peak = f64::from(peak);
+            *needed = if peak > ceiling { ceiling / peak } else { 1.0 };
         }
+        let mut n = 0;
+        while n < frames {
+            if needed[n] == 1.0 && !self.exhaustive && self.is_idle() {
+                let run = needed[n..frames].iter().position(|&g| g != 1.0).unwrap_or(frames - n);
+                self.idle_run(&mut needed[n..n + run]);
+                n += run;
+                continue;
+            }
+            let gain = self.next_gain(needed[n]);
+            self.smallest_gain = self.smallest_gain.min(gain);
+            needed[n] = gain;
+            n += 1;
+        }
+        for (gain_out, &gain) in self.peaks[..frames].iter_mut().zip(&needed) {
+            *gain_out = gain as f32;
+        }
+        self.needed = needed;
         let delay = self.delay_frames;
         for (channel, delayed) in self.delayed.iter_mut().enumerate() {
             delayed[delay..delay + frames].copy_from_slice(block.channel(channel));
@@ -203,6 +291,7 @@ impl Processor for TruePeakLimiter {
         self.average_ring.fill(1.0);
         self.average_sum = self.window as f64;
         self.average_position = 0;
+        self.unity_in_ring = self.window;
         self.frame_index = 0;
         self.smallest_gain = 1.0;
     }
@@ -241,5 +330,49 @@ mod tests {
         let position = block.channel(0).iter().position(|&s| s != 0.0).unwrap();
         assert_eq!(position, latency);
         assert_eq!(block.channel(0)[latency], 0.25, "quiet material passes untouched");
+    }
+
+    #[test]
+    fn shortcuts_change_no_bit() {
+        // Quiet stretches, loud bursts (some into the ceiling), silence,
+        // and bursts right at block edges.
+        let mut state = 0x2545_f491u32;
+        let input: Vec<f32> = (0..48_000)
+            .map(|n| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                let noise = state as f32 / u32::MAX as f32 - 0.5;
+                let level = match (n / 1500) % 6 {
+                    0 => 0.3,
+                    1 => 2.2,
+                    2 => 0.0,
+                    3 => 0.85,
+                    4 => 1.3,
+                    // fs/4 at 45°: samples at 0.71, true peak 1 (over the
+                    // ceiling between the samples only).
+                    _ => return (std::f32::consts::FRAC_PI_2 * n as f32 + std::f32::consts::FRAC_PI_4).sin(),
+                };
+                level * (noise + 0.6 * (n as f32 * 0.07).sin())
+            })
+            .collect();
+        let settings = LimiterSettings { ceiling_dbtp: -1.0, release_ms: 20.0, lookahead_ms: 1.5 };
+        let run = |exhaustive: bool| {
+            let mut limiter = TruePeakLimiter::new(44_100, 2, 1000, &settings);
+            limiter.exhaustive = exhaustive;
+            let mut out = Vec::new();
+            for chunk in input.chunks(1000) {
+                let mut block = AudioBlock::from_planar(vec![chunk.to_vec(), chunk.iter().map(|x| -0.5 * x).collect()]);
+                limiter.process(&mut block);
+                out.extend_from_slice(block.channel(0));
+                out.extend_from_slice(block.channel(1));
+            }
+            (out, limiter.max_gain_reduction_db())
+        };
+        let (fast, fast_reduction_db) = run(false);
+        let (exhaustive, exhaustive_reduction_db) = run(true);
+        assert!(exhaustive_reduction_db > 3.0, "the bursts are limited");
+        assert_eq!(fast_reduction_db, exhaustive_reduction_db);
+        assert!(fast.iter().zip(&exhaustive).all(|(a, b)| a.to_bits() == b.to_bits()), "bit-identical");
     }
 }

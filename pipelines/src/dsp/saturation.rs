@@ -54,12 +54,9 @@ impl Processor for Saturation {
         for channel in 0..block.channel_count() {
             let delayed = &mut self.delayed[channel];
             delayed[latency..latency + frames].copy_from_slice(block.channel(channel));
-            let oversampled = self.oversampler.up(channel, block.channel(channel));
-            for x in oversampled.iter_mut() {
-                *x = fast_tanh(drive * *x) / drive;
-            }
             let samples = block.channel_mut(channel);
-            self.oversampler.down(channel, samples);
+            self.oversampler
+                .process(channel, &delayed[latency..latency + frames], samples, |x| fast_tanh(drive * x) / drive);
             for (out, clean) in samples.iter_mut().zip(&delayed[..frames]) {
                 *out = clean + wet * (*out - clean);
             }

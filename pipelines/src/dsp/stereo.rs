@@ -1,40 +1,54 @@
 //! Stereo width and mono bass for the mastering chain.
 //!
 //! Below `mono_below_hz` a 4th-order Linkwitz–Riley crossover (two
-//! Butterworth sections per side, low and high) splits the signal; the low
+//! Butterworth sections per band, low and high) splits the signal; the low
 //! band is summed to mono and the high band gets the mid/side width. LR4's
 //! two bands add up to an all-pass, so the sum stays flat. Width 1 with no
 //! mono crossover touches nothing.
 
 use std::f64::consts::FRAC_1_SQRT_2;
 
-use super::biquad::{FilterChain, design};
+use super::biquad::{Coefficients, FLUSH_BELOW, allpass, design};
 use super::{AudioBlock, Processor};
 use crate::manifest::{FilterType, Stereo as Settings};
 
 pub struct StereoImage {
-    width: f32,
+    width: f64,
     crossover: Option<Crossover>,
 }
 
+/// The crossover in mid/side form. The low band is mono, so only the mid
+/// has one: the mid's low and high bands add back up to LR4's all-pass
+/// (a 2nd-order all-pass at the crossover, Q = 1/√2), and the side keeps
+/// only LR4's high-pass (two Butterworth sections). Three sections
+/// instead of eight, with the same result.
 struct Crossover {
-    low: FilterChain,
-    high: FilterChain,
-    /// The low band of each channel, per block.
-    low_band: [Vec<f32>; 2],
+    mid_allpass: Coefficients,
+    side_high: [Coefficients; 2],
+    /// (s1, s2) of the mid's all-pass and the side's two sections.
+    state: [(f64, f64); 3],
+}
+
+/// One transposed direct-form II step of a biquad section.
+#[inline(always)]
+fn step(c: &Coefficients, (s1, s2): &mut (f64, f64), x: f64) -> f64 {
+    let y = c.b0 * x + *s1;
+    *s1 = c.b1 * x - c.a1 * y + *s2;
+    *s2 = c.b2 * x - c.a2 * y;
+    y
 }
 
 impl StereoImage {
-    pub fn new(rate_hz: u32, max_block_frames: usize, settings: &Settings) -> Self {
+    pub fn new(rate_hz: u32, _max_block_frames: usize, settings: &Settings) -> Self {
         let crossover = (settings.mono_below_hz > 0.0).then(|| {
-            let section = |kind| design(kind, settings.mono_below_hz, FRAC_1_SQRT_2, 0.0, rate_hz);
+            let high = design(FilterType::HighPass, settings.mono_below_hz, FRAC_1_SQRT_2, 0.0, rate_hz);
             Crossover {
-                low: FilterChain::from_sections(2, vec![section(FilterType::LowPass); 2]),
-                high: FilterChain::from_sections(2, vec![section(FilterType::HighPass); 2]),
-                low_band: [vec![0.0; max_block_frames], vec![0.0; max_block_frames]],
+                mid_allpass: allpass(settings.mono_below_hz, FRAC_1_SQRT_2, rate_hz),
+                side_high: [high; 2],
+                state: [(0.0, 0.0); 3],
             }
         });
-        Self { width: settings.width as f32, crossover }
+        Self { width: settings.width, crossover }
     }
 
     /// Nothing to do: width 1 and no mono bass.
@@ -48,38 +62,36 @@ impl Processor for StereoImage {
         if self.is_bypass() || block.channel_count() != 2 {
             return;
         }
-        let frames = block.frames();
         let width = self.width;
-        if let Some(crossover) = &mut self.crossover {
-            let [low_left, low_right] = &mut crossover.low_band;
-            let (low_left, low_right) = (&mut low_left[..frames], &mut low_right[..frames]);
-            low_left.copy_from_slice(block.channel(0));
-            low_right.copy_from_slice(block.channel(1));
-            crossover.low.process_pair(low_left, low_right);
-            let (left, right) = block.stereo_mut();
-            crossover.high.process_pair(left, right);
-        }
         let (left, right) = block.stereo_mut();
-        for n in 0..frames {
-            let mid = 0.5 * (left[n] + right[n]);
-            let side = 0.5 * (left[n] - right[n]) * width;
-            left[n] = mid + side;
-            right[n] = mid - side;
+        let Some(crossover) = &mut self.crossover else {
+            let width = width as f32;
+            for (l, r) in left.iter_mut().zip(right.iter_mut()) {
+                let mid = 0.5 * (*l + *r);
+                let side = 0.5 * (*l - *r) * width;
+                (*l, *r) = (mid + side, mid - side);
+            }
+            return;
+        };
+        let [mid_state, side_state_1, side_state_2] = &mut crossover.state;
+        let (mid_allpass, [side_high_1, side_high_2]) = (&crossover.mid_allpass, &crossover.side_high);
+        for (l, r) in left.iter_mut().zip(right.iter_mut()) {
+            let (x_left, x_right) = (f64::from(*l), f64::from(*r));
+            let mid = step(mid_allpass, mid_state, 0.5 * (x_left + x_right));
+            let side = step(side_high_1, side_state_1, 0.5 * (x_left - x_right));
+            let side = width * step(side_high_2, side_state_2, side);
+            (*l, *r) = ((mid + side) as f32, (mid - side) as f32);
         }
-        if let Some(crossover) = &self.crossover {
-            let [low_left, low_right] = &crossover.low_band;
-            for n in 0..frames {
-                let mono = 0.5 * (low_left[n] + low_right[n]);
-                left[n] += mono;
-                right[n] += mono;
+        for (s1, s2) in &mut crossover.state {
+            if s1.abs() < FLUSH_BELOW && s2.abs() < FLUSH_BELOW {
+                (*s1, *s2) = (0.0, 0.0);
             }
         }
     }
 
     fn reset(&mut self) {
         if let Some(crossover) = &mut self.crossover {
-            crossover.low.reset();
-            crossover.high.reset();
+            crossover.state = [(0.0, 0.0); 3];
         }
     }
 }
