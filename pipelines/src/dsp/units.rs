@@ -56,7 +56,7 @@ pub fn fast_exp2(x: f32) -> f32 {
     let whole = (x + 126.5) as i32 - 126;
     let f = x - whole as f32;
     let fraction = 1.0
-        + f * (0.693_147_2
+        + f * (std::f32::consts::LN_2
             + f * (0.240_226_5
                 + f * (0.055_504_11 + f * (0.009_618_129 + f * (0.001_333_355_8 + f * 0.000_154_035_3)))));
     fraction * f32::from_bits(((whole + 127) as u32) << 23)
