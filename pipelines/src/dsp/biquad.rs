@@ -2,8 +2,9 @@
 //! chain of a manifest `eq` list.
 //!
 //! Coefficients are pure functions of the design ([`design`]), computed once
-//! per filter; the state is `f64` in transposed direct form II, which keeps
-//! low-frequency filters quiet and accurate in `f32` audio.
+//! per filter; the state is `f64` in direct form I (the last two inputs and
+//! outputs), which keeps low-frequency filters quiet and accurate in `f32`
+//! audio and leaves one multiply and one subtraction on the recursion.
 
 use std::f64::consts::PI;
 
@@ -113,14 +114,14 @@ pub fn sections(filter: &Filter, rate_hz: u32) -> Vec<Coefficients> {
 
 /// State below this is flushed to zero once per block, so long silent
 /// tails never reach denormal numbers.
-pub(crate) const FLUSH_BELOW: f64 = 1e-30;
+const FLUSH_BELOW: f64 = 1e-30;
 
 /// A cascade of biquad sections applied to every channel.
 #[derive(Debug, Clone)]
 pub struct FilterChain {
     sections: Vec<Coefficients>,
-    /// `[channel][section]` → (s1, s2)
-    state: Vec<Vec<(f64, f64)>>,
+    /// `[channel][section]`
+    state: Vec<Vec<SectionState>>,
 }
 
 impl FilterChain {
@@ -130,7 +131,7 @@ impl FilterChain {
     }
 
     pub fn from_sections(channels: usize, sections: Vec<Coefficients>) -> Self {
-        let state = vec![vec![(0.0, 0.0); sections.len()]; channels];
+        let state = vec![vec![SectionState::default(); sections.len()]; channels];
         Self { sections, state }
     }
 
@@ -145,9 +146,13 @@ impl FilterChain {
 
     /// Filters one channel's samples in place.
     pub fn process_channel(&mut self, channel: usize, samples: &mut [f32]) {
-        let state = &mut self.state[channel];
-        for (sections, state) in self.sections.chunks(FUSED).zip(state.chunks_mut(FUSED)) {
-            fused(sections, [state], [&mut *samples]);
+        for (c, state) in self.sections.iter().zip(self.state[channel].iter_mut()) {
+            let mut s = *state;
+            for n in 0..samples.len() {
+                samples[n] = s.step(c, f64::from(samples[n])) as f32;
+            }
+            s.flush_denormals();
+            *state = s;
         }
     }
 
@@ -155,81 +160,47 @@ impl FilterChain {
     /// by side run nearly twice as fast as one after the other.
     pub fn process_pair(&mut self, left: &mut [f32], right: &mut [f32]) {
         let (first, second) = self.state.split_at_mut(1);
-        for ((sections, state_left), state_right) in
-            self.sections.chunks(FUSED).zip(first[0].chunks_mut(FUSED)).zip(second[0].chunks_mut(FUSED))
-        {
-            fused(sections, [state_left, state_right], [&mut *left, &mut *right]);
+        for ((c, state_left), state_right) in self.sections.iter().zip(first[0].iter_mut()).zip(second[0].iter_mut()) {
+            let (mut s_left, mut s_right) = (*state_left, *state_right);
+            for (l, r) in left.iter_mut().zip(right.iter_mut()) {
+                *l = s_left.step(c, f64::from(*l)) as f32;
+                *r = s_right.step(c, f64::from(*r)) as f32;
+            }
+            s_left.flush_denormals();
+            s_right.flush_denormals();
+            (*state_left, *state_right) = (s_left, s_right);
         }
     }
 }
 
-/// Sections run together, sample by sample: each section's recursion
-/// waits on its own previous output only, so the processor overlaps the
-/// sections (and channels) instead of waiting out one recursion's latency
-/// per sample. Between sections a sample stays in `f64`.
-const FUSED: usize = 4;
-
-fn fused<const C: usize>(sections: &[Coefficients], state: [&mut [(f64, f64)]; C], channels: [&mut [f32]; C]) {
-    match sections.len() {
-        1 => fused_n::<1, C>(sections, state, channels),
-        2 => fused_n::<2, C>(sections, state, channels),
-        3 => fused_n::<3, C>(sections, state, channels),
-        4 => fused_n::<4, C>(sections, state, channels),
-        n => unreachable!("{n} sections in a fused group"),
-    }
+/// One section's memory in direct form I: the last two inputs, the last
+/// output, and the one before it already multiplied by its coefficient
+/// (taken when it was fresh, off the recursion's path).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct SectionState {
+    x1: f64,
+    x2: f64,
+    y1: f64,
+    a2_y2: f64,
 }
 
-#[inline(always)]
-fn fused_n<const N: usize, const C: usize>(
-    sections: &[Coefficients],
-    mut state: [&mut [(f64, f64)]; C],
-    mut channels: [&mut [f32]; C],
-) {
-    let c: &[Coefficients; N] = sections.try_into().expect("N sections");
-    let mut s = [[(0.0f64, 0.0f64); N]; C];
-    for (local, stored) in s.iter_mut().zip(state.iter()) {
-        local.copy_from_slice(stored);
+impl SectionState {
+    /// Filters one sample. Everything but the newest output is summed
+    /// first, so the recursion waits on one multiply and one subtraction.
+    #[inline(always)]
+    pub(crate) fn step(&mut self, c: &Coefficients, x: f64) -> f64 {
+        let rest = c.b0 * x + c.b1 * self.x1 + c.b2 * self.x2 - self.a2_y2;
+        let y = rest - c.a1 * self.y1;
+        (self.x2, self.x1, self.a2_y2, self.y1) = (self.x1, x, c.a2 * self.y1, y);
+        y
     }
-    let frames = channels[0].len();
-    assert!(channels.iter().all(|samples| samples.len() == frames));
-    // Lane by lane, the same arithmetic for every channel, so that the
-    // channels share vector registers.
-    let mut s1 = [[0f64; C]; N];
-    let mut s2 = [[0f64; C]; N];
-    for (ch, channel) in s.iter().enumerate() {
-        for (k, (a, b)) in channel.iter().enumerate() {
-            (s1[k][ch], s2[k][ch]) = (*a, *b);
+
+    /// Zeroes a state that has decayed to nothing (once per block), so
+    /// silent tails never reach denormal numbers.
+    pub(crate) fn flush_denormals(&mut self) {
+        if [self.x1, self.x2, self.y1, self.a2_y2].iter().all(|v| v.abs() < FLUSH_BELOW) {
+            *self = Self::default();
         }
-    }
-    for n in 0..frames {
-        let mut x = [0f64; C];
-        for (x, samples) in x.iter_mut().zip(channels.iter()) {
-            *x = f64::from(samples[n]);
-        }
-        for (c, (s1, s2)) in c.iter().zip(s1.iter_mut().zip(s2.iter_mut())) {
-            for lane in 0..C {
-                let y = c.b0 * x[lane] + s1[lane];
-                s1[lane] = c.b1 * x[lane] - c.a1 * y + s2[lane];
-                s2[lane] = c.b2 * x[lane] - c.a2 * y;
-                x[lane] = y;
-            }
-        }
-        for (x, samples) in x.iter().zip(channels.iter_mut()) {
-            samples[n] = *x as f32;
-        }
-    }
-    for (ch, channel) in s.iter_mut().enumerate() {
-        for (k, (a, b)) in channel.iter_mut().enumerate() {
-            (*a, *b) = (s1[k][ch], s2[k][ch]);
-        }
-    }
-    for (local, stored) in s.iter_mut().zip(state.iter_mut()) {
-        for (s1, s2) in local.iter_mut() {
-            if s1.abs() < FLUSH_BELOW && s2.abs() < FLUSH_BELOW {
-                (*s1, *s2) = (0.0, 0.0);
-            }
-        }
-        stored.copy_from_slice(local);
     }
 }
 
@@ -247,7 +218,7 @@ impl Processor for FilterChain {
 
     fn reset(&mut self) {
         for channel in &mut self.state {
-            channel.fill((0.0, 0.0));
+            channel.fill(SectionState::default());
         }
     }
 }

@@ -153,13 +153,25 @@ impl Processor for Compressor {
             let levels = &mut levels[..end - start];
             if self.stereo_link {
                 // The loudest channel drives one gain for all.
-                levels.fill(0.0);
-                for channel in 0..channels {
-                    let mut state = self.mean_square[channel];
-                    for (level, &sample) in levels.iter_mut().zip(&block.channel(channel)[start..end]) {
-                        *level = level.max(self.detect_squared(&mut state, sample) as f32);
+                if channels == 2 {
+                    // Both detectors in one pass: their recursions overlap.
+                    let (mut left_state, mut right_state) = (self.mean_square[0], self.mean_square[1]);
+                    let (left, right) = (&block.channel(0)[start..end], &block.channel(1)[start..end]);
+                    for ((level, &l), &r) in levels.iter_mut().zip(left).zip(right) {
+                        let louder =
+                            self.detect_squared(&mut left_state, l).max(self.detect_squared(&mut right_state, r));
+                        *level = louder as f32;
                     }
-                    self.mean_square[channel] = state;
+                    (self.mean_square[0], self.mean_square[1]) = (left_state, right_state);
+                } else {
+                    levels.fill(0.0);
+                    for channel in 0..channels {
+                        let mut state = self.mean_square[channel];
+                        for (level, &sample) in levels.iter_mut().zip(&block.channel(channel)[start..end]) {
+                            *level = level.max(self.detect_squared(&mut state, sample) as f32);
+                        }
+                        self.mean_square[channel] = state;
+                    }
                 }
                 let mut state = self.ballistics[0];
                 self.levels_to_gains(&mut state, levels);

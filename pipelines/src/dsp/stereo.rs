@@ -8,7 +8,7 @@
 
 use std::f64::consts::FRAC_1_SQRT_2;
 
-use super::biquad::{Coefficients, FLUSH_BELOW, allpass, design};
+use super::biquad::{Coefficients, SectionState, allpass, design};
 use super::{AudioBlock, Processor};
 use crate::manifest::{FilterType, Stereo as Settings};
 
@@ -25,17 +25,8 @@ pub struct StereoImage {
 struct Crossover {
     mid_allpass: Coefficients,
     side_high: [Coefficients; 2],
-    /// (s1, s2) of the mid's all-pass and the side's two sections.
-    state: [(f64, f64); 3],
-}
-
-/// One transposed direct-form II step of a biquad section.
-#[inline(always)]
-fn step(c: &Coefficients, (s1, s2): &mut (f64, f64), x: f64) -> f64 {
-    let y = c.b0 * x + *s1;
-    *s1 = c.b1 * x - c.a1 * y + *s2;
-    *s2 = c.b2 * x - c.a2 * y;
-    y
+    /// The mid's all-pass and the side's two sections.
+    state: [SectionState; 3],
 }
 
 impl StereoImage {
@@ -45,7 +36,7 @@ impl StereoImage {
             Crossover {
                 mid_allpass: allpass(settings.mono_below_hz, FRAC_1_SQRT_2, rate_hz),
                 side_high: [high; 2],
-                state: [(0.0, 0.0); 3],
+                state: [SectionState::default(); 3],
             }
         });
         Self { width: settings.width, crossover }
@@ -77,21 +68,19 @@ impl Processor for StereoImage {
         let (mid_allpass, [side_high_1, side_high_2]) = (&crossover.mid_allpass, &crossover.side_high);
         for (l, r) in left.iter_mut().zip(right.iter_mut()) {
             let (x_left, x_right) = (f64::from(*l), f64::from(*r));
-            let mid = step(mid_allpass, mid_state, 0.5 * (x_left + x_right));
-            let side = step(side_high_1, side_state_1, 0.5 * (x_left - x_right));
-            let side = width * step(side_high_2, side_state_2, side);
+            let mid = mid_state.step(mid_allpass, 0.5 * (x_left + x_right));
+            let side = side_state_1.step(side_high_1, 0.5 * (x_left - x_right));
+            let side = width * side_state_2.step(side_high_2, side);
             (*l, *r) = ((mid + side) as f32, (mid - side) as f32);
         }
-        for (s1, s2) in &mut crossover.state {
-            if s1.abs() < FLUSH_BELOW && s2.abs() < FLUSH_BELOW {
-                (*s1, *s2) = (0.0, 0.0);
-            }
+        for section in &mut crossover.state {
+            section.flush_denormals();
         }
     }
 
     fn reset(&mut self) {
         if let Some(crossover) = &mut self.crossover {
-            crossover.state = [(0.0, 0.0); 3];
+            crossover.state = [SectionState::default(); 3];
         }
     }
 }
