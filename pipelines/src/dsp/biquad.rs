@@ -148,8 +148,8 @@ impl FilterChain {
     pub fn process_channel(&mut self, channel: usize, samples: &mut [f32]) {
         for (c, state) in self.sections.iter().zip(self.state[channel].iter_mut()) {
             let mut s = *state;
-            for n in 0..samples.len() {
-                samples[n] = s.step(c, f64::from(samples[n])) as f32;
+            for sample in samples.iter_mut() {
+                *sample = s.step(c, f64::from(*sample)) as f32;
             }
             s.flush_denormals();
             *state = s;
