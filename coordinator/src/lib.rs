@@ -4,3 +4,5 @@
 //! Invariant: the coordinator never touches audio bytes; it sees manifests,
 //! probe results and analyses only. Its state machine is pure and tested
 //! without a network.
+
+pub mod job;

@@ -1,0 +1,452 @@
+//! One album job as a pure, event-driven state machine: no clock, no
+//! network, no storage. The caller feeds it events (a worker asks for work,
+//! heartbeats, completes, fails; time passes; a tenant cancels) with the
+//! current time in milliseconds, and persists it after each event; the
+//! machine answers what to do. Everything it holds is serializable, so a
+//! coordinator restarted from its store continues exactly where it was.
+//!
+//! The task graph of an album: per track, `mix` (unless the track is a
+//! finished stereo file) then `master`; when every `master` is done, the
+//! album barrier (the plan, computed by the coordinator from the analyses);
+//! then `finalize` per track; then the `report`.
+//!
+//! Exactly once: a task's result is accepted only from its current lease;
+//! a worker whose lease expired (and whose task was leased again) is told
+//! its completion is stale and the result is dropped — results are
+//! content-addressed and deterministic, so nothing differs either way.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// What a task does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Stage {
+    Mix,
+    Master,
+    Finalize,
+    Report,
+}
+
+/// A task of the job: a stage, and the track it is for (`None` for the report).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TaskId {
+    pub stage: Stage,
+    pub track: Option<usize>,
+}
+
+/// How retries are paced and bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    /// Wait before the second attempt; doubled for each further one.
+    pub first_backoff_ms: u64,
+    /// How long a lease lasts without a heartbeat.
+    pub lease_ms: u64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self { max_attempts: 3, first_backoff_ms: 1_000, lease_ms: 30_000 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum TaskState {
+    /// Waiting for the tasks it depends on.
+    Blocked,
+    /// May be leased from `not_before_ms` on.
+    Ready {
+        not_before_ms: u64,
+    },
+    Leased {
+        worker: String,
+        lease: u64,
+        deadline_ms: u64,
+    },
+    Done,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Task {
+    state: TaskState,
+    /// Attempts started so far.
+    attempts: u32,
+    last_error: Option<String>,
+}
+
+/// Where the job is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum JobState {
+    Running,
+    Succeeded,
+    Failed { task: TaskId, reason: String },
+    Cancelled,
+}
+
+/// A task handed to a worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub task: TaskId,
+    /// Names this lease: heartbeats and results must quote it.
+    pub lease: u64,
+    pub attempt: u32,
+    pub deadline_ms: u64,
+}
+
+/// The answer to a heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeartbeatReply {
+    /// Keep going; the lease now runs to this time.
+    Continue { deadline_ms: u64 },
+    /// Stop: the job was cancelled or failed.
+    Stop,
+    /// This lease is no longer the task's (it expired and was handed on).
+    Stale,
+}
+
+/// What became of a completion or a failure report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Accepted,
+    /// Not the task's current lease: ignored.
+    Stale,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    #[serde(with = "as_pairs")]
+    tasks: BTreeMap<TaskId, Task>,
+    /// Per track: whether it needs a mix.
+    needs_mix: Vec<bool>,
+    state: JobState,
+    policy: RetryPolicy,
+    next_lease: u64,
+}
+
+impl Job {
+    /// A job for an album whose tracks need a mix (`true`) or are finished
+    /// stereo files (`false`).
+    pub fn new(needs_mix: Vec<bool>, policy: RetryPolicy) -> Self {
+        let mut tasks = BTreeMap::new();
+        let fresh = |state| Task { state, attempts: 0, last_error: None };
+        for (track, &mix) in needs_mix.iter().enumerate() {
+            let track = Some(track);
+            if mix {
+                tasks.insert(TaskId { stage: Stage::Mix, track }, fresh(TaskState::Ready { not_before_ms: 0 }));
+            }
+            let master = if mix { TaskState::Blocked } else { TaskState::Ready { not_before_ms: 0 } };
+            tasks.insert(TaskId { stage: Stage::Master, track }, fresh(master));
+            tasks.insert(TaskId { stage: Stage::Finalize, track }, fresh(TaskState::Blocked));
+        }
+        tasks.insert(TaskId { stage: Stage::Report, track: None }, fresh(TaskState::Blocked));
+        Self { tasks, needs_mix, state: JobState::Running, policy, next_lease: 1 }
+    }
+
+    pub fn state(&self) -> &JobState {
+        &self.state
+    }
+
+    /// Tasks finished and in all.
+    pub fn progress(&self) -> (usize, usize) {
+        (self.tasks.values().filter(|t| t.state == TaskState::Done).count(), self.tasks.len())
+    }
+
+    /// Tasks a worker could lease at `now_ms` (for schedulers and metrics).
+    pub fn ready_count(&self, now_ms: u64) -> usize {
+        self.tasks
+            .values()
+            .filter(|t| matches!(t.state, TaskState::Ready { not_before_ms } if not_before_ms <= now_ms))
+            .count()
+    }
+
+    /// Whether the album barrier has been reached: every master is done,
+    /// so the album plan can be made and the finalize tasks released.
+    pub fn masters_done(&self) -> bool {
+        (0..self.needs_mix.len()).all(|track| self.is_done(TaskId { stage: Stage::Master, track: Some(track) }))
+    }
+
+    fn is_done(&self, id: TaskId) -> bool {
+        self.tasks.get(&id).is_some_and(|t| t.state == TaskState::Done)
+    }
+
+    /// Hands the next ready task (in graph order: mixes and masters before
+    /// finalize, lowest track first) to `worker`, leased until
+    /// `now_ms + lease_ms`.
+    pub fn lease(&mut self, worker: &str, now_ms: u64) -> Option<Lease> {
+        if self.state != JobState::Running {
+            return None;
+        }
+        self.expire(now_ms);
+        let (&task, entry) = self
+            .tasks
+            .iter_mut()
+            .find(|(_, t)| matches!(t.state, TaskState::Ready { not_before_ms } if not_before_ms <= now_ms))?;
+        entry.attempts += 1;
+        let lease = self.next_lease;
+        self.next_lease += 1;
+        let deadline_ms = now_ms + self.policy.lease_ms;
+        entry.state = TaskState::Leased { worker: worker.to_owned(), lease, deadline_ms };
+        Some(Lease { task, lease, attempt: entry.attempts, deadline_ms })
+    }
+
+    /// A worker says it is still at work on `lease`.
+    pub fn heartbeat(&mut self, task: TaskId, lease: u64, now_ms: u64) -> HeartbeatReply {
+        if self.state != JobState::Running {
+            return HeartbeatReply::Stop;
+        }
+        let lease_ms = self.policy.lease_ms;
+        match self.tasks.get_mut(&task).map(|t| &mut t.state) {
+            Some(TaskState::Leased { lease: current, deadline_ms, .. })
+                if *current == lease && *deadline_ms >= now_ms =>
+            {
+                *deadline_ms = now_ms + lease_ms;
+                HeartbeatReply::Continue { deadline_ms: *deadline_ms }
+            }
+            _ => HeartbeatReply::Stale,
+        }
+    }
+
+    /// A worker finished `task` under `lease`. Releases what depended on it.
+    pub fn complete(&mut self, task: TaskId, lease: u64) -> Outcome {
+        if self.state != JobState::Running || !self.holds(task, lease) {
+            return Outcome::Stale;
+        }
+        if let Some(entry) = self.tasks.get_mut(&task) {
+            entry.state = TaskState::Done;
+        }
+        self.release_dependents(task);
+        if self.is_done(TaskId { stage: Stage::Report, track: None }) {
+            self.state = JobState::Succeeded;
+        }
+        Outcome::Accepted
+    }
+
+    /// A worker gave up on `task`. A retryable failure is tried again after
+    /// a backoff while attempts remain; otherwise the job fails with the
+    /// task's error.
+    pub fn fail(&mut self, task: TaskId, lease: u64, reason: &str, retryable: bool, now_ms: u64) -> Outcome {
+        if self.state != JobState::Running || !self.holds(task, lease) {
+            return Outcome::Stale;
+        }
+        self.retry_or_fail(task, reason.to_owned(), retryable, now_ms);
+        Outcome::Accepted
+    }
+
+    /// Time passes: leases past their deadline are taken back (their worker
+    /// is presumed lost) and count as a retryable failure.
+    pub fn expire(&mut self, now_ms: u64) {
+        if self.state != JobState::Running {
+            return;
+        }
+        let expired: Vec<TaskId> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| matches!(t.state, TaskState::Leased { deadline_ms, .. } if deadline_ms < now_ms))
+            .map(|(id, _)| *id)
+            .collect();
+        for task in expired {
+            if self.state == JobState::Running {
+                self.retry_or_fail(task, "the worker's lease expired".to_owned(), true, now_ms);
+            }
+        }
+    }
+
+    /// The tenant cancels: nothing more is leased, running workers are told
+    /// to stop at their next heartbeat.
+    pub fn cancel(&mut self) {
+        if self.state == JobState::Running {
+            self.state = JobState::Cancelled;
+        }
+    }
+
+    fn holds(&self, task: TaskId, lease: u64) -> bool {
+        matches!(self.tasks.get(&task).map(|t| &t.state), Some(TaskState::Leased { lease: current, .. }) if *current == lease)
+    }
+
+    fn retry_or_fail(&mut self, task: TaskId, reason: String, retryable: bool, now_ms: u64) {
+        let policy = self.policy;
+        let Some(entry) = self.tasks.get_mut(&task) else { return };
+        if retryable && entry.attempts < policy.max_attempts {
+            let backoff_ms = policy.first_backoff_ms << (entry.attempts - 1).min(16);
+            entry.state = TaskState::Ready { not_before_ms: now_ms + backoff_ms };
+            entry.last_error = Some(reason);
+        } else {
+            let reason = if retryable { format!("{reason} (after {} attempts)", entry.attempts) } else { reason };
+            entry.last_error = Some(reason.clone());
+            self.state = JobState::Failed { task, reason };
+        }
+    }
+
+    fn release_dependents(&mut self, done: TaskId) {
+        let tracks = self.needs_mix.len();
+        let mut ready = Vec::new();
+        match (done.stage, done.track) {
+            (Stage::Mix, Some(track)) => ready.push(TaskId { stage: Stage::Master, track: Some(track) }),
+            (Stage::Master, _) if self.masters_done() => {
+                ready.extend((0..tracks).map(|track| TaskId { stage: Stage::Finalize, track: Some(track) }));
+            }
+            (Stage::Finalize, _)
+                if (0..tracks).all(|track| self.is_done(TaskId { stage: Stage::Finalize, track: Some(track) })) =>
+            {
+                ready.push(TaskId { stage: Stage::Report, track: None });
+            }
+            _ => {}
+        }
+        for id in ready {
+            if let Some(entry) = self.tasks.get_mut(&id)
+                && entry.state == TaskState::Blocked
+            {
+                entry.state = TaskState::Ready { not_before_ms: 0 };
+            }
+        }
+    }
+}
+
+/// The task map as a list of pairs: formats such as JSON only key maps by
+/// strings.
+mod as_pairs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer, K: Serialize, V: Serialize>(
+        map: &BTreeMap<K, V>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(map.iter())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, K: Deserialize<'de> + Ord, V: Deserialize<'de>>(
+        deserializer: D,
+    ) -> Result<BTreeMap<K, V>, D::Error> {
+        Ok(Vec::<(K, V)>::deserialize(deserializer)?.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: RetryPolicy = RetryPolicy { max_attempts: 3, first_backoff_ms: 100, lease_ms: 1_000 };
+
+    /// Runs every task to completion with one worker; returns the order.
+    fn drain(job: &mut Job, now_ms: u64) -> Vec<TaskId> {
+        let mut order = Vec::new();
+        while let Some(lease) = job.lease("w1", now_ms) {
+            assert_eq!(job.complete(lease.task, lease.lease), Outcome::Accepted);
+            order.push(lease.task);
+        }
+        order
+    }
+
+    #[test]
+    fn the_graph_runs_in_order_to_success() {
+        let mut job = Job::new(vec![true, false, true], POLICY);
+        assert_eq!(job.progress(), (0, 9), "2 mixes, 3 masters, 3 finalize, 1 report");
+        let order = drain(&mut job, 0);
+        assert_eq!(order.len(), 9);
+        assert_eq!(*job.state(), JobState::Succeeded);
+        let position = |stage, track| order.iter().position(|t| *t == TaskId { stage, track }).unwrap();
+        for track in [0, 2] {
+            assert!(position(Stage::Mix, Some(track)) < position(Stage::Master, Some(track)));
+        }
+        let last_master = (0..3).map(|t| position(Stage::Master, Some(t))).max().unwrap();
+        let first_finalize = (0..3).map(|t| position(Stage::Finalize, Some(t))).min().unwrap();
+        assert!(last_master < first_finalize, "the album barrier");
+        assert_eq!(order.last(), Some(&TaskId { stage: Stage::Report, track: None }));
+    }
+
+    #[test]
+    fn a_lost_worker_s_task_is_leased_again_and_its_late_result_is_dropped() {
+        let mut job = Job::new(vec![false], POLICY);
+        let first = job.lease("lost", 0).unwrap();
+        assert_eq!(job.lease("w2", 10), None, "nothing else is ready");
+        // The lost worker stops heartbeating; its lease runs out.
+        job.expire(1_001);
+        assert_eq!(job.lease("w2", 1_050), None, "backing off");
+        let second = job.lease("w2", 1_101).unwrap();
+        assert_eq!((second.task, second.attempt), (first.task, 2));
+        assert_eq!(job.heartbeat(first.task, first.lease, 1_200), HeartbeatReply::Stale);
+        assert_eq!(job.complete(first.task, first.lease), Outcome::Stale, "applied once, from the current lease");
+        assert_eq!(job.complete(second.task, second.lease), Outcome::Accepted);
+        assert_eq!(job.complete(second.task, second.lease), Outcome::Stale, "never twice");
+        assert_eq!(job.progress().0, 1);
+    }
+
+    #[test]
+    fn heartbeats_keep_a_lease_alive() {
+        let mut job = Job::new(vec![false], POLICY);
+        let lease = job.lease("w1", 0).unwrap();
+        for now_ms in (500..5_000).step_by(500) {
+            assert_eq!(
+                job.heartbeat(lease.task, lease.lease, now_ms),
+                HeartbeatReply::Continue { deadline_ms: now_ms + 1_000 }
+            );
+            job.expire(now_ms);
+        }
+        assert_eq!(job.complete(lease.task, lease.lease), Outcome::Accepted);
+    }
+
+    #[test]
+    fn retryable_failures_back_off_then_fail_the_job_with_the_task_s_error() {
+        let mut job = Job::new(vec![false, false], POLICY);
+        let mut now_ms = 0;
+        let mut waits = Vec::new();
+        let task = TaskId { stage: Stage::Master, track: Some(0) };
+        for attempt in 1..=3 {
+            let lease = loop {
+                match job.lease("w1", now_ms) {
+                    Some(lease) if lease.task == task => break lease,
+                    Some(other) => assert_eq!(job.complete(other.task, other.lease), Outcome::Accepted),
+                    None => now_ms += 10,
+                }
+            };
+            assert_eq!(lease.attempt, attempt);
+            waits.push(now_ms);
+            assert_eq!(job.fail(task, lease.lease, "storage unreachable", true, now_ms), Outcome::Accepted);
+        }
+        assert!(waits[1] - waits[0] >= 100 && waits[2] - waits[1] >= 200, "doubling backoff: {waits:?}");
+        assert_eq!(*job.state(), JobState::Failed { task, reason: "storage unreachable (after 3 attempts)".into() });
+        assert_eq!(job.lease("w1", now_ms + 10_000), None);
+    }
+
+    #[test]
+    fn a_permanent_failure_fails_at_once() {
+        let mut job = Job::new(vec![false], POLICY);
+        let lease = job.lease("w1", 0).unwrap();
+        job.fail(lease.task, lease.lease, "stem is not audio", false, 0);
+        assert_eq!(*job.state(), JobState::Failed { task: lease.task, reason: "stem is not audio".into() });
+    }
+
+    #[test]
+    fn cancel_stops_leasing_and_reaches_running_workers() {
+        let mut job = Job::new(vec![true, true], POLICY);
+        let running = job.lease("w1", 0).unwrap();
+        job.cancel();
+        assert_eq!(job.heartbeat(running.task, running.lease, 10), HeartbeatReply::Stop);
+        assert_eq!(job.lease("w2", 10), None);
+        assert_eq!(job.complete(running.task, running.lease), Outcome::Stale);
+        assert_eq!(*job.state(), JobState::Cancelled);
+    }
+
+    #[test]
+    fn a_restart_from_the_store_continues_the_job() {
+        let mut job = Job::new(vec![true, false], POLICY);
+        let done = job.lease("w1", 0).unwrap();
+        job.complete(done.task, done.lease);
+        let running = job.lease("w1", 0).unwrap();
+        // The coordinator dies; its store holds the last state written.
+        let stored = serde_json::to_string(&job).unwrap();
+        let mut restarted: Job = serde_json::from_str(&stored).unwrap();
+        assert_eq!(restarted, job);
+        // The running worker's lease survives the restart and its result counts.
+        assert_eq!(restarted.complete(running.task, running.lease), Outcome::Accepted);
+        let rest = drain(&mut restarted, 0);
+        assert!(!rest.contains(&done.task) && !rest.contains(&running.task), "nothing runs twice");
+        assert_eq!(*restarted.state(), JobState::Succeeded);
+        // And a new lease number never repeats one handed out before.
+        assert!(restarted.next_lease > running.lease);
+    }
+}
