@@ -128,17 +128,24 @@ fn render_master(
     let mut to_trim = trim_frames;
     let location = mix.location.clone();
 
-    let mut run = |block: &mut AudioBlock, encoder: &mut Encoder, analyzer: &mut Analyzer| -> Result<(), StageError> {
+    // Two blocks, made once: the stereo work block and what leaves the chain
+    // once its latency has been dropped.
+    let mut stereo = AudioBlock::new(2, BLOCK_FRAMES);
+    let mut out = AudioBlock::new(2, BLOCK_FRAMES);
+    let mut run = |block: &mut AudioBlock| -> Result<(), StageError> {
         for processor in processors.iter_mut() {
             processor.process(block);
         }
         limiter.process(block);
-        let skip = to_drop.min(block.frames());
-        to_drop -= skip;
-        if skip == block.frames() {
+        let drop = to_drop.min(block.frames());
+        to_drop -= drop;
+        if drop == block.frames() {
             return Ok(());
         }
-        let out = AudioBlock::from_planar(block.channels().map(|c| c[skip..].to_vec()).collect());
+        out.set_frames(block.frames() - drop);
+        for (o, work) in out.channels_mut().zip(block.channels()) {
+            o.copy_from_slice(&work[drop..]);
+        }
         encoder.write(&out)?;
         analyzer.add(&out).map_err(|e| StageError::Invalid(e.to_string()))
     };
@@ -149,17 +156,16 @@ fn render_master(
         if skip == block.frames() {
             return Ok(());
         }
-        let mut stereo = match block.channel_count() {
-            2 => AudioBlock::from_planar(block.channels().map(|c| c[skip..].to_vec()).collect()),
-            _ => AudioBlock::from_planar(vec![block.channel(0)[skip..].to_vec(), block.channel(0)[skip..].to_vec()]),
-        };
-        frames_in += stereo.frames() as u64;
-        for channel in stereo.channels_mut() {
-            for sample in channel.iter_mut() {
-                *sample *= input_gain;
+        stereo.set_frames(block.frames() - skip);
+        // A mono mix feeds both channels.
+        let sources = [0, if block.channel_count() == 2 { 1 } else { 0 }];
+        for (work, source) in stereo.channels_mut().zip(sources) {
+            for (sample, input) in work.iter_mut().zip(&block.channel(source)[skip..]) {
+                *sample = input * input_gain;
             }
         }
-        run(&mut stereo, &mut encoder, &mut analyzer)
+        frames_in += stereo.frames() as u64;
+        run(&mut stereo)
     })?;
     if channels != 2 {
         return Err(StageError::Invalid(format!("{location}: a mix must be stereo, it has {channels} channel(s)")));
@@ -169,7 +175,9 @@ fn render_master(
     let mut remaining = latency;
     while remaining > 0 {
         let frames = remaining.min(BLOCK_FRAMES);
-        run(&mut AudioBlock::new(2, frames), &mut encoder, &mut analyzer)?;
+        stereo.set_frames(frames);
+        stereo.clear();
+        run(&mut stereo)?;
         remaining -= frames;
     }
     let limiter_gain_reduction_db = limiter.max_gain_reduction_db();
