@@ -7,11 +7,53 @@
 //! Audio is planar `f32` in an [`AudioBlock`]; filter state is `f64` where
 //! precision needs it. Units live in names.
 
+/// Defines a function whose body is compiled twice: as written, and for
+/// AVX2 (eight `f32` lanes instead of four), the latter run when the CPU
+/// has it. Only the vector width changes: every lane does the same IEEE
+/// operations in the same order (the compiler never reassociates floats or
+/// fuses a multiply and an add unasked), so both give the same bits, which
+/// `every_instruction_set_gives_the_same_bits` checks.
+macro_rules! wide_fn {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident$(<$($generic:ident: $bound:path),*>)?($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$meta])*
+        $vis fn $name$(<$($generic: $bound),*>)?($($arg: $ty),*) {
+            #[inline(always)]
+            fn portable$(<$($generic: $bound),*>)?($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2")]
+            fn avx2$(<$($generic: $bound),*>)?($($arg: $ty),*) {
+                portable($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            if $crate::dsp::wide_lanes() {
+                // SAFETY: `wide_lanes` has found AVX2 on this CPU.
+                #[allow(unsafe_code)]
+                return unsafe { avx2($($arg),*) };
+            }
+            portable($($arg),*)
+        }
+    };
+}
+pub(crate) use wide_fn;
+
+/// Whether [`wide_fn`]s take their AVX2 form (cached by the standard
+/// library after the first call).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn wide_lanes() -> bool {
+    #[cfg(test)]
+    if tests::NARROW_ONLY.get() {
+        return false;
+    }
+    std::arch::is_x86_feature_detected!("avx2")
+}
+
 pub mod biquad;
 pub mod compressor;
 pub mod delay;
 pub mod dither;
 pub mod envelope;
+mod halfbands;
 pub mod limiter;
 pub mod oversample;
 pub mod resample;
@@ -105,5 +147,97 @@ pub trait Processor: Send {
     /// How many frames the output lags the input.
     fn latency_frames(&self) -> usize {
         0
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::cell::Cell;
+
+    use super::biquad::FilterChain;
+    use super::compressor::Compressor;
+    use super::delay::Delay;
+    use super::limiter::{LimiterSettings, TruePeakLimiter};
+    use super::reverb::Reverb;
+    use super::saturation::Saturation;
+    use super::stereo::StereoImage;
+    use super::{AudioBlock, Processor};
+    use crate::manifest;
+
+    thread_local! {
+        /// Set by a test to run every [`wide_fn`] in its portable form.
+        pub(crate) static NARROW_ONLY: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Every processor, hot enough that each of its paths runs.
+    fn every_processor() -> Vec<Box<dyn Processor>> {
+        let rate_hz = 44_100;
+        let filters: Vec<manifest::Filter> = serde_norway::from_str(
+            "[{type: high_pass, freq_hz: 30}, {type: low_shelf, freq_hz: 120, gain_db: 2}, \
+              {type: peak, freq_hz: 3000, q: 1.5, gain_db: -2}, {type: high_shelf, freq_hz: 9000, gain_db: 1.5}]",
+        )
+        .expect("filters");
+        let compressor: manifest::Compressor =
+            serde_norway::from_str("{threshold_db: -24, ratio: 3, attack_ms: 5, release_ms: 80}").expect("compressor");
+        let saturation: manifest::Saturation = serde_norway::from_str("{drive_db: 6, mix: 0.5}").expect("saturation");
+        let stereo: manifest::Stereo = serde_norway::from_str("{width: 1.3, mono_below_hz: 150}").expect("stereo");
+        let reverb: manifest::Reverb = serde_norway::from_str("{decay_s: 1.5, predelay_ms: 12}").expect("reverb");
+        let delay: manifest::Delay =
+            serde_norway::from_str("{time_ms: 120, feedback: 0.4, ping_pong: true}").expect("delay");
+        vec![
+            Box::new(FilterChain::new(rate_hz, 2, &filters)),
+            Box::new(Compressor::new(rate_hz, 2, &compressor)),
+            Box::new(Saturation::new(2, 1024, &saturation)),
+            Box::new(StereoImage::new(rate_hz, 1024, &stereo)),
+            Box::new(Reverb::new(rate_hz, &reverb)),
+            Box::new(Delay::new(rate_hz, &delay)),
+            Box::new(TruePeakLimiter::new(
+                rate_hz,
+                2,
+                1024,
+                &LimiterSettings { ceiling_dbtp: -1.0, release_ms: 50.0, lookahead_ms: 1.5 },
+            )),
+        ]
+    }
+
+    fn run_every_processor() -> Vec<Vec<u32>> {
+        let mut state = 0x9E37_79B9u32;
+        let mut processors = every_processor();
+        let mut out = vec![Vec::new(), Vec::new()];
+        for b in 0..24 {
+            let loud = if b % 6 < 3 { 2.5 } else { 0.05 };
+            let channels = (0..2)
+                .map(|c| {
+                    (0..1024)
+                        .map(|n| {
+                            state ^= state << 13;
+                            state ^= state >> 17;
+                            state ^= state << 5;
+                            let noise = state as f32 / u32::MAX as f32 - 0.5;
+                            let t = (b * 1024 + n) as f32;
+                            loud * ((t * 0.0371 + c as f32).sin() * 0.5 + noise * 0.3)
+                        })
+                        .collect()
+                })
+                .collect();
+            let mut block = AudioBlock::from_planar(channels);
+            for processor in processors.iter_mut() {
+                processor.process(&mut block);
+            }
+            for (o, c) in out.iter_mut().zip(block.channels()) {
+                o.extend(c.iter().map(|x| x.to_bits()));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_instruction_set_gives_the_same_bits() {
+        let wide = run_every_processor();
+        NARROW_ONLY.set(true);
+        let narrow = run_every_processor();
+        NARROW_ONLY.set(false);
+        assert!(wide[0].iter().any(|&x| x != 0), "the chain made sound");
+        assert_eq!(wide, narrow, "the AVX2 and the portable forms differ");
     }
 }

@@ -34,6 +34,15 @@ pub fn fast_tanh(x: f32) -> f32 {
     (numerator / denominator).clamp(-1.0, 1.0)
 }
 
+super::wide_fn! {
+    /// `x ← tanh(drive·x) / drive` over a run of samples.
+    fn shape(samples: &mut [f32], drive: f32) {
+        for x in samples {
+            *x = fast_tanh(drive * *x) / drive;
+        }
+    }
+}
+
 impl Saturation {
     pub fn new(channels: usize, max_block_frames: usize, settings: &Settings) -> Self {
         let latency = BlockOversampler::latency_frames();
@@ -56,7 +65,7 @@ impl Processor for Saturation {
             delayed[latency..latency + frames].copy_from_slice(block.channel(channel));
             let samples = block.channel_mut(channel);
             self.oversampler
-                .process(channel, &delayed[latency..latency + frames], samples, |x| fast_tanh(drive * x) / drive);
+                .process(channel, &delayed[latency..latency + frames], samples, |phase| shape(phase, drive));
             for (out, clean) in samples.iter_mut().zip(&delayed[..frames]) {
                 *out = clean + wet * (*out - clean);
             }
