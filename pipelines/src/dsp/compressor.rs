@@ -116,11 +116,7 @@ impl Compressor {
     /// Turns a chunk's squared levels into linear gains (with makeup):
     /// to dB, through the static curve and the smoother, back to linear.
     fn levels_to_gains(&self, state: &mut Ballistics, levels: &mut [f32]) {
-        // 10·log10(x) = (10·log10 2)·log2(x); f32 is plenty for a level.
-        const DB_PER_OCTAVE_OF_POWER: f32 = 3.010_3;
-        for level in levels.iter_mut() {
-            *level = DB_PER_OCTAVE_OF_POWER * fast_log2(level.max(1e-20));
-        }
+        power_to_db(levels);
         let (attack, release) = (self.attack_coefficient, self.release_coefficient);
         let Ballistics { release_stage_db: mut held, mut gain_db } = *state;
         for level in levels.iter_mut() {
@@ -130,16 +126,41 @@ impl Compressor {
             *level = (gain_db + self.makeup_db) as f32;
         }
         *state = Ballistics { release_stage_db: held, gain_db };
-        // 10^(dB/20) = 2^(dB·log2(10)/20).
-        const OCTAVES_PER_DB: f32 = 0.166_096_4;
-        for level in levels.iter_mut() {
-            *level = fast_exp2(*level * OCTAVES_PER_DB);
-        }
+        db_to_amplitude(levels);
     }
 
     /// The current gain change in dB (linked, or of channel 0), for meters.
     pub fn gain_reduction_db(&self) -> f64 {
         self.ballistics[0].gain_db
+    }
+}
+
+super::wide_fn! {
+    /// Squared levels to dB, in place: 10·log10(x) = (10·log10 2)·log2(x);
+    /// f32 is plenty for a level.
+    fn power_to_db(levels: &mut [f32]) {
+        const DB_PER_OCTAVE_OF_POWER: f32 = 3.010_3;
+        for level in levels {
+            *level = DB_PER_OCTAVE_OF_POWER * fast_log2(level.max(1e-20));
+        }
+    }
+}
+
+super::wide_fn! {
+    /// Gains in dB to linear amplitude, in place: 10^(dB/20) = 2^(dB·log2(10)/20).
+    fn db_to_amplitude(gains: &mut [f32]) {
+        const OCTAVES_PER_DB: f32 = 0.166_096_4;
+        for gain in gains {
+            *gain = fast_exp2(*gain * OCTAVES_PER_DB);
+        }
+    }
+}
+
+super::wide_fn! {
+    fn apply_gains(samples: &mut [f32], gains: &[f32]) {
+        for (sample, gain) in samples.iter_mut().zip(gains) {
+            *sample *= gain;
+        }
     }
 }
 
@@ -177,9 +198,7 @@ impl Processor for Compressor {
                 self.levels_to_gains(&mut state, levels);
                 self.ballistics[0] = state;
                 for channel in 0..channels {
-                    for (sample, gain) in block.channel_mut(channel)[start..end].iter_mut().zip(levels.iter()) {
-                        *sample *= gain;
-                    }
+                    apply_gains(&mut block.channel_mut(channel)[start..end], levels);
                 }
                 continue;
             }
@@ -192,9 +211,7 @@ impl Processor for Compressor {
                 let mut state = self.ballistics[channel];
                 self.levels_to_gains(&mut state, levels);
                 self.ballistics[channel] = state;
-                for (sample, gain) in block.channel_mut(channel)[start..end].iter_mut().zip(levels.iter()) {
-                    *sample *= gain;
-                }
+                apply_gains(&mut block.channel_mut(channel)[start..end], levels);
             }
         }
         self.levels = levels;
