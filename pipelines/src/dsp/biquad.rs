@@ -157,18 +157,37 @@ impl FilterChain {
     }
 
     /// Filters channels 0 and 1 together: two independent recursions side
-    /// by side run nearly twice as fast as one after the other.
+    /// by side run nearly twice as fast as one after the other. Sections go
+    /// two at a time, sample by sample, so the second's recursion overlaps
+    /// the first's (and the sample between them stays in `f64`).
     pub fn process_pair(&mut self, left: &mut [f32], right: &mut [f32]) {
         let (first, second) = self.state.split_at_mut(1);
-        for ((c, state_left), state_right) in self.sections.iter().zip(first[0].iter_mut()).zip(second[0].iter_mut()) {
-            let (mut s_left, mut s_right) = (*state_left, *state_right);
-            for (l, r) in left.iter_mut().zip(right.iter_mut()) {
-                *l = s_left.step(c, f64::from(*l)) as f32;
-                *r = s_right.step(c, f64::from(*r)) as f32;
+        let mut sections = self.sections.chunks(2).zip(first[0].chunks_mut(2).zip(second[0].chunks_mut(2)));
+        for (c, (state_left, state_right)) in &mut sections {
+            match (c, state_left, state_right) {
+                ([c1, c2], [l1, l2], [r1, r2]) => {
+                    let (mut sl1, mut sl2, mut sr1, mut sr2) = (*l1, *l2, *r1, *r2);
+                    for (l, r) in left.iter_mut().zip(right.iter_mut()) {
+                        *l = sl2.step(c2, sl1.step(c1, f64::from(*l))) as f32;
+                        *r = sr2.step(c2, sr1.step(c1, f64::from(*r))) as f32;
+                    }
+                    for s in [&mut sl1, &mut sl2, &mut sr1, &mut sr2] {
+                        s.flush_denormals();
+                    }
+                    (*l1, *l2, *r1, *r2) = (sl1, sl2, sr1, sr2);
+                }
+                ([c], [state_left], [state_right]) => {
+                    let (mut s_left, mut s_right) = (*state_left, *state_right);
+                    for (l, r) in left.iter_mut().zip(right.iter_mut()) {
+                        *l = s_left.step(c, f64::from(*l)) as f32;
+                        *r = s_right.step(c, f64::from(*r)) as f32;
+                    }
+                    s_left.flush_denormals();
+                    s_right.flush_denormals();
+                    (*state_left, *state_right) = (s_left, s_right);
+                }
+                _ => unreachable!("sections and states come in the same chunks"),
             }
-            s_left.flush_denormals();
-            s_right.flush_denormals();
-            (*state_left, *state_right) = (s_left, s_right);
         }
     }
 }
