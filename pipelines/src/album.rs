@@ -8,11 +8,17 @@
 //! - **Warmth**: the difference of the warmth index (150–600 Hz against
 //!   2–8 kHz) from the reference, times `warmth.strength`, as a gentle pair
 //!   of shelves (low up and high down, or the reverse).
-//! - **Tone**: what remains of the difference between the track's
+//! - **Tone**: `tone.strength` times the difference between the track's
 //!   loudness-normalised 1/3-octave balance and the reference's (60 Hz to
-//!   12.5 kHz, smoothed), times `tone.strength`, capped at
-//!   `max_correction_db`, realised by octave-spaced peaking filters whose
-//!   gains are fitted by least squares.
+//!   12.5 kHz), less what the warmth shelves already do, realised by
+//!   half-octave peaking filters whose gains are fitted by regularised
+//!   least squares (the curve's bend penalised, so it stays smooth). The
+//!   album pass's EQ as a whole, warmth and tone together, stays within
+//!   `max_correction_db` in every band. The fit models the
+//!   loudness normalisation that follows: cutting a track's brightest bands
+//!   lowers its K-weighted loudness, so after the gain every other band
+//!   sits higher in its balance. It aims at the balance the listener will
+//!   hear, not at the filter's raw response.
 //! - **Limiter budget**: the limiting each gain will call for is estimated
 //!   here; finalize measures it and delivers a track quieter rather than
 //!   limit it past `max_limiter_gain_reduction_db`.
@@ -20,13 +26,14 @@
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::{Analysis, BAND_CENTRES_HZ, album_loudness};
-use crate::dsp::biquad::FilterChain;
+use crate::dsp::biquad::{Coefficients, FilterChain};
 use crate::manifest::{Filter, FilterType, LoudnessMode, Matching};
 
-/// Centres of the tone-matching filters.
-const TONE_FILTER_HZ: [f64; 8] = [63.0, 125.0, 250.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0];
-/// About one octave wide.
-const TONE_FILTER_Q: f64 = 1.41;
+/// Number of tone-matching filters: half-octave steps from 63 Hz to 11.3 kHz.
+const TONE_FILTERS: usize = 16;
+const LOWEST_TONE_FILTER_HZ: f64 = 63.0;
+/// Half an octave wide: sqrt(2^½) / (2^½ - 1).
+const TONE_FILTER_Q: f64 = 2.87;
 /// The bands tone matching looks at.
 const TONE_RANGE_HZ: (f64, f64) = (60.0, 12_500.0);
 const WARMTH_LOW_SHELF_HZ: f64 = 300.0;
@@ -136,19 +143,18 @@ pub fn plan_album(tracks: &[PlannedTrack], matching: &Matching, reference: Refer
                 }
                 (LoudnessMode::Album, Some(lufs)) => (lufs + album_gain_db, album_gain_db),
             };
-            let warmth_filters = warmth_shelves(matching.warmth.strength * (reference_warmth_db - track.analysis.warmth_db));
-            let unit_shelves = warmth_shelves(reference_warmth_db - track.analysis.warmth_db);
-            let unit_response = response_db(&unit_shelves);
-            // The shape of the difference: its mean over the tone bands is
-            // level, which the loudness gain takes care of.
-            let difference: Vec<f64> =
-                (0..BAND_CENTRES_HZ.len()).map(|band| reference_balance_db[band] - balance[band] - unit_response[band]).collect();
-            let level = tone_bands().map(|band| difference[band]).sum::<f64>() / tone_bands().count() as f64;
-            let desired: Vec<f64> = smooth(&difference)
-                .into_iter()
-                .map(|d| (matching.tone.strength * (d - level)).clamp(-matching.tone.max_correction_db, matching.tone.max_correction_db))
-                .collect();
-            let tone_filters = fit_peaks(&desired, matching.tone.max_correction_db);
+            let warmth_filters = warmth_shelves(
+                matching.warmth.strength * (reference_warmth_db - track.analysis.warmth_db),
+                matching.tone.max_correction_db,
+            );
+            let wanted: Vec<f64> =
+                (0..BAND_CENTRES_HZ.len()).map(|band| matching.tone.strength * (reference_balance_db[band] - balance[band])).collect();
+            let tone_filters = fit_tone(
+                &loudness_shares(&track.analysis.band_levels_db),
+                &response_db(&warmth_filters),
+                &wanted,
+                matching.tone.max_correction_db,
+            );
 
             // Limiting the gain will call for at the loudest peak; finalize
             // measures the real figure and holds the budget.
@@ -166,9 +172,11 @@ pub fn plan_album(tracks: &[PlannedTrack], matching: &Matching, reference: Refer
 }
 
 /// A low shelf up and a high shelf down by half of `warmth_db` each (or the
-/// reverse), which moves the warmth index by about `warmth_db`.
-fn warmth_shelves(warmth_db: f64) -> Vec<Filter> {
-    let half = (warmth_db / 2.0).clamp(-MAX_WARMTH_SHELF_DB, MAX_WARMTH_SHELF_DB);
+/// reverse), which moves the warmth index by about `warmth_db`; neither
+/// beyond `max_db`.
+fn warmth_shelves(warmth_db: f64, max_db: f64) -> Vec<Filter> {
+    let limit = MAX_WARMTH_SHELF_DB.min(max_db);
+    let half = (warmth_db / 2.0).clamp(-limit, limit);
     if half.abs() < 0.01 {
         return Vec::new();
     }
@@ -196,58 +204,128 @@ fn response_db(filters: &[Filter]) -> Vec<f64> {
     BAND_CENTRES_HZ.iter().map(|&f| chain.magnitude_db(f, DESIGN_RATE_HZ)).collect()
 }
 
-/// A three-band moving average (the ends average what they have).
-fn smooth(values: &[f64]) -> Vec<f64> {
-    (0..values.len())
-        .map(|i| {
-            let window = &values[i.saturating_sub(1)..(i + 2).min(values.len())];
-            window.iter().sum::<f64>() / window.len() as f64
-        })
-        .collect()
+fn tone_filter_hz(index: usize) -> f64 {
+    LOWEST_TONE_FILTER_HZ * 2f64.powf(index as f64 / 2.0)
 }
 
 fn peak(freq_hz: f64, gain_db: f64) -> Filter {
     Filter { kind: FilterType::Peak, freq_hz, q: Some(TONE_FILTER_Q), gain_db: Some(gain_db), slope_db_oct: None }
 }
 
-/// Gains of the octave-spaced peaking filters whose summed response best
-/// matches `desired` over the tone bands (least squares, twice, the second
-/// pass correcting what the first got wrong), each within ±`max_db`.
-fn fit_peaks(desired: &[f64], max_db: f64) -> Vec<Filter> {
+fn tone_filters(gains: &[f64]) -> Vec<Filter> {
+    gains.iter().enumerate().map(|(i, &g)| peak(tone_filter_hz(i), g)).collect()
+}
+
+/// BS.1770's K-weighting (pre-filter and RLB high-pass, its published
+/// 48 kHz coefficients) at `freq_hz`, in dB.
+pub fn k_weighting_db(freq_hz: f64) -> f64 {
+    const PRE_FILTER: Coefficients = Coefficients {
+        b0: 1.535_124_859_586_97,
+        b1: -2.691_696_189_406_38,
+        b2: 1.198_392_810_852_85,
+        a1: -1.690_659_293_182_41,
+        a2: 0.732_480_774_215_85,
+    };
+    const RLB: Coefficients =
+        Coefficients { b0: 1.0, b1: -2.0, b2: 1.0, a1: -1.990_047_454_833_98, a2: 0.990_072_250_366_21 };
+    PRE_FILTER.magnitude_db(freq_hz, 48_000) + RLB.magnitude_db(freq_hz, 48_000)
+}
+
+/// Each band's share of a track's K-weighted energy: how much a change in
+/// that band moves the integrated loudness.
+pub fn loudness_shares(band_levels_db: &[f64]) -> Vec<f64> {
+    let weighted: Vec<f64> = band_levels_db
+        .iter()
+        .zip(BAND_CENTRES_HZ)
+        .map(|(level_db, f)| 10f64.powf((level_db + k_weighting_db(f)) / 10.0))
+        .collect();
+    let total = weighted.iter().sum::<f64>();
+    if total > 0.0 { weighted.iter().map(|w| w / total).collect() } else { vec![0.0; weighted.len()] }
+}
+
+/// The balance change a response makes once the track is brought back to
+/// its loudness: the response, less the loudness change it causes.
+fn balance_change_db(shares: &[f64], response_db: &[f64]) -> Vec<f64> {
+    let power: f64 = shares.iter().zip(response_db).map(|(p, r)| p * 10f64.powf(r / 10.0)).sum();
+    let loudness_change_db = if power > 0.0 { 10.0 * power.log10() } else { 0.0 };
+    response_db.iter().map(|r| r - loudness_change_db).collect()
+}
+
+/// Gains of the half-octave peaking filters that, with the warmth shelves
+/// (`warmth_db`, their response per band), bring the balance change
+/// closest to `wanted` over the tone bands once the loudness is matched
+/// again: Gauss–Newton on the balance change, each step a regularised
+/// least-squares solve. A band where the album pass's EQ (warmth and tone
+/// together) would pass ±`max_db` is pulled back to it by a penalty, so the
+/// cap holds per band (within a few tenths of a dB): a filter may lean
+/// against the warmth shelves, but no band moves further than the cap.
+fn fit_tone(shares: &[f64], warmth_db: &[f64], wanted: &[f64], max_db: f64) -> Vec<Filter> {
+    /// Weight of the cap's penalty against the fit.
+    const CAP_WEIGHT: f64 = 3.0;
+    /// Weight of the curve's bend (second difference across bands), which
+    /// keeps the correction a smooth curve rather than a comb.
+    const SMOOTHNESS: f64 = 0.3;
     let bands: Vec<usize> = tone_bands().collect();
     // Response of each filter at 1 dB: close to linear in its gain.
-    let unit: Vec<Vec<f64>> = TONE_FILTER_HZ.iter().map(|&f| response_db(&[peak(f, 1.0)])).collect();
-    let mut gains = [0f64; TONE_FILTER_HZ.len()];
-    for _ in 0..2 {
-        let current = response_db(&TONE_FILTER_HZ.iter().zip(gains).map(|(&f, g)| peak(f, g)).collect::<Vec<_>>());
-        let residual: Vec<f64> = (0..desired.len()).map(|band| desired[band] - current[band]).collect();
-        let step = least_squares(&unit, &residual, &bands);
+    let unit: Vec<Vec<f64>> = (0..TONE_FILTERS).map(|i| response_db(&[peak(tone_filter_hz(i), 1.0)])).collect();
+    let mut gains = [0f64; TONE_FILTERS];
+    for _ in 0..4 {
+        let tone = response_db(&tone_filters(&gains));
+        let total: Vec<f64> = tone.iter().zip(warmth_db).map(|(t, w)| t + w).collect();
+        let change = balance_change_db(shares, &total);
+        // How a filter's gain moves each band's balance at this point: its
+        // own response there, less its share in the loudness.
+        let power: Vec<f64> = shares.iter().zip(&total).map(|(p, r)| p * 10f64.powf(r / 10.0)).collect();
+        let power_sum = power.iter().sum::<f64>().max(f64::MIN_POSITIVE);
+        let mut rows: Vec<(Vec<f64>, f64)> = bands
+            .iter()
+            .map(|&b| {
+                let slope = unit
+                    .iter()
+                    .map(|a| a[b] - a.iter().zip(&power).map(|(a, p)| a * p).sum::<f64>() / power_sum)
+                    .collect();
+                (slope, wanted[b] - change[b])
+            })
+            .collect();
+        for window in bands.windows(3) {
+            let [before, at, after] = [window[0], window[1], window[2]];
+            let bend = |r: &[f64]| r[before] - 2.0 * r[at] + r[after];
+            rows.push((unit.iter().map(|a| SMOOTHNESS * bend(a)).collect(), -SMOOTHNESS * bend(&tone)));
+        }
+        for &b in &bands {
+            if total[b].abs() > max_db {
+                let over = total[b] - max_db.copysign(total[b]);
+                rows.push((unit.iter().map(|a| CAP_WEIGHT * a[b]).collect(), -CAP_WEIGHT * over));
+            }
+        }
+        let step = least_squares(&rows, TONE_FILTERS);
         for (g, s) in gains.iter_mut().zip(step) {
-            *g = (*g + s).clamp(-max_db, max_db);
+            *g = (*g + s).clamp(-2.0 * max_db, 2.0 * max_db);
         }
     }
-    TONE_FILTER_HZ
-        .iter()
-        .zip(gains)
-        .filter(|(_, g)| g.abs() >= 0.05)
-        .map(|(&f, g)| peak(f, (g * 100.0).round() / 100.0))
+    tone_filters(&gains.map(|g| (g * 100.0).round() / 100.0))
+        .into_iter()
+        .filter(|f| f.gain_db.is_some_and(|g| g.abs() >= 0.05))
         .collect()
 }
 
-/// Solves min Σ_bands (Σ_i x_i·a_i[band] - b[band])² + ρ|x|² + σ Σ (x_i - x_i+1)²
-/// by the normal equations: a small ridge, and a smoothness term that keeps
-/// neighbouring filters from fighting each other (a smooth curve, not a
-/// zig-zag).
-fn least_squares(a: &[Vec<f64>], b: &[f64], bands: &[usize]) -> Vec<f64> {
-    const RIDGE: f64 = 0.05;
-    const SMOOTHNESS: f64 = 0.3;
-    let n = a.len();
+/// Solves min Σ_rows (row·x - target)² + ρ|x|² + σ Σ (x_i - x_i+1)² by
+/// the normal equations: a small ridge, and a small smoothness term that
+/// keeps neighbouring filters from fighting each other.
+fn least_squares(rows: &[(Vec<f64>, f64)], n: usize) -> Vec<f64> {
+    const RIDGE: f64 = 0.01;
+    const SMOOTHNESS: f64 = 0.05;
     let mut m = vec![vec![0f64; n + 1]; n];
-    for i in 0..n {
-        for j in 0..n {
-            m[i][j] = bands.iter().map(|&k| a[i][k] * a[j][k]).sum::<f64>() + if i == j { RIDGE } else { 0.0 };
+    for (row, target) in rows {
+        for i in 0..n {
+            for j in 0..n {
+                m[i][j] += row[i] * row[j];
+            }
+            m[i][n] += row[i] * target;
         }
-        m[i][n] = bands.iter().map(|&k| a[i][k] * b[k]).sum();
+    }
+    for (i, values) in m.iter_mut().enumerate() {
+        values[i] += RIDGE;
     }
     for i in 0..n.saturating_sub(1) {
         m[i][i] += SMOOTHNESS;
@@ -336,8 +414,14 @@ mod tests {
         let plan = plan_album(&tracks, &Matching::default(), Reference::Album);
         for (track, correction) in tracks.iter().zip(&plan.corrections) {
             let before = balance_db(track.analysis);
-            let response = response_db(&correction.filters());
-            let after: Vec<f64> = before.iter().zip(&response).map(|(b, r)| b + r).collect();
+            let change = balance_change_db(
+                &loudness_shares(&track.analysis.band_levels_db),
+                &response_db(&correction.filters()),
+            );
+            let after: Vec<f64> = before.iter().zip(&change).map(|(b, c)| b + c).collect();
+            let eq = response_db(&correction.filters());
+            let cap = Matching::default().tone.max_correction_db;
+            assert!(tone_bands().all(|b| eq[b].abs() <= cap + 0.3), "the album pass's EQ within the cap: {eq:?}");
             let (d_before, d_after) = (
                 tonal_distance_db(&before, &plan.reference_balance_db),
                 tonal_distance_db(&after, &plan.reference_balance_db),
