@@ -26,6 +26,23 @@ fn report(output: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(output.join("report.json")).unwrap()).unwrap()
 }
 
+/// Integrated loudness of a file as ffmpeg's `ebur128` filter reads it:
+/// a meter that shares no code with ours. `scripts/setup` installs ffmpeg.
+fn ffmpeg_integrated_lufs(path: &Path) -> f64 {
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let filter = format!("ebur128=metadata=1,ametadata=mode=print:key=lavfi.r128.I:file={}", log.path().display());
+    let status = Command::new("ffmpeg")
+        .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-i"])
+        .arg(path)
+        .args(["-af", &filter, "-f", "null", "-"])
+        .status()
+        .unwrap_or_else(|e| panic!("ffmpeg, the independent loudness meter, did not run ({e}): run scripts/setup"));
+    assert!(status.success(), "ffmpeg could not measure {}", path.display());
+    let text = std::fs::read_to_string(log.path()).unwrap();
+    let last = text.lines().filter_map(|l| l.strip_prefix("lavfi.r128.I=")).last().expect("ffmpeg printed a loudness");
+    last.trim().parse().unwrap()
+}
+
 fn f(value: &serde_json::Value) -> f64 {
     value.as_f64().unwrap_or_else(|| panic!("not a number: {value}"))
 }
@@ -65,6 +82,17 @@ fn the_example_album_is_mastered_matched_and_delivered() {
             }
         }
         delivered_levels.push((id.to_owned(), f(&deliverables[0]["analysis"]["integrated_lufs"]), held_back));
+        // An independent meter agrees on what was delivered (the CD master).
+        let cd = deliverables.iter().find(|d| d["name"] == "cd").unwrap();
+        let ours = f(&cd["analysis"]["integrated_lufs"]);
+        let outputs = report["outputs"].as_array().unwrap();
+        let path = outputs.iter().map(|o| o["path"].as_str().unwrap()).find(|p| p.starts_with("cd/") && p.contains(id));
+        let file = out.join(path.unwrap_or_else(|| panic!("{id}: no CD file among {outputs:?}")));
+        let theirs = ffmpeg_integrated_lufs(&file);
+        assert!((ours - theirs).abs() <= 0.1, "{id}: {ours:.3} LUFS, ffmpeg reads {theirs:.3}");
+        // Tone: each track moves at least 40 % of the way to the album's balance.
+        let (before, after) = (f(&track["tonal_distance_before_db"]), f(&track["tonal_distance_after_db"]));
+        assert!(after <= 0.6 * before, "{id}: tonal distance {before:.2} → {after:.2} dB");
         // Not squashed: the album pass keeps the loudness range within 1 LU, or says why.
         let lra_master = f(&track["master"]["loudness_range_lu"]);
         let lra_after = f(&deliverables[0]["analysis"]["loudness_range_lu"]);
@@ -86,8 +114,9 @@ fn the_example_album_is_mastered_matched_and_delivered() {
     let mut reader = hound::WavReader::new(std::io::Cursor::new(mix_bytes)).unwrap();
     let peak = reader.samples::<f32>().map(Result::unwrap).fold(0f32, |m, s| m.max(s.abs()));
     assert!((20.0 * f64::from(peak).log10() + 6.0).abs() <= 0.05);
-    // The warmth spread shrinks.
+    // The warmth spread shrinks; the loudness spread is under 0.5 LU.
     let album = &report["album"];
+    assert!(f(&album["loudness_spread_after_lu"]) < 0.5, "{album}");
     assert!(f(&album["warmth_spread_after_db"]) < 0.6 * f(&album["warmth_spread_before_db"]), "{album}");
     assert!(out.join("report.html").is_file());
     assert!(std::fs::read_to_string(out.join("report.html")).unwrap().contains("<svg"));
