@@ -39,7 +39,7 @@ fn ffmpeg_integrated_lufs(path: &Path) -> f64 {
         .unwrap_or_else(|e| panic!("ffmpeg, the independent loudness meter, did not run ({e}): run scripts/setup"));
     assert!(status.success(), "ffmpeg could not measure {}", path.display());
     let text = std::fs::read_to_string(log.path()).unwrap();
-    let last = text.lines().filter_map(|l| l.strip_prefix("lavfi.r128.I=")).last().expect("ffmpeg printed a loudness");
+    let last = text.lines().rev().find_map(|l| l.strip_prefix("lavfi.r128.I=")).expect("ffmpeg printed a loudness");
     last.trim().parse().unwrap()
 }
 
