@@ -254,24 +254,23 @@ impl FlacState {
         (&mut self.frame_buffer, &mut self.context)
             .fill_interleaved(&self.pending)
             .map_err(|e| EncodeError::Flac(format!("{e:?}")))?;
-        let encode =
-            |config: &flacenc::error::Verified<config::Encoder>, sink: &mut ByteSink| -> Result<_, EncodeError> {
-                let frame =
-                    flacenc::encode_fixed_size_frame(config, &self.frame_buffer, self.frame_number, &self.stream_info)
-                        .map_err(|e| EncodeError::Flac(format!("{e:?}")))?;
-                sink.clear();
-                frame.write(sink).map_err(|e| EncodeError::Flac(format!("{e:?}")))?;
-                Ok(frame)
-            };
-        let mut frame = encode(&self.config, &mut self.sink)?;
+        let encode = |config: &flacenc::error::Verified<config::Encoder>| {
+            flacenc::encode_fixed_size_frame(config, &self.frame_buffer, self.frame_number, &self.stream_info)
+                .map_err(|e| EncodeError::Flac(format!("{e:?}")))
+        };
+        let mut frame = encode(&self.config)?;
         // flacenc's Rice parameters stop at 14 (no escape codes): on loud,
-        // noise-like 24-bit material a predicted frame can come out several
-        // times larger than the samples themselves. Such a frame is stored
-        // verbatim instead, as the reference encoder would.
+        // noise-like 24-bit material a predicted frame can come out many
+        // times larger than the samples themselves (hundreds of megabytes
+        // for one block). Its size is counted before anything is written,
+        // and such a frame is stored verbatim instead, as the reference
+        // encoder would.
         let verbatim_bytes = frames * channels * self.bits / 8 + FLAC_FRAME_OVERHEAD_BYTES;
-        if self.sink.as_slice().len() > verbatim_bytes {
-            frame = encode(&self.verbatim, &mut self.sink)?;
+        if frame.count_bits() / 8 > verbatim_bytes {
+            frame = encode(&self.verbatim)?;
         }
+        self.sink.clear();
+        frame.write(&mut self.sink).map_err(|e| EncodeError::Flac(format!("{e:?}")))?;
         self.stream_info.update_frame_info(&frame);
         self.out.write_all(self.sink.as_slice())?;
         self.frame_number += 1;
