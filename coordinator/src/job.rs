@@ -114,6 +114,24 @@ pub enum Outcome {
     Stale,
 }
 
+/// Where a task is, as clients see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskStatus {
+    Blocked,
+    Ready,
+    Leased,
+    Done,
+}
+
+/// One task, as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskView {
+    pub id: TaskId,
+    pub status: TaskStatus,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
     #[serde(with = "as_pairs")]
@@ -146,6 +164,21 @@ impl Job {
 
     pub fn state(&self) -> &JobState {
         &self.state
+    }
+
+    /// Every task in graph order.
+    pub fn tasks(&self) -> impl Iterator<Item = TaskView> + '_ {
+        self.tasks.iter().map(|(&id, task)| TaskView {
+            id,
+            status: match task.state {
+                TaskState::Blocked => TaskStatus::Blocked,
+                TaskState::Ready { .. } => TaskStatus::Ready,
+                TaskState::Leased { .. } => TaskStatus::Leased,
+                TaskState::Done => TaskStatus::Done,
+            },
+            attempts: task.attempts,
+            last_error: task.last_error.clone(),
+        })
     }
 
     /// Tasks finished and in all.

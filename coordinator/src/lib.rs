@@ -6,3 +6,5 @@
 //! without a network.
 
 pub mod job;
+pub mod server;
+pub mod service;

@@ -1,9 +1,11 @@
-//! The gRPC contract between the coordinator, its workers and its clients
-//! (`lacquer.v1`). The `.proto` files and the code generated from them live
-//! here and nowhere else; other crates convert to domain types at the edge.
-//!
-//! The services themselves arrive with the distributed coordinator; this
-//! crate holds the package's version so every process can report it.
+//! The generated lacquer.v1 types and service stubs. They stay in this
+//! crate: the coordinator, the worker and the CLI convert them to and from
+//! their domain types by hand.
 
-/// The protobuf package the services are published under.
-pub const PACKAGE: &str = "lacquer.v1";
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod v1 {
+    tonic::include_proto!("lacquer.v1");
+
+    /// The encoded file descriptors, for gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("lacquer_v1_descriptor");
+}

@@ -1,0 +1,37 @@
+//! `lacquer-coordinator`: serves the Albums and Workers gRPC services.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+use lacquer_coordinator::job::RetryPolicy;
+use lacquer_coordinator::server::serve;
+use lacquer_coordinator::service::Coordinator;
+
+/// The lacquer coordinator: accepts album manifests from clients and hands
+/// their tasks to workers.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7700")]
+    listen: SocketAddr,
+    /// How long a lease lasts without a heartbeat, in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    lease_ms: u64,
+    /// Attempts per task before its job fails.
+    #[arg(long, default_value_t = 3)]
+    max_attempts: u32,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    eprintln!("lacquer-coordinator listening on {}", listener.local_addr()?);
+    let policy = RetryPolicy { max_attempts: args.max_attempts, lease_ms: args.lease_ms, ..RetryPolicy::default() };
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    serve(listener, Coordinator::new(policy), shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,396 @@
+//! The coordinator's two gRPC services over the album jobs: `Albums` for
+//! clients (submit, get, watch, list, cancel, report) and `Workers` for
+//! workers (lease, heartbeat, complete, fail). All state sits behind one
+//! lock and every change wakes the watchers; the job logic itself is the
+//! pure [`Job`] machine.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use lacquer_pipelines::manifest::{self, StorageRoot};
+use lacquer_proto::v1 as pb;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::job::{HeartbeatReply, Job, JobState, Outcome, RetryPolicy, Stage, TaskId, TaskStatus};
+
+/// The coordinator's state, shared by both services.
+#[derive(Clone)]
+pub struct Coordinator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    /// Bumped on every change, so watchers wake.
+    changes: watch::Sender<u64>,
+    policy: RetryPolicy,
+}
+
+#[derive(Default)]
+struct State {
+    jobs: BTreeMap<String, Record>,
+    next_job: u64,
+    /// Where the next lease starts looking, so albums take turns.
+    turn: usize,
+}
+
+/// One submitted album.
+struct Record {
+    tenant: String,
+    title: String,
+    /// The manifest with `source` and `output` resolved.
+    manifest_yaml: String,
+    track_ids: Vec<String>,
+    job: Job,
+    /// Each finished task's result, as its worker reported it.
+    results: BTreeMap<TaskId, String>,
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl Coordinator {
+    pub fn new(policy: RetryPolicy) -> Self {
+        let (changes, _) = watch::channel(0);
+        Self { inner: Arc::new(Inner { state: Mutex::new(State::default()), changes, policy }) }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave a job half-changed
+        // (each event is one call on the machine), so a poisoned lock is
+        // still consistent.
+        self.inner.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn changed(&self) {
+        self.inner.changes.send_modify(|generation| *generation += 1);
+    }
+
+    /// The job as clients see it, or NOT_FOUND (also for another tenant's
+    /// job: its existence is not revealed).
+    fn view(&self, job_id: &str, tenant: &str) -> Result<pb::Job, Status> {
+        let state = self.state();
+        match state.jobs.get(job_id) {
+            Some(record) if record.tenant == tenant => Ok(to_proto(job_id, record)),
+            _ => Err(Status::not_found(format!("no job {job_id}"))),
+        }
+    }
+}
+
+/// The tenant a request speaks for. Until tokens are configured every
+/// client is the one local tenant.
+fn tenant<T>(_request: &Request<T>) -> String {
+    "local".to_owned()
+}
+
+fn stage_to_proto(stage: Stage) -> pb::Stage {
+    match stage {
+        Stage::Mix => pb::Stage::Mix,
+        Stage::Master => pb::Stage::Master,
+        Stage::Finalize => pb::Stage::Finalize,
+        Stage::Report => pb::Stage::Report,
+    }
+}
+
+fn stage_from_proto(stage: i32) -> Result<Stage, Status> {
+    match pb::Stage::try_from(stage) {
+        Ok(pb::Stage::Mix) => Ok(Stage::Mix),
+        Ok(pb::Stage::Master) => Ok(Stage::Master),
+        Ok(pb::Stage::Finalize) => Ok(Stage::Finalize),
+        Ok(pb::Stage::Report) => Ok(Stage::Report),
+        _ => Err(Status::invalid_argument(format!("unknown stage {stage}"))),
+    }
+}
+
+fn to_proto(id: &str, record: &Record) -> pb::Job {
+    let (state, error) = match record.job.state() {
+        JobState::Running => (pb::JobState::Running, String::new()),
+        JobState::Succeeded => (pb::JobState::Succeeded, String::new()),
+        JobState::Failed { task, reason } => {
+            (pb::JobState::Failed, format!("{}: {reason}", task_name(*task, &record.track_ids)))
+        }
+        JobState::Cancelled => (pb::JobState::Cancelled, String::new()),
+    };
+    let (done, total) = record.job.progress();
+    pb::Job {
+        id: id.to_owned(),
+        tenant: record.tenant.clone(),
+        title: record.title.clone(),
+        state: state.into(),
+        error,
+        tasks: record
+            .job
+            .tasks()
+            .map(|task| pb::Task {
+                stage: stage_to_proto(task.id.stage).into(),
+                track_id: task.id.track.and_then(|t| record.track_ids.get(t)).cloned().unwrap_or_default(),
+                state: match task.status {
+                    TaskStatus::Blocked => pb::TaskState::Blocked,
+                    TaskStatus::Ready => pb::TaskState::Ready,
+                    TaskStatus::Leased => pb::TaskState::Leased,
+                    TaskStatus::Done => pb::TaskState::Done,
+                }
+                .into(),
+                attempts: task.attempts,
+                last_error: task.last_error.unwrap_or_default(),
+            })
+            .collect(),
+        tasks_done: done as u32,
+        tasks_total: total as u32,
+    }
+}
+
+fn task_name(task: TaskId, track_ids: &[String]) -> String {
+    let stage = match task.stage {
+        Stage::Mix => "mix",
+        Stage::Master => "master",
+        Stage::Finalize => "finalize",
+        Stage::Report => "report",
+    };
+    match task.track.and_then(|t| track_ids.get(t)) {
+        Some(track) => format!("{stage} of {track}"),
+        None => stage.to_owned(),
+    }
+}
+
+fn is_terminal(job: &pb::Job) -> bool {
+    job.state != i32::from(pb::JobState::Running)
+}
+
+/// Parses an s3:// or local root named in a request.
+fn root(field: &str, text: &str) -> Result<Option<StorageRoot>, Status> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let cwd = StorageRoot::Local { dir: std::path::PathBuf::from("/") };
+    StorageRoot::resolve(text, &cwd).map(Some).map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
+}
+
+#[tonic::async_trait]
+impl pb::albums_server::Albums for Coordinator {
+    async fn submit(&self, request: Request<pb::SubmitRequest>) -> Result<Response<pb::SubmitReply>, Status> {
+        let tenant = tenant(&request);
+        let request = request.into_inner();
+        let source = root("source", &request.source)?;
+        let base = source.clone().unwrap_or(StorageRoot::Local { dir: std::path::PathBuf::from(".") });
+        let output = if request.output.is_empty() { None } else { Some(request.output.as_str()) };
+        let checked = manifest::check(&request.manifest_yaml, &base, output)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if !checked.problems.is_empty() {
+            let error = manifest::ManifestError { problems: checked.problems };
+            return Err(Status::invalid_argument(error.to_string()));
+        }
+        let manifest = checked.manifest;
+        let needs_mix: Vec<bool> = manifest.tracks.iter().map(|t| t.mix_file.is_none()).collect();
+        let record = Record {
+            tenant,
+            title: manifest.album.title.clone(),
+            manifest_yaml: request.manifest_yaml,
+            track_ids: manifest.tracks.iter().map(|t| t.id.clone()).collect(),
+            job: Job::new(needs_mix, self.inner.policy),
+            results: BTreeMap::new(),
+        };
+        let job = {
+            let mut state = self.state();
+            state.next_job += 1;
+            let id = format!("job-{:06}", state.next_job);
+            let job = to_proto(&id, &record);
+            state.jobs.insert(id, record);
+            job
+        };
+        self.changed();
+        Ok(Response::new(pb::SubmitReply { job: Some(job) }))
+    }
+
+    async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::Job>, Status> {
+        let tenant = tenant(&request);
+        self.view(&request.get_ref().job_id, &tenant).map(Response::new)
+    }
+
+    type WatchStream = ReceiverStream<Result<pb::JobEvent, Status>>;
+
+    async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let tenant = tenant(&request);
+        let job_id = request.into_inner().job_id;
+        let first = self.view(&job_id, &tenant)?;
+        let (sender, receiver) = mpsc::channel(16);
+        let coordinator = self.clone();
+        let mut changes = self.inner.changes.subscribe();
+        tokio::spawn(async move {
+            let mut last = first;
+            if sender.send(Ok(pb::JobEvent { job: Some(last.clone()) })).await.is_err() {
+                return;
+            }
+            while !is_terminal(&last) {
+                if changes.changed().await.is_err() {
+                    return;
+                }
+                let Ok(now) = coordinator.view(&job_id, &tenant) else { return };
+                if now != last {
+                    last = now;
+                    if sender.send(Ok(pb::JobEvent { job: Some(last.clone()) })).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+
+    async fn list(&self, request: Request<pb::ListRequest>) -> Result<Response<pb::ListReply>, Status> {
+        let tenant = tenant(&request);
+        let state = self.state();
+        let jobs = state.jobs.iter().filter(|(_, r)| r.tenant == tenant).map(|(id, r)| to_proto(id, r)).collect();
+        Ok(Response::new(pb::ListReply { jobs }))
+    }
+
+    async fn cancel(&self, request: Request<pb::CancelRequest>) -> Result<Response<pb::Job>, Status> {
+        let tenant = tenant(&request);
+        let job_id = request.into_inner().job_id;
+        {
+            let mut state = self.state();
+            match state.jobs.get_mut(&job_id) {
+                Some(record) if record.tenant == tenant => record.job.cancel(),
+                _ => return Err(Status::not_found(format!("no job {job_id}"))),
+            }
+        }
+        self.changed();
+        self.view(&job_id, &tenant).map(Response::new)
+    }
+
+    async fn report(&self, request: Request<pb::ReportRequest>) -> Result<Response<pb::ReportReply>, Status> {
+        let tenant = tenant(&request);
+        let job_id = request.into_inner().job_id;
+        let state = self.state();
+        let record = match state.jobs.get(&job_id) {
+            Some(record) if record.tenant == tenant => record,
+            _ => return Err(Status::not_found(format!("no job {job_id}"))),
+        };
+        match record.results.get(&TaskId { stage: Stage::Report, track: None }) {
+            Some(report) if *record.job.state() == JobState::Succeeded => {
+                Ok(Response::new(pb::ReportReply { report_json: report.clone() }))
+            }
+            _ => Err(Status::failed_precondition(format!("job {job_id} has not succeeded yet"))),
+        }
+    }
+}
+
+impl Coordinator {
+    /// What a task needs from the tasks before it: the masters' results for
+    /// the album pass and the report, the finalizes' for the report.
+    fn inputs_json(record: &Record, task: TaskId) -> String {
+        let wanted: &[Stage] = match task.stage {
+            Stage::Mix | Stage::Master => &[],
+            Stage::Finalize => &[Stage::Master],
+            Stage::Report => &[Stage::Master, Stage::Finalize],
+        };
+        let mut inputs = serde_json::Map::new();
+        for (id, result) in &record.results {
+            if wanted.contains(&id.stage) {
+                let key = task_name(*id, &record.track_ids);
+                let value = serde_json::from_str(result).unwrap_or(serde_json::Value::String(result.clone()));
+                inputs.insert(key, value);
+            }
+        }
+        serde_json::Value::Object(inputs).to_string()
+    }
+
+    fn task_ref(task: Option<pb::TaskRef>) -> Result<(String, TaskId, u64), Status> {
+        let task = task.ok_or_else(|| Status::invalid_argument("task: missing"))?;
+        let id = TaskId { stage: stage_from_proto(task.stage)?, track: task.track.map(|t| t as usize) };
+        Ok((task.job_id, id, task.lease))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::workers_server::Workers for Coordinator {
+    async fn lease(&self, request: Request<pb::LeaseRequest>) -> Result<Response<pb::LeaseReply>, Status> {
+        let worker = request.into_inner().worker_id;
+        if worker.is_empty() {
+            return Err(Status::invalid_argument("worker_id: empty"));
+        }
+        let now = now_ms();
+        let assignment = {
+            let mut state = self.state();
+            let count = state.jobs.len();
+            let start = state.turn % count.max(1);
+            let ids: Vec<String> = state.jobs.keys().cycle().skip(start).take(count).cloned().collect();
+            let mut found = None;
+            for (offset, id) in ids.iter().enumerate() {
+                let Some(record) = state.jobs.get_mut(id) else { continue };
+                if let Some(lease) = record.job.lease(&worker, now) {
+                    found = Some((
+                        offset,
+                        pb::Assignment {
+                            job_id: id.clone(),
+                            stage: stage_to_proto(lease.task.stage).into(),
+                            track: lease.task.track.map(|t| t as u32),
+                            lease: lease.lease,
+                            attempt: lease.attempt,
+                            deadline_unix_ms: lease.deadline_ms,
+                            manifest_yaml: record.manifest_yaml.clone(),
+                            inputs_json: Self::inputs_json(record, lease.task),
+                        },
+                    ));
+                    break;
+                }
+            }
+            if let Some((offset, _)) = &found {
+                state.turn = start + offset + 1;
+            }
+            found.map(|(_, assignment)| assignment)
+        };
+        if assignment.is_some() {
+            self.changed();
+        }
+        Ok(Response::new(pb::LeaseReply { task: assignment }))
+    }
+
+    async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatReply>, Status> {
+        let (job_id, task, lease) = Self::task_ref(request.into_inner().task)?;
+        let reply = {
+            let mut state = self.state();
+            let record = state.jobs.get_mut(&job_id).ok_or_else(|| Status::not_found(format!("no job {job_id}")))?;
+            record.job.heartbeat(task, lease, now_ms())
+        };
+        let (action, deadline_unix_ms) = match reply {
+            HeartbeatReply::Continue { deadline_ms } => (pb::heartbeat_reply::Action::Continue, deadline_ms),
+            HeartbeatReply::Stop => (pb::heartbeat_reply::Action::Stop, 0),
+            HeartbeatReply::Stale => (pb::heartbeat_reply::Action::Stale, 0),
+        };
+        Ok(Response::new(pb::HeartbeatReply { action: action.into(), deadline_unix_ms }))
+    }
+
+    async fn complete(&self, request: Request<pb::CompleteRequest>) -> Result<Response<pb::CompleteReply>, Status> {
+        let request = request.into_inner();
+        let (job_id, task, lease) = Self::task_ref(request.task)?;
+        let outcome = {
+            let mut state = self.state();
+            let record = state.jobs.get_mut(&job_id).ok_or_else(|| Status::not_found(format!("no job {job_id}")))?;
+            let outcome = record.job.complete(task, lease);
+            if outcome == Outcome::Accepted {
+                record.results.insert(task, request.result_json);
+            }
+            outcome
+        };
+        self.changed();
+        Ok(Response::new(pb::CompleteReply { accepted: outcome == Outcome::Accepted }))
+    }
+
+    async fn fail(&self, request: Request<pb::FailRequest>) -> Result<Response<pb::FailReply>, Status> {
+        let request = request.into_inner();
+        let (job_id, task, lease) = Self::task_ref(request.task)?;
+        let outcome = {
+            let mut state = self.state();
+            let record = state.jobs.get_mut(&job_id).ok_or_else(|| Status::not_found(format!("no job {job_id}")))?;
+            record.job.fail(task, lease, &request.reason, request.retryable, now_ms())
+        };
+        self.changed();
+        Ok(Response::new(pb::FailReply { accepted: outcome == Outcome::Accepted }))
+    }
+}

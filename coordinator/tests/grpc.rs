@@ -1,0 +1,196 @@
+//! The coordinator's gRPC services, served on a loopback port by the test
+//! and driven by real tonic clients: a client submitting and watching, and
+//! a worker leasing, heartbeating, completing and failing tasks.
+
+use std::path::Path;
+use std::time::Duration;
+
+use lacquer_coordinator::job::RetryPolicy;
+use lacquer_coordinator::server::serve;
+use lacquer_coordinator::service::Coordinator;
+use lacquer_proto::v1 as pb;
+use pb::albums_client::AlbumsClient;
+use pb::workers_client::WorkersClient;
+use tonic::transport::Channel;
+
+struct Server {
+    channel: Channel,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+async fn start(policy: RetryPolicy) -> Server {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve(listener, Coordinator::new(policy), async {
+        let _ = stopped.await;
+    }));
+    let channel = Channel::from_shared(format!("http://{address}")).unwrap().connect().await.unwrap();
+    Server { channel, stop: Some(stop) }
+}
+
+fn fixture_manifest() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/album-small/album.yaml");
+    std::fs::read_to_string(path).unwrap()
+}
+
+fn submit_request(yaml: String) -> pb::SubmitRequest {
+    pb::SubmitRequest { manifest_yaml: yaml, source: "s3://label-a/albums/corpus/".into(), output: String::new() }
+}
+
+fn task_ref(a: &pb::Assignment) -> pb::TaskRef {
+    pb::TaskRef { job_id: a.job_id.clone(), stage: a.stage, track: a.track, lease: a.lease }
+}
+
+#[tokio::test]
+async fn health_says_serving() {
+    let server = start(RetryPolicy::default()).await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel.clone());
+    for service in ["lacquer.v1.Albums", "lacquer.v1.Workers"] {
+        let reply =
+            health.check(tonic_health::pb::HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
+        assert_eq!(reply.status(), tonic_health::pb::health_check_response::ServingStatus::Serving, "{service}");
+    }
+}
+
+#[tokio::test]
+async fn a_bad_manifest_is_invalid_argument_with_its_field_paths() {
+    let server = start(RetryPolicy::default()).await;
+    let mut albums = AlbumsClient::new(server.channel.clone());
+    let yaml = fixture_manifest().replacen("gain_db: -2.0", "gain_db: 40.0", 1).replacen(
+        "pan_law_db: -3.0",
+        "pan_lw_db: -3.0",
+        1,
+    );
+    let status = albums.submit(submit_request(yaml)).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("tracks[0].stems[0].gain_db"), "{}", status.message());
+    assert!(status.message().contains("mix.pan_lw_db"), "{}", status.message());
+    let status = albums.submit(submit_request("version: 1\nalbum: [".into())).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{}", status.message());
+    let listed = albums.list(pb::ListRequest {}).await.unwrap().into_inner();
+    assert!(listed.jobs.is_empty(), "nothing was accepted");
+}
+
+#[tokio::test]
+async fn an_album_runs_through_its_task_graph() {
+    let server = start(RetryPolicy::default()).await;
+    let mut albums = AlbumsClient::new(server.channel.clone());
+    let mut worker = WorkersClient::new(server.channel.clone());
+    let job = albums.submit(submit_request(fixture_manifest())).await.unwrap().into_inner().job.unwrap();
+    assert_eq!(job.title, "Corpus Sessions");
+    assert_eq!(job.tasks_total, 10, "3 mixes, 3 masters, 3 finalizes, the report");
+    let mut events = albums.watch(pb::WatchRequest { job_id: job.id.clone() }).await.unwrap().into_inner();
+
+    let mut order = Vec::new();
+    loop {
+        let lease = worker.lease(pb::LeaseRequest { worker_id: "w1".into() }).await.unwrap().into_inner();
+        let Some(task) = lease.task else { break };
+        let stage = task.stage();
+        if stage == pb::Stage::Finalize {
+            // The album barrier: every master's analysis comes along.
+            let inputs: serde_json::Value = serde_json::from_str(&task.inputs_json).unwrap();
+            assert_eq!(inputs.as_object().unwrap().len(), 3, "{inputs}");
+        }
+        let beat = worker.heartbeat(pb::HeartbeatRequest { task: Some(task_ref(&task)), progress: 0.5 }).await.unwrap();
+        assert_eq!(beat.into_inner().action(), pb::heartbeat_reply::Action::Continue);
+        // A result quoting another lease is dropped.
+        let mut stale = task_ref(&task);
+        stale.lease += 1000;
+        let reply = worker.complete(pb::CompleteRequest { task: Some(stale), result_json: "{}".into() }).await.unwrap();
+        assert!(!reply.into_inner().accepted);
+        let result = format!("{{\"stage\": {}, \"track\": {}}}", task.stage, task.track.unwrap_or(99));
+        let reply = worker.complete(pb::CompleteRequest { task: Some(task_ref(&task)), result_json: result }).await;
+        assert!(reply.unwrap().into_inner().accepted);
+        order.push(stage);
+    }
+    assert_eq!(order.len(), 10, "{order:?}");
+    let first_finalize = order.iter().position(|s| *s == pb::Stage::Finalize).unwrap();
+    assert_eq!(order.iter().filter(|s| **s == pb::Stage::Master).count(), 3);
+    assert!(order[..first_finalize].iter().all(|s| matches!(s, pb::Stage::Mix | pb::Stage::Master)), "{order:?}");
+    assert_eq!(order.last(), Some(&pb::Stage::Report));
+
+    let mut last = None;
+    while let Some(event) = tokio::time::timeout(Duration::from_secs(10), events.message()).await.unwrap().unwrap() {
+        last = event.job;
+    }
+    let last = last.unwrap();
+    assert_eq!(last.state(), pb::JobState::Succeeded, "the watch ends with the job");
+    assert_eq!(last.tasks_done, 10);
+    let report = albums.report(pb::ReportRequest { job_id: job.id.clone() }).await.unwrap().into_inner();
+    assert!(report.report_json.contains("\"stage\": 4"), "{}", report.report_json);
+}
+
+#[tokio::test]
+async fn retries_back_off_then_fail_the_job_and_cancel_stops_workers() {
+    let policy = RetryPolicy { max_attempts: 2, first_backoff_ms: 50, lease_ms: 30_000 };
+    let server = start(policy).await;
+    let mut albums = AlbumsClient::new(server.channel.clone());
+    let mut worker = WorkersClient::new(server.channel.clone());
+    let lease = |worker: &mut WorkersClient<Channel>| {
+        let mut worker = worker.clone();
+        async move { worker.lease(pb::LeaseRequest { worker_id: "w".into() }).await.unwrap().into_inner().task }
+    };
+
+    let job = albums.submit(submit_request(fixture_manifest())).await.unwrap().into_inner().job.unwrap();
+    let first = lease(&mut worker).await.unwrap();
+    let failed =
+        pb::FailRequest { task: Some(task_ref(&first)), reason: "storage unreachable".into(), retryable: true };
+    assert!(worker.fail(failed).await.unwrap().into_inner().accepted);
+    // Backing off: the other tracks' mixes come first, then the retry.
+    let mut retried = None;
+    for _ in 0..50 {
+        match lease(&mut worker).await {
+            Some(task) if task.stage == first.stage && task.track == first.track => {
+                retried = Some(task);
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    let retried = retried.expect("the failed task is leased again after its backoff");
+    assert_eq!(retried.attempt, 2);
+    let failed =
+        pb::FailRequest { task: Some(task_ref(&retried)), reason: "storage unreachable".into(), retryable: true };
+    worker.fail(failed).await.unwrap();
+    let now = albums.get(pb::GetRequest { job_id: job.id.clone() }).await.unwrap().into_inner();
+    assert_eq!(now.state(), pb::JobState::Failed);
+    assert!(now.error.contains("mix of 01-chorale-66: storage unreachable (after 2 attempts)"), "{}", now.error);
+
+    // Cancelling reaches a running worker through its heartbeat.
+    let job = albums.submit(submit_request(fixture_manifest())).await.unwrap().into_inner().job.unwrap();
+    let running = lease(&mut worker).await.unwrap();
+    assert_eq!(running.job_id, job.id);
+    let cancelled = albums.cancel(pb::CancelRequest { job_id: job.id.clone() }).await.unwrap().into_inner();
+    assert_eq!(cancelled.state(), pb::JobState::Cancelled);
+    let beat = worker.heartbeat(pb::HeartbeatRequest { task: Some(task_ref(&running)), progress: 0.1 }).await.unwrap();
+    assert_eq!(beat.into_inner().action(), pb::heartbeat_reply::Action::Stop);
+    assert!(lease(&mut worker).await.is_none(), "nothing more is handed out");
+    let status = albums.report(pb::ReportRequest { job_id: job.id }).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    let status = albums.get(pb::GetRequest { job_id: "job-999999".into() }).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound);
+}
+
+#[tokio::test]
+async fn albums_take_turns() {
+    let server = start(RetryPolicy::default()).await;
+    let mut albums = AlbumsClient::new(server.channel.clone());
+    let mut worker = WorkersClient::new(server.channel.clone());
+    let a = albums.submit(submit_request(fixture_manifest())).await.unwrap().into_inner().job.unwrap();
+    let b = albums.submit(submit_request(fixture_manifest())).await.unwrap().into_inner().job.unwrap();
+    let mut jobs = Vec::new();
+    for _ in 0..4 {
+        let task = worker.lease(pb::LeaseRequest { worker_id: "w".into() }).await.unwrap().into_inner().task.unwrap();
+        jobs.push(task.job_id);
+    }
+    assert_eq!(jobs, [a.id.clone(), b.id.clone(), a.id, b.id], "one album does not starve the other");
+}
