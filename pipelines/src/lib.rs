@@ -18,4 +18,4 @@ pub mod stages;
 /// Part of every task's cache key: outputs rendered by another version of
 /// the sound engine are never reused. Raise the number whenever a change
 /// alters any rendered sample.
-pub const PIPELINE_VERSION: &str = concat!("lacquer-", env!("CARGO_PKG_VERSION"), "-pipeline-4");
+pub const PIPELINE_VERSION: &str = concat!("lacquer-", env!("CARGO_PKG_VERSION"), "-pipeline-5");

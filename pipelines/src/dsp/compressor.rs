@@ -101,26 +101,25 @@ impl Compressor {
         }
     }
 
-    /// The static curve's gain change (≤ 0 dB) for an input level, without
-    /// branches: the knee's quadratic and the line above it are both
-    /// clamped to where they apply and added. Equal to
-    /// `static_curve_db(level_db, ..) - level_db`.
-    #[inline]
-    fn gain_change_db(&self, level_db: f64) -> f64 {
-        let over_db = level_db - self.threshold_db;
-        let into_knee_db = (over_db + self.half_knee_db).clamp(0.0, 2.0 * self.half_knee_db);
-        let above_knee_db = (over_db - self.half_knee_db).max(0.0);
-        self.slope * (into_knee_db * into_knee_db * self.knee_scale + above_knee_db)
+    fn curve(&self) -> StaticCurve {
+        StaticCurve {
+            threshold_db: self.threshold_db as f32,
+            half_knee_db: self.half_knee_db as f32,
+            knee_scale: self.knee_scale as f32,
+            slope: self.slope as f32,
+        }
     }
 
     /// Turns a chunk's squared levels into linear gains (with makeup):
-    /// to dB, through the static curve and the smoother, back to linear.
+    /// to dB, through the static curve, the smoother, back to linear. All
+    /// but the smoother's recursion run as vector passes.
     fn levels_to_gains(&self, state: &mut Ballistics, levels: &mut [f32]) {
         power_to_db(levels);
+        gain_changes_db(levels, self.curve());
         let (attack, release) = (self.attack_coefficient, self.release_coefficient);
         let Ballistics { release_stage_db: mut held, mut gain_db } = *state;
         for level in levels.iter_mut() {
-            let target_db = self.gain_change_db(f64::from(*level));
+            let target_db = f64::from(*level);
             held = target_db.min(release * held + (1.0 - release) * target_db);
             gain_db = attack * gain_db + (1.0 - attack) * held;
             *level = (gain_db + self.makeup_db) as f32;
@@ -142,6 +141,38 @@ super::wide_fn! {
         const DB_PER_OCTAVE_OF_POWER: f32 = 3.010_3;
         for level in levels {
             *level = DB_PER_OCTAVE_OF_POWER * fast_log2(level.max(1e-20));
+        }
+    }
+}
+
+/// The static curve's parameters, in `f32` for the vector pass.
+#[derive(Debug, Clone, Copy)]
+struct StaticCurve {
+    threshold_db: f32,
+    half_knee_db: f32,
+    knee_scale: f32,
+    slope: f32,
+}
+
+impl StaticCurve {
+    /// The gain change (≤ 0 dB) for an input level, without branches: the
+    /// knee's quadratic and the line above it are both clamped to where
+    /// they apply and added. Equal to `static_curve_db(level_db, ..) -
+    /// level_db`.
+    #[inline(always)]
+    fn gain_change_db(self, level_db: f32) -> f32 {
+        let over_db = level_db - self.threshold_db;
+        let into_knee_db = (over_db + self.half_knee_db).clamp(0.0, 2.0 * self.half_knee_db);
+        let above_knee_db = (over_db - self.half_knee_db).max(0.0);
+        self.slope * (into_knee_db * into_knee_db * self.knee_scale + above_knee_db)
+    }
+}
+
+super::wide_fn! {
+    /// Levels in dB to the static curve's gain changes, in place.
+    fn gain_changes_db(levels: &mut [f32], curve: StaticCurve) {
+        for level in levels {
+            *level = curve.gain_change_db(*level);
         }
     }
 }
@@ -258,8 +289,8 @@ mod tests {
             for tenth_db in -600..=100 {
                 let level_db = f64::from(tenth_db) / 10.0;
                 let want = static_curve_db(level_db, -20.0, ratio, knee_db) - level_db;
-                let got = compressor.gain_change_db(level_db);
-                assert!((got - want).abs() < 1e-9, "ratio {ratio}, knee {knee_db}: {level_db} dB");
+                let got = f64::from(compressor.curve().gain_change_db(level_db as f32));
+                assert!((got - want).abs() < 1e-4, "ratio {ratio}, knee {knee_db}: {level_db} dB");
             }
         }
     }
