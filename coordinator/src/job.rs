@@ -194,6 +194,17 @@ impl Job {
             .count()
     }
 
+    /// Whether a lease at `now_ms` would hand out a task: one is ready, or
+    /// a lease has run out and its task would be taken back.
+    pub fn has_work(&self, now_ms: u64) -> bool {
+        self.state == JobState::Running
+            && self.tasks.values().any(|t| match t.state {
+                TaskState::Ready { not_before_ms } => not_before_ms <= now_ms,
+                TaskState::Leased { deadline_ms, .. } => deadline_ms < now_ms,
+                _ => false,
+            })
+    }
+
     /// Whether the album barrier has been reached: every master is done,
     /// so the album plan can be made and the finalize tasks released.
     pub fn masters_done(&self) -> bool {
@@ -339,7 +350,7 @@ impl Job {
 
 /// The task map as a list of pairs: formats such as JSON only key maps by
 /// strings.
-mod as_pairs {
+pub(crate) mod as_pairs {
     use std::collections::BTreeMap;
 
     use serde::{Deserialize, Deserializer, Serialize, Serializer};

@@ -8,3 +8,4 @@
 pub mod job;
 pub mod server;
 pub mod service;
+pub mod store;

@@ -6,6 +6,7 @@ use clap::Parser;
 use lacquer_coordinator::job::RetryPolicy;
 use lacquer_coordinator::server::serve;
 use lacquer_coordinator::service::Coordinator;
+use lacquer_coordinator::store::Store;
 
 /// The lacquer coordinator: accepts album manifests from clients and hands
 /// their tasks to workers.
@@ -18,6 +19,10 @@ struct Args {
     /// How long a lease lasts without a heartbeat, in milliseconds.
     #[arg(long, default_value_t = 30_000)]
     lease_ms: u64,
+    /// Folder of the durable state (created if missing). Without it, jobs
+    /// live in memory only and a restart forgets them.
+    #[arg(long)]
+    state_dir: Option<std::path::PathBuf>,
     /// Attempts per task before its job fails.
     #[arg(long, default_value_t = 3)]
     max_attempts: u32,
@@ -32,6 +37,10 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    serve(listener, Coordinator::new(policy), shutdown).await?;
+    let coordinator = match &args.state_dir {
+        Some(dir) => Coordinator::open(policy, Store::open(dir)?)?,
+        None => Coordinator::new(policy),
+    };
+    serve(listener, coordinator, shutdown).await?;
     Ok(())
 }

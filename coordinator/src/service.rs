@@ -14,7 +14,10 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use serde::{Deserialize, Serialize};
+
 use crate::job::{HeartbeatReply, Job, JobState, Outcome, RetryPolicy, Stage, TaskId, TaskStatus};
+use crate::store::{Store, StoreError};
 
 /// The coordinator's state, shared by both services.
 #[derive(Clone)]
@@ -27,6 +30,9 @@ struct Inner {
     /// Bumped on every change, so watchers wake.
     changes: watch::Sender<u64>,
     policy: RetryPolicy,
+    /// Where every change is made durable before it is answered (none: in
+    /// memory only).
+    store: Option<Store>,
 }
 
 #[derive(Default)]
@@ -38,6 +44,7 @@ struct State {
 }
 
 /// One submitted album.
+#[derive(Clone, Serialize, Deserialize)]
 struct Record {
     tenant: String,
     title: String,
@@ -46,6 +53,7 @@ struct Record {
     track_ids: Vec<String>,
     job: Job,
     /// Each finished task's result, as its worker reported it.
+    #[serde(with = "crate::job::as_pairs")]
     results: BTreeMap<TaskId, String>,
 }
 
@@ -55,9 +63,47 @@ fn now_ms() -> u64 {
 }
 
 impl Coordinator {
+    /// A coordinator whose state lives in memory only.
     pub fn new(policy: RetryPolicy) -> Self {
         let (changes, _) = watch::channel(0);
-        Self { inner: Arc::new(Inner { state: Mutex::new(State::default()), changes, policy }) }
+        Self { inner: Arc::new(Inner { state: Mutex::new(State::default()), changes, policy, store: None }) }
+    }
+
+    /// A coordinator whose state lives in `store`, continuing every job
+    /// found there.
+    pub fn open(policy: RetryPolicy, store: Store) -> Result<Self, StoreError> {
+        let (jobs, next_job) = store.load::<Record>()?;
+        let state = State { jobs: jobs.into_iter().collect(), next_job, turn: 0 };
+        let (changes, _) = watch::channel(0);
+        Ok(Self { inner: Arc::new(Inner { state: Mutex::new(state), changes, policy, store: Some(store) }) })
+    }
+
+    /// Applies `event` to job `id` of `tenant` (any tenant when `None`):
+    /// on a copy, made durable, then put in place, so what the store holds
+    /// and what was answered never differ.
+    fn update<R>(&self, id: &str, tenant: Option<&str>, event: impl FnOnce(&mut Record) -> R) -> Result<R, Status> {
+        let result = {
+            let mut state = self.state();
+            let next_job = state.next_job;
+            let record = match state.jobs.get_mut(id) {
+                Some(record) if tenant.is_none_or(|t| t == record.tenant) => record,
+                _ => return Err(Status::not_found(format!("no job {id}"))),
+            };
+            let mut updated = record.clone();
+            let result = event(&mut updated);
+            self.persist(id, &updated, next_job)?;
+            *record = updated;
+            result
+        };
+        self.changed();
+        Ok(result)
+    }
+
+    fn persist(&self, id: &str, record: &Record, next_job: u64) -> Result<(), Status> {
+        match &self.inner.store {
+            Some(store) => store.save(id, record, next_job).map_err(|e| Status::unavailable(e.to_string())),
+            None => Ok(()),
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -197,8 +243,10 @@ impl pb::albums_server::Albums for Coordinator {
         };
         let job = {
             let mut state = self.state();
-            state.next_job += 1;
-            let id = format!("job-{:06}", state.next_job);
+            let next_job = state.next_job + 1;
+            let id = format!("job-{next_job:06}");
+            self.persist(&id, &record, next_job)?;
+            state.next_job = next_job;
             let job = to_proto(&id, &record);
             state.jobs.insert(id, record);
             job
@@ -252,14 +300,7 @@ impl pb::albums_server::Albums for Coordinator {
     async fn cancel(&self, request: Request<pb::CancelRequest>) -> Result<Response<pb::Job>, Status> {
         let tenant = tenant(&request);
         let job_id = request.into_inner().job_id;
-        {
-            let mut state = self.state();
-            match state.jobs.get_mut(&job_id) {
-                Some(record) if record.tenant == tenant => record.job.cancel(),
-                _ => return Err(Status::not_found(format!("no job {job_id}"))),
-            }
-        }
-        self.changed();
+        self.update(&job_id, Some(&tenant), |record| record.job.cancel())?;
         self.view(&job_id, &tenant).map(Response::new)
     }
 
@@ -315,44 +356,45 @@ impl pb::workers_server::Workers for Coordinator {
             return Err(Status::invalid_argument("worker_id: empty"));
         }
         let now = now_ms();
-        let assignment = {
-            let mut state = self.state();
+        // Albums take turns: the search starts after the album served last.
+        let ids: Vec<String> = {
+            let state = self.state();
             let count = state.jobs.len();
             let start = state.turn % count.max(1);
-            let ids: Vec<String> = state.jobs.keys().cycle().skip(start).take(count).cloned().collect();
-            let mut found = None;
-            for (offset, id) in ids.iter().enumerate() {
-                let Some(record) = state.jobs.get_mut(id) else { continue };
-                if let Some(lease) = record.job.lease(&worker, now) {
-                    found = Some((
-                        offset,
-                        pb::Assignment {
-                            job_id: id.clone(),
-                            stage: stage_to_proto(lease.task.stage).into(),
-                            track: lease.task.track.map(|t| t as u32),
-                            lease: lease.lease,
-                            attempt: lease.attempt,
-                            deadline_unix_ms: lease.deadline_ms,
-                            manifest_yaml: record.manifest_yaml.clone(),
-                            inputs_json: Self::inputs_json(record, lease.task),
-                        },
-                    ));
-                    break;
-                }
-            }
-            if let Some((offset, _)) = &found {
-                state.turn = start + offset + 1;
-            }
-            found.map(|(_, assignment)| assignment)
+            state.jobs.keys().cycle().skip(start).take(count).cloned().collect()
         };
-        if assignment.is_some() {
-            self.changed();
+        let mut assignment = None;
+        for id in &ids {
+            if self.state().jobs.get(id).is_none_or(|r| !r.job.has_work(now)) {
+                continue;
+            }
+            let leased = self.update(id, None, |record| {
+                record.job.lease(&worker, now).map(|lease| pb::Assignment {
+                    job_id: id.clone(),
+                    stage: stage_to_proto(lease.task.stage).into(),
+                    track: lease.task.track.map(|t| t as u32),
+                    lease: lease.lease,
+                    attempt: lease.attempt,
+                    deadline_unix_ms: lease.deadline_ms,
+                    manifest_yaml: record.manifest_yaml.clone(),
+                    inputs_json: Self::inputs_json(record, lease.task),
+                })
+            })?;
+            if let Some(leased) = leased {
+                let mut state = self.state();
+                state.turn = state.jobs.keys().position(|k| k == id).map_or(0, |p| p + 1);
+                assignment = Some(leased);
+                break;
+            }
         }
         Ok(Response::new(pb::LeaseReply { task: assignment }))
     }
 
     async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatReply>, Status> {
         let (job_id, task, lease) = Self::task_ref(request.into_inner().task)?;
+        // A heartbeat only moves a deadline: it is not written to the store
+        // (a restarted coordinator lets such a lease run out a little early,
+        // and the task is done again to the same result).
         let reply = {
             let mut state = self.state();
             let record = state.jobs.get_mut(&job_id).ok_or_else(|| Status::not_found(format!("no job {job_id}")))?;
@@ -369,28 +411,22 @@ impl pb::workers_server::Workers for Coordinator {
     async fn complete(&self, request: Request<pb::CompleteRequest>) -> Result<Response<pb::CompleteReply>, Status> {
         let request = request.into_inner();
         let (job_id, task, lease) = Self::task_ref(request.task)?;
-        let outcome = {
-            let mut state = self.state();
-            let record = state.jobs.get_mut(&job_id).ok_or_else(|| Status::not_found(format!("no job {job_id}")))?;
+        let outcome = self.update(&job_id, None, |record| {
             let outcome = record.job.complete(task, lease);
             if outcome == Outcome::Accepted {
                 record.results.insert(task, request.result_json);
             }
             outcome
-        };
-        self.changed();
+        })?;
         Ok(Response::new(pb::CompleteReply { accepted: outcome == Outcome::Accepted }))
     }
 
     async fn fail(&self, request: Request<pb::FailRequest>) -> Result<Response<pb::FailReply>, Status> {
         let request = request.into_inner();
         let (job_id, task, lease) = Self::task_ref(request.task)?;
-        let outcome = {
-            let mut state = self.state();
-            let record = state.jobs.get_mut(&job_id).ok_or_else(|| Status::not_found(format!("no job {job_id}")))?;
+        let outcome = self.update(&job_id, None, |record| {
             record.job.fail(task, lease, &request.reason, request.retryable, now_ms())
-        };
-        self.changed();
+        })?;
         Ok(Response::new(pb::FailReply { accepted: outcome == Outcome::Accepted }))
     }
 }
