@@ -5,6 +5,7 @@
 //! probe results and analyses only. Its state machine is pure and tested
 //! without a network.
 
+pub mod auth;
 pub mod job;
 pub mod server;
 pub mod service;

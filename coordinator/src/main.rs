@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use clap::Parser;
+use lacquer_coordinator::auth::Auth;
 use lacquer_coordinator::job::RetryPolicy;
 use lacquer_coordinator::server::serve;
 use lacquer_coordinator::service::Coordinator;
@@ -23,6 +24,10 @@ struct Args {
     /// live in memory only and a restart forgets them.
     #[arg(long)]
     state_dir: Option<std::path::PathBuf>,
+    /// Tokens of tenants and workers (YAML; see the `auth` module). Without
+    /// it every client is one local tenant: for a single machine only.
+    #[arg(long)]
+    tokens: Option<std::path::PathBuf>,
     /// Attempts per task before its job fails.
     #[arg(long, default_value_t = 3)]
     max_attempts: u32,
@@ -37,9 +42,16 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
+    let auth = match &args.tokens {
+        Some(path) => Auth::from_file(path).map_err(anyhow::Error::msg)?,
+        None => {
+            eprintln!("lacquer-coordinator: no --tokens: every client is the local tenant (single machine only)");
+            Auth::open()
+        }
+    };
     let coordinator = match &args.state_dir {
-        Some(dir) => Coordinator::open(policy, Store::open(dir)?)?,
-        None => Coordinator::new(policy),
+        Some(dir) => Coordinator::open(policy, auth, Store::open(dir)?)?,
+        None => Coordinator::new(policy, auth),
     };
     serve(listener, coordinator, shutdown).await?;
     Ok(())

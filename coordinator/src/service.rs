@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status};
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::{Auth, Tenant};
 use crate::job::{HeartbeatReply, Job, JobState, Outcome, RetryPolicy, Stage, TaskId, TaskStatus};
 use crate::store::{Store, StoreError};
 
@@ -33,6 +34,7 @@ struct Inner {
     /// Where every change is made durable before it is answered (none: in
     /// memory only).
     store: Option<Store>,
+    auth: Auth,
 }
 
 #[derive(Default)]
@@ -64,18 +66,27 @@ fn now_ms() -> u64 {
 
 impl Coordinator {
     /// A coordinator whose state lives in memory only.
-    pub fn new(policy: RetryPolicy) -> Self {
+    pub fn new(policy: RetryPolicy, auth: Auth) -> Self {
         let (changes, _) = watch::channel(0);
-        Self { inner: Arc::new(Inner { state: Mutex::new(State::default()), changes, policy, store: None }) }
+        Self { inner: Arc::new(Inner { state: Mutex::new(State::default()), changes, policy, store: None, auth }) }
     }
 
     /// A coordinator whose state lives in `store`, continuing every job
     /// found there.
-    pub fn open(policy: RetryPolicy, store: Store) -> Result<Self, StoreError> {
+    pub fn open(policy: RetryPolicy, auth: Auth, store: Store) -> Result<Self, StoreError> {
         let (jobs, next_job) = store.load::<Record>()?;
         let state = State { jobs: jobs.into_iter().collect(), next_job, turn: 0 };
         let (changes, _) = watch::channel(0);
-        Ok(Self { inner: Arc::new(Inner { state: Mutex::new(state), changes, policy, store: Some(store) }) })
+        let inner = Inner { state: Mutex::new(state), changes, policy, store: Some(store), auth };
+        Ok(Self { inner: Arc::new(inner) })
+    }
+
+    fn tenant<T>(&self, request: &Request<T>) -> Result<Tenant, Status> {
+        self.inner.auth.tenant(request.metadata())
+    }
+
+    fn worker<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        self.inner.auth.worker(request.metadata())
     }
 
     /// Applies `event` to job `id` of `tenant` (any tenant when `None`):
@@ -126,12 +137,6 @@ impl Coordinator {
             _ => Err(Status::not_found(format!("no job {job_id}"))),
         }
     }
-}
-
-/// The tenant a request speaks for. Until tokens are configured every
-/// client is the one local tenant.
-fn tenant<T>(_request: &Request<T>) -> String {
-    "local".to_owned()
 }
 
 fn stage_to_proto(stage: Stage) -> pb::Stage {
@@ -220,7 +225,8 @@ fn root(field: &str, text: &str) -> Result<Option<StorageRoot>, Status> {
 #[tonic::async_trait]
 impl pb::albums_server::Albums for Coordinator {
     async fn submit(&self, request: Request<pb::SubmitRequest>) -> Result<Response<pb::SubmitReply>, Status> {
-        let tenant = tenant(&request);
+        let caller = self.tenant(&request)?;
+        let tenant = caller.name.clone();
         let request = request.into_inner();
         let source = root("source", &request.source)?;
         let base = source.clone().unwrap_or(StorageRoot::Local { dir: std::path::PathBuf::from(".") });
@@ -230,6 +236,28 @@ impl pb::albums_server::Albums for Coordinator {
         if !checked.problems.is_empty() {
             let error = manifest::ManifestError { problems: checked.problems };
             return Err(Status::invalid_argument(error.to_string()));
+        }
+        // Every location the manifest names must be the tenant's to use.
+        let mut refused = Vec::new();
+        for (field, root) in [("source", &checked.source), ("output", &checked.output)] {
+            if let Some(root) = root
+                && !caller.may_use(&root.to_string())
+            {
+                refused.push(format!("{field}: {root}"));
+            }
+        }
+        for input in &checked.inputs {
+            let location = input.object.to_string();
+            if !caller.may_use(&location) {
+                refused.push(format!("{}: {location}", input.field));
+            }
+        }
+        if !refused.is_empty() {
+            return Err(Status::permission_denied(format!(
+                "tenant {} may not use: {}",
+                caller.name,
+                refused.join("; ")
+            )));
         }
         let manifest = checked.manifest;
         let needs_mix: Vec<bool> = manifest.tracks.iter().map(|t| t.mix_file.is_none()).collect();
@@ -256,14 +284,14 @@ impl pb::albums_server::Albums for Coordinator {
     }
 
     async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::Job>, Status> {
-        let tenant = tenant(&request);
+        let tenant = self.tenant(&request)?.name;
         self.view(&request.get_ref().job_id, &tenant).map(Response::new)
     }
 
     type WatchStream = ReceiverStream<Result<pb::JobEvent, Status>>;
 
     async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
-        let tenant = tenant(&request);
+        let tenant = self.tenant(&request)?.name;
         let job_id = request.into_inner().job_id;
         let first = self.view(&job_id, &tenant)?;
         let (sender, receiver) = mpsc::channel(16);
@@ -291,21 +319,21 @@ impl pb::albums_server::Albums for Coordinator {
     }
 
     async fn list(&self, request: Request<pb::ListRequest>) -> Result<Response<pb::ListReply>, Status> {
-        let tenant = tenant(&request);
+        let tenant = self.tenant(&request)?.name;
         let state = self.state();
         let jobs = state.jobs.iter().filter(|(_, r)| r.tenant == tenant).map(|(id, r)| to_proto(id, r)).collect();
         Ok(Response::new(pb::ListReply { jobs }))
     }
 
     async fn cancel(&self, request: Request<pb::CancelRequest>) -> Result<Response<pb::Job>, Status> {
-        let tenant = tenant(&request);
+        let tenant = self.tenant(&request)?.name;
         let job_id = request.into_inner().job_id;
         self.update(&job_id, Some(&tenant), |record| record.job.cancel())?;
         self.view(&job_id, &tenant).map(Response::new)
     }
 
     async fn report(&self, request: Request<pb::ReportRequest>) -> Result<Response<pb::ReportReply>, Status> {
-        let tenant = tenant(&request);
+        let tenant = self.tenant(&request)?.name;
         let job_id = request.into_inner().job_id;
         let state = self.state();
         let record = match state.jobs.get(&job_id) {
@@ -351,6 +379,7 @@ impl Coordinator {
 #[tonic::async_trait]
 impl pb::workers_server::Workers for Coordinator {
     async fn lease(&self, request: Request<pb::LeaseRequest>) -> Result<Response<pb::LeaseReply>, Status> {
+        self.worker(&request)?;
         let worker = request.into_inner().worker_id;
         if worker.is_empty() {
             return Err(Status::invalid_argument("worker_id: empty"));
@@ -409,6 +438,7 @@ impl pb::workers_server::Workers for Coordinator {
     }
 
     async fn complete(&self, request: Request<pb::CompleteRequest>) -> Result<Response<pb::CompleteReply>, Status> {
+        self.worker(&request)?;
         let request = request.into_inner();
         let (job_id, task, lease) = Self::task_ref(request.task)?;
         let outcome = self.update(&job_id, None, |record| {
@@ -422,6 +452,7 @@ impl pb::workers_server::Workers for Coordinator {
     }
 
     async fn fail(&self, request: Request<pb::FailRequest>) -> Result<Response<pb::FailReply>, Status> {
+        self.worker(&request)?;
         let request = request.into_inner();
         let (job_id, task, lease) = Self::task_ref(request.task)?;
         let outcome = self.update(&job_id, None, |record| {

@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use lacquer_coordinator::auth::Auth;
 use lacquer_coordinator::job::RetryPolicy;
 use lacquer_coordinator::server::serve;
 use lacquer_coordinator::service::Coordinator;
@@ -27,10 +28,14 @@ impl Drop for Server {
 }
 
 async fn start(policy: RetryPolicy) -> Server {
+    start_with(policy, Auth::open()).await
+}
+
+async fn start_with(policy: RetryPolicy, auth: Auth) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(serve(listener, Coordinator::new(policy), async {
+    tokio::spawn(serve(listener, Coordinator::new(policy, auth), async {
         let _ = stopped.await;
     }));
     let channel = Channel::from_shared(format!("http://{address}")).unwrap().connect().await.unwrap();
@@ -193,4 +198,75 @@ async fn albums_take_turns() {
         jobs.push(task.job_id);
     }
     assert_eq!(jobs, [a.id.clone(), b.id.clone(), a.id, b.id], "one album does not starve the other");
+}
+
+/// A client whose every request carries `token`.
+fn with_token(
+    channel: &Channel,
+    token: &str,
+) -> (
+    AlbumsClient<tonic::service::interceptor::InterceptedService<Channel, impl tonic::service::Interceptor + Clone>>,
+    WorkersClient<tonic::service::interceptor::InterceptedService<Channel, impl tonic::service::Interceptor + Clone>>,
+) {
+    let header: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
+    let bearer = move |mut request: tonic::Request<()>| {
+        request.metadata_mut().insert("authorization", header.clone());
+        Ok(request)
+    };
+    (
+        AlbumsClient::with_interceptor(channel.clone(), bearer.clone()),
+        WorkersClient::with_interceptor(channel.clone(), bearer),
+    )
+}
+
+#[tokio::test]
+async fn tenants_see_only_their_own_jobs_and_buckets() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.yaml");
+    std::fs::write(
+        &tokens,
+        "tenants:\n  label-a: { token: aaaaaaaaaaaaaaaaaaaa, allowed: [\"s3://label-a/\"] }\n  \
+         label-b: { token: bbbbbbbbbbbbbbbbbbbb, allowed: [\"s3://label-b/\"] }\nworkers: { token: wwwwwwwwwwwwwwwwwwww }\n",
+    )
+    .unwrap();
+    let server = start_with(RetryPolicy::default(), Auth::from_file(&tokens).unwrap()).await;
+    let (mut a, mut a_as_worker) = with_token(&server.channel, "aaaaaaaaaaaaaaaaaaaa");
+    let (mut b, _) = with_token(&server.channel, "bbbbbbbbbbbbbbbbbbbb");
+    let (mut worker_as_client, mut worker) = with_token(&server.channel, "wwwwwwwwwwwwwwwwwwww");
+
+    let mut request = submit_request(fixture_manifest());
+    request.source = "s3://label-a/corpus/".into();
+    let job = a.submit(request.clone()).await.unwrap().into_inner().job.unwrap();
+    assert_eq!(job.tenant, "label-a");
+
+    // Another tenant cannot see, watch, cancel or read it.
+    let id = || job.id.clone();
+    assert_eq!(b.get(pb::GetRequest { job_id: id() }).await.unwrap_err().code(), tonic::Code::NotFound);
+    assert_eq!(b.watch(pb::WatchRequest { job_id: id() }).await.unwrap_err().code(), tonic::Code::NotFound);
+    assert_eq!(b.cancel(pb::CancelRequest { job_id: id() }).await.unwrap_err().code(), tonic::Code::NotFound);
+    assert_eq!(b.report(pb::ReportRequest { job_id: id() }).await.unwrap_err().code(), tonic::Code::NotFound);
+    assert!(b.list(pb::ListRequest {}).await.unwrap().into_inner().jobs.is_empty());
+    assert_eq!(a.list(pb::ListRequest {}).await.unwrap().into_inner().jobs.len(), 1);
+
+    // Nor name a bucket it is not allowed: refused before any task exists.
+    let status = b.submit(request.clone()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+    assert!(status.message().contains("s3://label-a/corpus/"), "{}", status.message());
+    let mut sneaky = request.clone();
+    sneaky.source = "s3://label-b/corpus/".into();
+    sneaky.output = "s3://label-a/stolen/".into();
+    let status = b.submit(sneaky).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+    assert!(status.message().contains("output: s3://label-a/stolen/"), "{}", status.message());
+
+    // Tokens are checked, and each kind of token opens only its service.
+    let mut anonymous = AlbumsClient::new(server.channel.clone());
+    assert_eq!(anonymous.list(pb::ListRequest {}).await.unwrap_err().code(), tonic::Code::Unauthenticated);
+    let (mut forged, _) = with_token(&server.channel, "cccccccccccccccccccc");
+    assert_eq!(forged.list(pb::ListRequest {}).await.unwrap_err().code(), tonic::Code::Unauthenticated);
+    assert_eq!(worker_as_client.list(pb::ListRequest {}).await.unwrap_err().code(), tonic::Code::PermissionDenied);
+    let lease = pb::LeaseRequest { worker_id: "w".into() };
+    assert_eq!(a_as_worker.lease(lease.clone()).await.unwrap_err().code(), tonic::Code::PermissionDenied);
+    let task = worker.lease(lease).await.unwrap().into_inner().task.unwrap();
+    assert_eq!(task.job_id, job.id, "the worker token leases");
 }
