@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod analyze;
 mod master;
+mod remote;
 mod stores;
 mod validate;
 
@@ -35,6 +36,18 @@ enum Command {
     /// PLR, warmth (150–600 Hz against 2–8 kHz), spectral tilt and stereo
     /// width, as a table or as JSON with the 1/3-octave spectrum.
     Analyze(analyze::Args),
+    /// Send an album manifest to a coordinator (`--wait` follows the job to its end).
+    Submit(remote::SubmitArgs),
+    /// Follow a job on a coordinator until it ends, with its progress.
+    Watch(remote::JobArgs),
+    /// Show a job on a coordinator and its tasks.
+    Status(remote::JobArgs),
+    /// List your jobs on a coordinator.
+    List(remote::ListArgs),
+    /// Cancel a job; running workers stop at their next heartbeat.
+    Cancel(remote::JobArgs),
+    /// Print a finished job's report.json.
+    Report(remote::JobArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +64,12 @@ fn main() -> ExitCode {
             Command::Validate(args) => validate::run(args, cli.s3).await,
             Command::Analyze(args) => analyze::run(args, cli.s3).await,
             Command::Master(args) => master::run(args, cli.s3).await,
+            Command::Submit(args) => remote::submit(args).await,
+            Command::Watch(args) => remote::watch(args).await,
+            Command::Status(args) => remote::status(args).await,
+            Command::List(args) => remote::list(args).await,
+            Command::Cancel(args) => remote::cancel(args).await,
+            Command::Report(args) => remote::report(args).await,
         }
     });
     match result {

@@ -1,0 +1,261 @@
+//! The label's side of a coordinator: `lacquer submit`, `watch`, `status`,
+//! `list`, `cancel` and `report`, over gRPC with a bearer token.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args as ClapArgs;
+use indicatif::{ProgressBar, ProgressStyle};
+use lacquer_proto::v1 as pb;
+use pb::albums_client::AlbumsClient;
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+/// Where the coordinator is and who we are.
+#[derive(Debug, ClapArgs)]
+pub struct Connection {
+    /// The coordinator's address, e.g. http://coordinator.lacquer:7700.
+    #[arg(long, env = "LACQUER_COORDINATOR", default_value = "http://127.0.0.1:7700")]
+    coordinator: String,
+    /// The tenant's bearer token.
+    #[arg(long, env = "LACQUER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print JSON for scripts instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Sends an album manifest to a coordinator.
+#[derive(Debug, ClapArgs)]
+pub struct SubmitArgs {
+    /// The album manifest (YAML).
+    manifest: std::path::PathBuf,
+    /// Where the manifest's relative paths resolve (s3://bucket/prefix/).
+    #[arg(long)]
+    source: Option<String>,
+    /// Where the deliverables go (s3://bucket/prefix/).
+    #[arg(long)]
+    output: Option<String>,
+    /// Follow the job until it ends; the exit status is the job's.
+    #[arg(long)]
+    wait: bool,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+/// Names one job.
+#[derive(Debug, ClapArgs)]
+pub struct JobArgs {
+    /// The job's id, as `submit` printed it.
+    job: String,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+/// Lists the tenant's jobs.
+#[derive(Debug, ClapArgs)]
+pub struct ListArgs {
+    #[command(flatten)]
+    connection: Connection,
+}
+
+type Client = AlbumsClient<InterceptedService<Channel, Bearer>>;
+
+/// Adds `authorization: Bearer <token>` to every request.
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+impl Connection {
+    async fn connect(&self) -> anyhow::Result<Client> {
+        let channel = Channel::from_shared(self.coordinator.clone())
+            .with_context(|| format!("{}: not a coordinator address", self.coordinator))?
+            .connect()
+            .await
+            .with_context(|| format!("cannot reach the coordinator at {}", self.coordinator))?;
+        let token = match &self.token {
+            Some(token) => Some(format!("Bearer {token}").parse().context("the token is not plain text")?),
+            None => None,
+        };
+        Ok(AlbumsClient::with_interceptor(channel, Bearer(token)))
+    }
+}
+
+/// A refusal from the coordinator, said plainly.
+fn refused(status: tonic::Status) -> anyhow::Error {
+    let what = match status.code() {
+        tonic::Code::InvalidArgument => "the coordinator rejected the request",
+        tonic::Code::Unauthenticated => "not signed in (check --token or LACQUER_TOKEN)",
+        tonic::Code::PermissionDenied => "not allowed",
+        tonic::Code::NotFound => "not found",
+        tonic::Code::FailedPrecondition => "not ready",
+        tonic::Code::Unavailable => "the coordinator is unavailable",
+        _ => "the coordinator failed",
+    };
+    anyhow::anyhow!("{what}:\n{}", status.message())
+}
+
+fn state_name(job: &pb::Job) -> &'static str {
+    match job.state() {
+        pb::JobState::Running => "running",
+        pb::JobState::Succeeded => "succeeded",
+        pb::JobState::Failed => "failed",
+        pb::JobState::Cancelled => "cancelled",
+        pb::JobState::Unspecified => "unknown",
+    }
+}
+
+fn job_json(job: &pb::Job) -> serde_json::Value {
+    serde_json::json!({
+        "id": job.id,
+        "title": job.title,
+        "state": state_name(job),
+        "error": if job.error.is_empty() { None } else { Some(&job.error) },
+        "tasks_done": job.tasks_done,
+        "tasks_total": job.tasks_total,
+        "tasks": job.tasks.iter().map(|t| serde_json::json!({
+            "stage": t.stage().as_str_name().trim_start_matches("STAGE_").to_lowercase(),
+            "track": t.track_id,
+            "state": t.state().as_str_name().trim_start_matches("TASK_STATE_").to_lowercase(),
+            "attempts": t.attempts,
+            "last_error": if t.last_error.is_empty() { None } else { Some(&t.last_error) },
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn print_job(job: &pb::Job, json: bool) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", job_json(job))?;
+        return Ok(());
+    }
+    writeln!(out, "{}  {}  {}  {}/{} tasks", job.id, state_name(job), job.title, job.tasks_done, job.tasks_total)?;
+    if !job.error.is_empty() {
+        writeln!(out, "  error: {}", job.error)?;
+    }
+    Ok(())
+}
+
+/// The exit status a finished job stands for.
+fn exit_for(job: &pb::Job) -> ExitCode {
+    if job.state() == pb::JobState::Succeeded { ExitCode::SUCCESS } else { ExitCode::from(1) }
+}
+
+/// Follows a job to its end with a progress bar (or JSON lines).
+async fn follow(client: &mut Client, job_id: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let mut events = client.watch(pb::WatchRequest { job_id: job_id.to_owned() }).await.map_err(refused)?.into_inner();
+    let bar = if json || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0).with_style(
+            ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} tasks ({elapsed})")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        )
+    };
+    let mut last = None;
+    while let Some(event) = events.message().await.map_err(refused)? {
+        let Some(job) = event.job else { continue };
+        bar.set_length(u64::from(job.tasks_total));
+        bar.set_position(u64::from(job.tasks_done));
+        bar.set_message(format!("{} {}", job.id, state_name(&job)));
+        if json {
+            writeln!(std::io::stdout().lock(), "{}", job_json(&job))?;
+        }
+        last = Some(job);
+    }
+    bar.finish_and_clear();
+    let job = last.context("the coordinator ended the watch without news of the job")?;
+    if !json {
+        print_job(&job, false)?;
+    }
+    Ok(exit_for(&job))
+}
+
+pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
+    let manifest_yaml = std::fs::read_to_string(&args.manifest)
+        .with_context(|| format!("cannot read the manifest {}", args.manifest.display()))?;
+    let mut client = args.connection.connect().await?;
+    let request = pb::SubmitRequest {
+        manifest_yaml,
+        source: args.source.unwrap_or_default(),
+        output: args.output.unwrap_or_default(),
+    };
+    let job = match client.submit(request).await {
+        Ok(reply) => reply.into_inner().job.context("the coordinator accepted the album but sent no job")?,
+        Err(status) if status.code() == tonic::Code::InvalidArgument => {
+            eprintln!("{}: {}", args.manifest.display(), status.message());
+            return Ok(ExitCode::from(1));
+        }
+        Err(status) => return Err(refused(status)),
+    };
+    if !args.wait {
+        print_job(&job, args.connection.json)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !args.connection.json {
+        eprintln!("submitted {}", job.id);
+    }
+    follow(&mut client, &job.id, args.connection.json).await
+}
+
+pub async fn watch(args: JobArgs) -> anyhow::Result<ExitCode> {
+    let mut client = args.connection.connect().await?;
+    follow(&mut client, &args.job, args.connection.json).await
+}
+
+pub async fn status(args: JobArgs) -> anyhow::Result<ExitCode> {
+    let mut client = args.connection.connect().await?;
+    let job = client.get(pb::GetRequest { job_id: args.job }).await.map_err(refused)?.into_inner();
+    print_job(&job, args.connection.json)?;
+    if !args.connection.json {
+        let mut out = std::io::stdout().lock();
+        for task in &job.tasks {
+            let stage = task.stage().as_str_name().trim_start_matches("STAGE_").to_lowercase();
+            let state = task.state().as_str_name().trim_start_matches("TASK_STATE_").to_lowercase();
+            write!(out, "  {stage:<9} {:<24} {state:<8} attempts {}", task.track_id, task.attempts)?;
+            if !task.last_error.is_empty() {
+                write!(out, "  last error: {}", task.last_error)?;
+            }
+            writeln!(out)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
+    let mut client = args.connection.connect().await?;
+    let jobs = client.list(pb::ListRequest {}).await.map_err(refused)?.into_inner().jobs;
+    if args.connection.json {
+        let all: Vec<_> = jobs.iter().map(job_json).collect();
+        writeln!(std::io::stdout().lock(), "{}", serde_json::Value::Array(all))?;
+    } else {
+        for job in &jobs {
+            print_job(job, false)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn cancel(args: JobArgs) -> anyhow::Result<ExitCode> {
+    let mut client = args.connection.connect().await?;
+    let job = client.cancel(pb::CancelRequest { job_id: args.job }).await.map_err(refused)?.into_inner();
+    print_job(&job, args.connection.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn report(args: JobArgs) -> anyhow::Result<ExitCode> {
+    let mut client = args.connection.connect().await?;
+    let report = client.report(pb::ReportRequest { job_id: args.job }).await.map_err(refused)?.into_inner();
+    writeln!(std::io::stdout().lock(), "{}", report.report_json)?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,132 @@
+//! `lacquer submit|watch|status|list|cancel|report` against a real
+//! coordinator served on loopback by the test, whose tasks the test
+//! completes as a worker would.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use lacquer_coordinator::auth::Auth;
+use lacquer_coordinator::job::RetryPolicy;
+use lacquer_coordinator::server::serve;
+use lacquer_coordinator::service::Coordinator;
+use lacquer_proto::v1 as pb;
+
+const TENANT: &str = "aaaaaaaaaaaaaaaaaaaa";
+const WORKER: &str = "wwwwwwwwwwwwwwwwwwww";
+
+fn manifest() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/album-small/album.yaml")
+}
+
+fn lacquer(url: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lacquer"))
+        .args(args)
+        .args(["--coordinator", url])
+        .env("LACQUER_TOKEN", TENANT)
+        .output()
+        .unwrap()
+}
+
+fn json(output: &Output) -> serde_json::Value {
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(text.lines().last().unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_label_submits_follows_and_fetches_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.yaml");
+    std::fs::write(
+        &tokens,
+        format!(
+            "tenants:\n  label-a: {{ token: {TENANT}, allowed: [\"s3://label-a/\"] }}\nworkers: {{ token: {WORKER} }}\n"
+        ),
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let coordinator = Coordinator::new(RetryPolicy::default(), Auth::from_file(&tokens).unwrap());
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve(listener, coordinator, async {
+        let _ = stopped.await;
+    }));
+    let manifest = manifest();
+    let manifest = manifest.to_str().unwrap();
+    let run = |args: Vec<String>| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || lacquer(&url, &args.iter().map(String::as_str).collect::<Vec<_>>()))
+    };
+    let strings = |args: &[&str]| args.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+
+    let submitted = run(strings(&["submit", manifest, "--source", "s3://label-a/corpus/", "--json"])).await.unwrap();
+    let job = json(&submitted);
+    let id = job["id"].as_str().unwrap().to_owned();
+    assert_eq!(job["state"], "running");
+    assert_eq!(job["tasks_total"], 10);
+    let status = json(&run(strings(&["status", &id, "--json"])).await.unwrap());
+    assert_eq!(status["tasks"].as_array().unwrap().len(), 10);
+    assert_eq!(status["tasks"][0]["stage"], "mix");
+
+    // `watch` follows the job while a worker runs every task.
+    let watcher = run(strings(&["watch", &id, "--json"]));
+    let channel = tonic::transport::Channel::from_shared(url.clone()).unwrap().connect().await.unwrap();
+    let header: tonic::metadata::MetadataValue<_> = format!("Bearer {WORKER}").parse().unwrap();
+    let mut worker = pb::workers_client::WorkersClient::with_interceptor(channel, move |mut r: tonic::Request<()>| {
+        r.metadata_mut().insert("authorization", header.clone());
+        Ok(r)
+    });
+    while let Some(task) = worker.lease(pb::LeaseRequest { worker_id: "w".into() }).await.unwrap().into_inner().task {
+        let task_ref = pb::TaskRef { job_id: task.job_id, stage: task.stage, track: task.track, lease: task.lease };
+        let result = if task.stage == pb::Stage::Report as i32 { "{\"album\": \"done\"}" } else { "{}" };
+        worker.complete(pb::CompleteRequest { task: Some(task_ref), result_json: result.into() }).await.unwrap();
+    }
+    let watched = watcher.await.unwrap();
+    let last = json(&watched);
+    assert_eq!(last["state"], "succeeded");
+    assert_eq!(last["tasks_done"], 10);
+    let report = run(strings(&["report", &id])).await.unwrap();
+    assert!(report.status.success());
+    assert!(String::from_utf8_lossy(&report.stdout).contains("\"album\": \"done\""));
+
+    // A second album, cancelled while `submit --wait` follows it: exit 1.
+    let waiting = run(strings(&["submit", manifest, "--source", "s3://label-a/corpus/", "--wait", "--json"]));
+    let mut second = None;
+    for _ in 0..100 {
+        let listed = json(&run(strings(&["list", "--json"])).await.unwrap());
+        if let Some(job) = listed.as_array().unwrap().iter().find(|j| j["id"] != id.as_str()) {
+            second = Some(job["id"].as_str().unwrap().to_owned());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let second = second.expect("the second job is listed");
+    let cancelled = json(&run(strings(&["cancel", &second, "--json"])).await.unwrap());
+    assert_eq!(cancelled["state"], "cancelled");
+    let waited = waiting.await.unwrap();
+    assert_eq!(waited.status.code(), Some(1), "a cancelled job is not a success");
+
+    // A bad manifest: exit 1 and the field path, as `lacquer validate` says it.
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, std::fs::read_to_string(manifest).unwrap().replacen("gain_db: -2.0", "gain_db: 40.0", 1))
+        .unwrap();
+    let refused = run(strings(&["submit", bad.to_str().unwrap(), "--source", "s3://label-a/corpus/"])).await.unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("tracks[0].stems[0].gain_db"));
+    // Another label's bucket, and a wrong token: clear refusals.
+    let denied = run(strings(&["submit", manifest, "--source", "s3://label-b/corpus/"])).await.unwrap();
+    assert_eq!(denied.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("not allowed"), "{denied:?}");
+    let url2 = url.clone();
+    let stranger = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_lacquer"))
+            .args(["list", "--coordinator", &url2, "--token", "not-a-real-token-at-all"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(stranger.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&stranger.stderr).contains("not signed in"), "{stranger:?}");
+}
