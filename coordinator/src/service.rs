@@ -41,8 +41,11 @@ struct Inner {
 struct State {
     jobs: BTreeMap<String, Record>,
     next_job: u64,
-    /// Where the next lease starts looking, so albums take turns.
-    turn: usize,
+    /// The tenant served last, and per tenant the album served last: the
+    /// next lease looks after them, so tenants take turns, and within a
+    /// tenant its albums do.
+    last_tenant: Option<String>,
+    last_job: BTreeMap<String, String>,
 }
 
 /// One submitted album.
@@ -75,7 +78,7 @@ impl Coordinator {
     /// found there.
     pub fn open(policy: RetryPolicy, auth: Auth, store: Store) -> Result<Self, StoreError> {
         let (jobs, next_job) = store.load::<Record>()?;
-        let state = State { jobs: jobs.into_iter().collect(), next_job, turn: 0 };
+        let state = State { jobs: jobs.into_iter().collect(), next_job, ..State::default() };
         let (changes, _) = watch::channel(0);
         let inner = Inner { state: Mutex::new(state), changes, policy, store: Some(store), auth };
         Ok(Self { inner: Arc::new(inner) })
@@ -385,18 +388,30 @@ impl pb::workers_server::Workers for Coordinator {
             return Err(Status::invalid_argument("worker_id: empty"));
         }
         let now = now_ms();
-        // Albums take turns: the search starts after the album served last.
-        let ids: Vec<String> = {
+        // Fair shares: tenants take turns, and within a tenant its albums do.
+        let candidates: Vec<(String, String)> = {
             let state = self.state();
-            let count = state.jobs.len();
-            let start = state.turn % count.max(1);
-            state.jobs.keys().cycle().skip(start).take(count).cloned().collect()
+            let mut by_tenant: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+            for (id, record) in &state.jobs {
+                if record.job.has_work(now) {
+                    by_tenant.entry(&record.tenant).or_default().push(id);
+                }
+            }
+            let tenants: Vec<&str> = by_tenant.keys().copied().collect();
+            let first = state.last_tenant.as_deref().map_or(0, |last| tenants.partition_point(|t| *t <= last));
+            let mut order = Vec::new();
+            for tenant in tenants.iter().cycle().skip(first).take(tenants.len()) {
+                let ids = &by_tenant[tenant];
+                let after =
+                    state.last_job.get(*tenant).map_or(0, |last| ids.partition_point(|id| *id <= last.as_str()));
+                order.extend(
+                    ids.iter().cycle().skip(after).take(ids.len()).map(|id| (tenant.to_string(), id.to_string())),
+                );
+            }
+            order
         };
         let mut assignment = None;
-        for id in &ids {
-            if self.state().jobs.get(id).is_none_or(|r| !r.job.has_work(now)) {
-                continue;
-            }
+        for (tenant, id) in &candidates {
             let leased = self.update(id, None, |record| {
                 record.job.lease(&worker, now).map(|lease| pb::Assignment {
                     job_id: id.clone(),
@@ -411,7 +426,8 @@ impl pb::workers_server::Workers for Coordinator {
             })?;
             if let Some(leased) = leased {
                 let mut state = self.state();
-                state.turn = state.jobs.keys().position(|k| k == id).map_or(0, |p| p + 1);
+                state.last_tenant = Some(tenant.clone());
+                state.last_job.insert(tenant.clone(), id.clone());
                 assignment = Some(leased);
                 break;
             }

@@ -270,3 +270,46 @@ async fn tenants_see_only_their_own_jobs_and_buckets() {
     let task = worker.lease(lease).await.unwrap().into_inner().task.unwrap();
     assert_eq!(task.job_id, job.id, "the worker token leases");
 }
+
+#[tokio::test]
+async fn tenants_take_turns_then_their_albums_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.yaml");
+    std::fs::write(
+        &tokens,
+        "tenants:\n  big: { token: aaaaaaaaaaaaaaaaaaaa, allowed: [\"s3://big/\"] }\n  \
+         small: { token: bbbbbbbbbbbbbbbbbbbb, allowed: [\"s3://small/\"] }\nworkers: { token: wwwwwwwwwwwwwwwwwwww }\n",
+    )
+    .unwrap();
+    let server = start_with(RetryPolicy::default(), Auth::from_file(&tokens).unwrap()).await;
+    let (mut big, _) = with_token(&server.channel, "aaaaaaaaaaaaaaaaaaaa");
+    let (mut small, _) = with_token(&server.channel, "bbbbbbbbbbbbbbbbbbbb");
+    let (_, mut worker) = with_token(&server.channel, "wwwwwwwwwwwwwwwwwwww");
+    let submit = |source: &str| {
+        let mut request = submit_request(fixture_manifest());
+        request.source = source.into();
+        request
+    };
+    // The big label queues three albums before the small label's one.
+    let mut big_jobs = Vec::new();
+    for _ in 0..3 {
+        big_jobs.push(big.submit(submit("s3://big/a/")).await.unwrap().into_inner().job.unwrap().id);
+    }
+    let small_job = small.submit(submit("s3://small/a/")).await.unwrap().into_inner().job.unwrap().id;
+    // The small album has three tasks ready (its mixes): seven leases
+    // alternate until it has none left.
+    let mut served = Vec::new();
+    for _ in 0..7 {
+        let task = worker.lease(pb::LeaseRequest { worker_id: "w".into() }).await.unwrap().into_inner().task.unwrap();
+        served.push(task.job_id);
+    }
+    let tenant_of = |id: &String| if *id == small_job { "small" } else { "big" };
+    let tenants: Vec<&str> = served.iter().map(tenant_of).collect();
+    assert_eq!(tenants, ["big", "small", "big", "small", "big", "small", "big"], "{served:?}");
+    let big_served: Vec<&String> = served.iter().filter(|id| **id != small_job).collect();
+    assert_eq!(
+        big_served,
+        [&big_jobs[0], &big_jobs[1], &big_jobs[2], &big_jobs[0]],
+        "the big label's albums take turns"
+    );
+}
