@@ -1,5 +1,6 @@
 //! `lacquer-coordinator`: serves the Albums and Workers gRPC services.
 
+use std::io::Write;
 use std::net::SocketAddr;
 
 use clap::Parser;
@@ -37,7 +38,12 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
-    eprintln!("lacquer-coordinator listening on {}", listener.local_addr()?);
+    // A closed stderr must not stop the service: what is said there is
+    // for people, and losing it is no reason to exit.
+    let say = |text: std::fmt::Arguments| {
+        let _ = writeln!(std::io::stderr(), "{text}");
+    };
+    say(format_args!("lacquer-coordinator listening on {}", listener.local_addr()?));
     let policy = RetryPolicy { max_attempts: args.max_attempts, lease_ms: args.lease_ms, ..RetryPolicy::default() };
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -45,7 +51,9 @@ async fn main() -> anyhow::Result<()> {
     let auth = match &args.tokens {
         Some(path) => Auth::from_file(path).map_err(anyhow::Error::msg)?,
         None => {
-            eprintln!("lacquer-coordinator: no --tokens: every client is the local tenant (single machine only)");
+            say(format_args!(
+                "lacquer-coordinator: no --tokens: every client is the local tenant (single machine only)"
+            ));
             Auth::open()
         }
     };

@@ -33,10 +33,16 @@ async fn start(state_dir: &Path) -> Coordinator {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Read until the address is announced, then keep draining stderr so
+    // the coordinator never writes into a closed pipe.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
-    BufReader::new(child.stderr.take().unwrap()).read_line(&mut line).unwrap();
+    while !line.contains("listening on") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "the coordinator exited before listening");
+    }
     let address = line.trim().rsplit(' ').next().unwrap().to_owned();
-    assert!(line.contains("listening on"), "{line}");
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
     let channel = Channel::from_shared(format!("http://{address}")).unwrap().connect().await.unwrap();
     Coordinator { child, channel }
 }
