@@ -3,10 +3,11 @@
 use std::io::Write;
 use std::net::SocketAddr;
 
+use anyhow::Context;
 use clap::Parser;
 use lacquer_coordinator::auth::Auth;
 use lacquer_coordinator::job::RetryPolicy;
-use lacquer_coordinator::server::serve;
+use lacquer_coordinator::server::{Tls, serve_with_tls};
 use lacquer_coordinator::service::Coordinator;
 use lacquer_coordinator::store::Store;
 
@@ -29,6 +30,13 @@ struct Args {
     /// it every client is one local tenant: for a single machine only.
     #[arg(long)]
     tokens: Option<std::path::PathBuf>,
+    /// TLS certificate chain (PEM); with `--tls-key`, the coordinator speaks
+    /// TLS only.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
     /// Attempts per task before its job fails.
     #[arg(long, default_value_t = 3)]
     max_attempts: u32,
@@ -61,6 +69,13 @@ async fn main() -> anyhow::Result<()> {
         Some(dir) => Coordinator::open(policy, auth, Store::open(dir)?)?,
         None => Coordinator::new(policy, auth),
     };
-    serve(listener, coordinator, shutdown).await?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(Tls {
+            certificate_pem: std::fs::read(cert).with_context(|| format!("cannot read {}", cert.display()))?,
+            key_pem: std::fs::read(key).with_context(|| format!("cannot read {}", key.display()))?,
+        }),
+        _ => None,
+    };
+    serve_with_tls(listener, coordinator, tls, shutdown).await?;
     Ok(())
 }

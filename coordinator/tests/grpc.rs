@@ -313,3 +313,38 @@ async fn tenants_take_turns_then_their_albums_do() {
         "the big label's albums take turns"
     );
 }
+
+#[tokio::test]
+async fn tls_when_a_certificate_is_configured() {
+    use lacquer_coordinator::server::{Tls, serve_with_tls};
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let certificate_pem = certified.cert.pem();
+    let tls = Tls {
+        certificate_pem: certificate_pem.clone().into_bytes(),
+        key_pem: certified.signing_key.serialize_pem().into_bytes(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve_with_tls(listener, Coordinator::new(RetryPolicy::default(), Auth::open()), Some(tls), async {
+        let _ = stopped.await;
+    }));
+    // A client that trusts the certificate gets through.
+    let trusted = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(&certificate_pem))
+        .domain_name("localhost");
+    let channel = Channel::from_shared(format!("https://localhost:{port}"))
+        .unwrap()
+        .tls_config(trusted)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let listed = AlbumsClient::new(channel).list(pb::ListRequest {}).await.unwrap().into_inner();
+    assert!(listed.jobs.is_empty());
+    // Plain text is not spoken.
+    let plain = Channel::from_shared(format!("http://127.0.0.1:{port}")).unwrap().connect().await;
+    if let Ok(plain) = plain {
+        assert!(AlbumsClient::new(plain).list(pb::ListRequest {}).await.is_err(), "plain text refused");
+    }
+}
