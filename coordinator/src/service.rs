@@ -306,8 +306,11 @@ impl pb::albums_server::Albums for Coordinator {
                 return;
             }
             while !is_terminal(&last) {
-                if changes.changed().await.is_err() {
-                    return;
+                // A client that hung up ends the watch at once, not at the
+                // job's next change.
+                tokio::select! {
+                    changed = changes.changed() => if changed.is_err() { return },
+                    () = sender.closed() => return,
                 }
                 let Ok(now) = coordinator.view(&job_id, &tenant) else { return };
                 if now != last {

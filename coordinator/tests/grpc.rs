@@ -200,6 +200,21 @@ async fn albums_take_turns() {
     assert_eq!(jobs, [a.id.clone(), b.id.clone(), a.id, b.id], "one album does not starve the other");
 }
 
+/// A coordinator with two tenants, tokens `aaaa…` and `bbbb…`, each allowed
+/// the bucket named like it, and the worker token `wwww…`.
+async fn start_two_tenants(first: &str, second: &str) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.yaml");
+    let tenant = |name: &str, token: &str| format!("  {name}: {{ token: {token}, allowed: [\"s3://{name}/\"] }}\n");
+    let yaml = format!(
+        "tenants:\n{}{}workers: {{ token: wwwwwwwwwwwwwwwwwwww }}\n",
+        tenant(first, "aaaaaaaaaaaaaaaaaaaa"),
+        tenant(second, "bbbbbbbbbbbbbbbbbbbb")
+    );
+    std::fs::write(&tokens, yaml).unwrap();
+    start_with(RetryPolicy::default(), Auth::from_file(&tokens).unwrap()).await
+}
+
 /// A client whose every request carries `token`.
 fn with_token(
     channel: &Channel,
@@ -221,15 +236,7 @@ fn with_token(
 
 #[tokio::test]
 async fn tenants_see_only_their_own_jobs_and_buckets() {
-    let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens.yaml");
-    std::fs::write(
-        &tokens,
-        "tenants:\n  label-a: { token: aaaaaaaaaaaaaaaaaaaa, allowed: [\"s3://label-a/\"] }\n  \
-         label-b: { token: bbbbbbbbbbbbbbbbbbbb, allowed: [\"s3://label-b/\"] }\nworkers: { token: wwwwwwwwwwwwwwwwwwww }\n",
-    )
-    .unwrap();
-    let server = start_with(RetryPolicy::default(), Auth::from_file(&tokens).unwrap()).await;
+    let server = start_two_tenants("label-a", "label-b").await;
     let (mut a, mut a_as_worker) = with_token(&server.channel, "aaaaaaaaaaaaaaaaaaaa");
     let (mut b, _) = with_token(&server.channel, "bbbbbbbbbbbbbbbbbbbb");
     let (mut worker_as_client, mut worker) = with_token(&server.channel, "wwwwwwwwwwwwwwwwwwww");
@@ -273,15 +280,7 @@ async fn tenants_see_only_their_own_jobs_and_buckets() {
 
 #[tokio::test]
 async fn tenants_take_turns_then_their_albums_do() {
-    let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens.yaml");
-    std::fs::write(
-        &tokens,
-        "tenants:\n  big: { token: aaaaaaaaaaaaaaaaaaaa, allowed: [\"s3://big/\"] }\n  \
-         small: { token: bbbbbbbbbbbbbbbbbbbb, allowed: [\"s3://small/\"] }\nworkers: { token: wwwwwwwwwwwwwwwwwwww }\n",
-    )
-    .unwrap();
-    let server = start_with(RetryPolicy::default(), Auth::from_file(&tokens).unwrap()).await;
+    let server = start_two_tenants("big", "small").await;
     let (mut big, _) = with_token(&server.channel, "aaaaaaaaaaaaaaaaaaaa");
     let (mut small, _) = with_token(&server.channel, "bbbbbbbbbbbbbbbbbbbb");
     let (_, mut worker) = with_token(&server.channel, "wwwwwwwwwwwwwwwwwwww");

@@ -3,7 +3,7 @@
 //! material already under the ceiling passes unchanged.
 
 mod support;
-use support::Noise;
+use support::{Noise, Pink};
 
 use ebur128::{EbuR128, Mode};
 use lacquer_pipelines::dsp::limiter::{LimiterSettings, TruePeakLimiter};
@@ -75,23 +75,9 @@ fn hostile_signals(rate_hz: u32) -> Vec<(&'static str, Vec<Vec<f32>>)> {
                 as f32
         })
         .collect();
-    // Pink noise (Paul Kellet's filter), pushed +20 dB.
-    let mut white = Noise(0x9E37_79B9_7F4A_7C15);
-    let mut b = [0f32; 7];
-    let pink: Vec<f32> = (0..frames)
-        .map(|_| {
-            let w = white.next();
-            b[0] = 0.99886 * b[0] + w * 0.0555179;
-            b[1] = 0.99332 * b[1] + w * 0.0750759;
-            b[2] = 0.96900 * b[2] + w * 0.153_852;
-            b[3] = 0.86650 * b[3] + w * 0.3104856;
-            b[4] = 0.55000 * b[4] + w * 0.5329522;
-            b[5] = -0.7616 * b[5] - w * 0.0168980;
-            let out = b.iter().sum::<f32>() + w * 0.5362;
-            b[6] = w * 0.115926;
-            out * 0.11
-        })
-        .collect();
+    // Pink noise, pushed +20 dB.
+    let mut pink = Pink::new(0x9E37_79B9_7F4A_7C15);
+    let pink: Vec<f32> = (0..frames).map(|_| pink.next() * 0.11).collect();
     // A drum-like loop: kicks (falling sine sweeps) and snares (noise bursts),
     // pushed +12 dB.
     let mut noise = Noise(42);

@@ -33,12 +33,8 @@ pub fn static_curve_db(input_db: f64, threshold_db: f64, ratio: f64, knee_db: f6
 
 #[derive(Debug, Clone)]
 pub struct Compressor {
-    threshold_db: f64,
-    /// 1/ratio - 1: the gain change per dB over the threshold.
-    slope: f64,
-    half_knee_db: f64,
-    /// 1 / (2 · knee), or 0 without a knee.
-    knee_scale: f64,
+    /// The static curve, made once.
+    curve: StaticCurve,
     makeup_db: f64,
     attack_coefficient: f64,
     release_coefficient: f64,
@@ -72,10 +68,12 @@ impl Compressor {
     pub fn new(rate_hz: u32, channels: usize, settings: &Settings) -> Self {
         let gain_channels = if settings.stereo_link { 1 } else { channels };
         Self {
-            threshold_db: settings.threshold_db,
-            slope: 1.0 / settings.ratio - 1.0,
-            half_knee_db: settings.knee_db.max(0.0) / 2.0,
-            knee_scale: if settings.knee_db > 0.0 { 1.0 / (2.0 * settings.knee_db) } else { 0.0 },
+            curve: StaticCurve {
+                threshold_db: settings.threshold_db as f32,
+                half_knee_db: (settings.knee_db.max(0.0) / 2.0) as f32,
+                knee_scale: if settings.knee_db > 0.0 { (1.0 / (2.0 * settings.knee_db)) as f32 } else { 0.0 },
+                slope: (1.0 / settings.ratio - 1.0) as f32,
+            },
             makeup_db: settings.makeup_db,
             attack_coefficient: one_pole_coefficient(settings.attack_ms, rate_hz),
             release_coefficient: one_pole_coefficient(settings.release_ms, rate_hz),
@@ -101,21 +99,12 @@ impl Compressor {
         }
     }
 
-    fn curve(&self) -> StaticCurve {
-        StaticCurve {
-            threshold_db: self.threshold_db as f32,
-            half_knee_db: self.half_knee_db as f32,
-            knee_scale: self.knee_scale as f32,
-            slope: self.slope as f32,
-        }
-    }
-
     /// Turns a chunk's squared levels into linear gains (with makeup):
     /// to dB, through the static curve, the smoother, back to linear. All
     /// but the smoother's recursion run as vector passes.
     fn levels_to_gains(&self, state: &mut Ballistics, levels: &mut [f32]) {
         power_to_db(levels);
-        gain_changes_db(levels, self.curve());
+        gain_changes_db(levels, self.curve);
         let (attack, release) = (self.attack_coefficient, self.release_coefficient);
         let Ballistics { release_stage_db: mut held, mut gain_db } = *state;
         for level in levels.iter_mut() {
@@ -150,7 +139,9 @@ super::wide_fn! {
 struct StaticCurve {
     threshold_db: f32,
     half_knee_db: f32,
+    /// 1 / (2 · knee), or 0 without a knee.
     knee_scale: f32,
+    /// 1/ratio - 1: the gain change per dB over the threshold.
     slope: f32,
 }
 
@@ -289,7 +280,7 @@ mod tests {
             for tenth_db in -600..=100 {
                 let level_db = f64::from(tenth_db) / 10.0;
                 let want = static_curve_db(level_db, -20.0, ratio, knee_db) - level_db;
-                let got = f64::from(compressor.curve().gain_change_db(level_db as f32));
+                let got = f64::from(compressor.curve.gain_change_db(level_db as f32));
                 assert!((got - want).abs() < 1e-4, "ratio {ratio}, knee {knee_db}: {level_db} dB");
             }
         }
