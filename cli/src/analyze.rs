@@ -12,7 +12,7 @@ use lacquer_pipelines::manifest::StorageRoot;
 use lacquer_storage::{BlockingReader, Storage};
 use serde::Serialize;
 
-use crate::stores::{S3Options, Stores};
+use lacquer_worker::stores::{S3Options, Stores};
 
 const BLOCK_FRAMES: usize = 8192;
 
@@ -42,11 +42,11 @@ struct Failed {
 }
 
 pub async fn run(args: Args, s3: S3Options) -> anyhow::Result<ExitCode> {
-    let mut stores = Stores::new(s3);
+    let stores = Stores::new(s3);
     let mut measured = Vec::new();
     let mut failed = Vec::new();
     for file in &args.files {
-        match analyze_one(&mut stores, file).await {
+        match analyze_one(&stores, file).await {
             Ok(analysis) => measured.push(Measured { file: file.clone(), analysis }),
             Err(error) => failed.push(Failed { file: file.clone(), error }),
         }
@@ -76,7 +76,7 @@ fn locate(file: &str) -> Result<(StorageRoot, String), String> {
     Ok((StorageRoot::Local { dir }, name))
 }
 
-async fn analyze_one(stores: &mut Stores, file: &str) -> Result<Analysis, String> {
+async fn analyze_one(stores: &Stores, file: &str) -> Result<Analysis, String> {
     let (root, key) = locate(file)?;
     let storage: Arc<dyn Storage> = stores.backend(&root).await;
     let reader = BlockingReader::open(storage, &key).await.map_err(|e| e.to_string())?;

@@ -7,7 +7,6 @@ use clap::{Parser, Subcommand};
 mod analyze;
 mod master;
 mod remote;
-mod stores;
 mod validate;
 
 /// Master whole albums consistently: every song matched in loudness,
@@ -18,7 +17,7 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
     #[command(flatten)]
-    s3: stores::S3Options,
+    s3: lacquer_worker::stores::S3Options,
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,18 +7,23 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args as ClapArgs;
 use indicatif::{ProgressBar, ProgressStyle};
+use lacquer_proto::Bearer;
 use lacquer_proto::v1 as pb;
 use pb::albums_client::AlbumsClient;
-use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 /// Where the coordinator is and who we are.
 #[derive(Debug, ClapArgs)]
 pub struct Connection {
-    /// The coordinator's address, e.g. http://coordinator.lacquer:7700.
+    /// The coordinator's address, e.g. http://coordinator.lacquer:7700
+    /// (https:// for TLS).
     #[arg(long, env = "LACQUER_COORDINATOR", default_value = "http://127.0.0.1:7700")]
     coordinator: String,
+    /// PEM certificate(s) to trust for an https:// coordinator (default:
+    /// the Mozilla roots).
+    #[arg(long, env = "LACQUER_CA_CERT")]
+    ca_cert: Option<std::path::PathBuf>,
     /// The tenant's bearer token.
     #[arg(long, env = "LACQUER_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -63,31 +68,15 @@ pub struct ListArgs {
 
 type Client = AlbumsClient<InterceptedService<Channel, Bearer>>;
 
-/// Adds `authorization: Bearer <token>` to every request.
-#[derive(Clone)]
-pub struct Bearer(Option<MetadataValue<tonic::metadata::Ascii>>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = &self.0 {
-            request.metadata_mut().insert("authorization", value.clone());
-        }
-        Ok(request)
-    }
-}
-
 impl Connection {
     async fn connect(&self) -> anyhow::Result<Client> {
-        let channel = Channel::from_shared(self.coordinator.clone())
-            .with_context(|| format!("{}: not a coordinator address", self.coordinator))?
-            .connect()
-            .await
-            .with_context(|| format!("cannot reach the coordinator at {}", self.coordinator))?;
-        let token = match &self.token {
-            Some(token) => Some(format!("Bearer {token}").parse().context("the token is not plain text")?),
+        let ca = match &self.ca_cert {
+            Some(path) => Some(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?),
             None => None,
         };
-        Ok(AlbumsClient::with_interceptor(channel, Bearer(token)))
+        let channel = lacquer_proto::connect(&self.coordinator, ca.as_deref()).await?;
+        let bearer = Bearer::new(self.token.as_deref()).map_err(anyhow::Error::msg)?;
+        Ok(AlbumsClient::with_interceptor(channel, bearer))
     }
 }
 

@@ -8,7 +8,7 @@ use anyhow::Context;
 use lacquer_pipelines::manifest::{self, InputRole, ManifestError, Problem, StorageRoot, ValidManifest};
 use serde::Serialize;
 
-use crate::stores::{S3Options, Stores};
+use lacquer_worker::stores::{S3Options, Stores};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -5,10 +5,12 @@
 //! machine answers what to do. Everything it holds is serializable, so a
 //! coordinator restarted from its store continues exactly where it was.
 //!
-//! The task graph of an album: per track, `mix` (unless the track is a
-//! finished stereo file) then `master`; when every `master` is done, the
-//! album barrier (the plan, computed by the coordinator from the analyses);
-//! then `finalize` per track; then the `report`.
+//! The task graph of an album: per track, `mix` (stems → mix, or a given
+//! mix file measured) then `master` — after its own mix in `track`
+//! loudness mode, after every mix in `album` mode (one drive for the whole
+//! album); when every `master` is done, the album barrier: `finalize` per
+//! track (each makes the album plan from every master's analysis); then
+//! the `report`.
 //!
 //! Exactly once: a task's result is accepted only from its current lease;
 //! a worker whose lease expired (and whose task was leased again) is told
@@ -19,14 +21,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// What a task does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Stage {
-    Mix,
-    Master,
-    Finalize,
-    Report,
-}
+pub use lacquer_pipelines::tasks::Stage;
 
 /// A task of the job: a stage, and the track it is for (`None` for the report).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -136,30 +131,27 @@ pub struct TaskView {
 pub struct Job {
     #[serde(with = "as_pairs")]
     tasks: BTreeMap<TaskId, Task>,
-    /// Per track: whether it needs a mix.
-    needs_mix: Vec<bool>,
+    tracks: usize,
+    /// Masters wait for every mix (`album` loudness mode), not just their own.
+    masters_need_every_mix: bool,
     state: JobState,
     policy: RetryPolicy,
     next_lease: u64,
 }
 
 impl Job {
-    /// A job for an album whose tracks need a mix (`true`) or are finished
-    /// stereo files (`false`).
-    pub fn new(needs_mix: Vec<bool>, policy: RetryPolicy) -> Self {
+    /// A job for an album of `tracks` tracks; `masters_need_every_mix` in
+    /// `album` loudness mode.
+    pub fn new(tracks: usize, masters_need_every_mix: bool, policy: RetryPolicy) -> Self {
         let mut tasks = BTreeMap::new();
         let fresh = |state| Task { state, attempts: 0, last_error: None };
-        for (track, &mix) in needs_mix.iter().enumerate() {
-            let track = Some(track);
-            if mix {
-                tasks.insert(TaskId { stage: Stage::Mix, track }, fresh(TaskState::Ready { not_before_ms: 0 }));
-            }
-            let master = if mix { TaskState::Blocked } else { TaskState::Ready { not_before_ms: 0 } };
-            tasks.insert(TaskId { stage: Stage::Master, track }, fresh(master));
+        for track in (0..tracks).map(Some) {
+            tasks.insert(TaskId { stage: Stage::Mix, track }, fresh(TaskState::Ready { not_before_ms: 0 }));
+            tasks.insert(TaskId { stage: Stage::Master, track }, fresh(TaskState::Blocked));
             tasks.insert(TaskId { stage: Stage::Finalize, track }, fresh(TaskState::Blocked));
         }
         tasks.insert(TaskId { stage: Stage::Report, track: None }, fresh(TaskState::Blocked));
-        Self { tasks, needs_mix, state: JobState::Running, policy, next_lease: 1 }
+        Self { tasks, tracks, masters_need_every_mix, state: JobState::Running, policy, next_lease: 1 }
     }
 
     pub fn state(&self) -> &JobState {
@@ -208,7 +200,11 @@ impl Job {
     /// Whether the album barrier has been reached: every master is done,
     /// so the album plan can be made and the finalize tasks released.
     pub fn masters_done(&self) -> bool {
-        (0..self.needs_mix.len()).all(|track| self.is_done(TaskId { stage: Stage::Master, track: Some(track) }))
+        self.all_done(Stage::Master)
+    }
+
+    fn all_done(&self, stage: Stage) -> bool {
+        (0..self.tracks).all(|track| self.is_done(TaskId { stage, track: Some(track) }))
     }
 
     fn is_done(&self, id: TaskId) -> bool {
@@ -278,11 +274,25 @@ impl Job {
         Outcome::Accepted
     }
 
+    /// A worker that is shutting down gives `task` back unfinished: it is
+    /// ready again at once, and the attempt does not count.
+    pub fn hand_back(&mut self, task: TaskId, lease: u64) -> Outcome {
+        if self.state != JobState::Running || !self.holds(task, lease) {
+            return Outcome::Stale;
+        }
+        if let Some(entry) = self.tasks.get_mut(&task) {
+            entry.state = TaskState::Ready { not_before_ms: 0 };
+            entry.attempts = entry.attempts.saturating_sub(1);
+        }
+        Outcome::Accepted
+    }
+
     /// Time passes: leases past their deadline are taken back (their worker
     /// is presumed lost) and count as a retryable failure.
-    pub fn expire(&mut self, now_ms: u64) {
+    /// Returns how many were taken back.
+    pub fn expire(&mut self, now_ms: u64) -> usize {
         if self.state != JobState::Running {
-            return;
+            return 0;
         }
         let expired: Vec<TaskId> = self
             .tasks
@@ -290,11 +300,13 @@ impl Job {
             .filter(|(_, t)| matches!(t.state, TaskState::Leased { deadline_ms, .. } if deadline_ms < now_ms))
             .map(|(id, _)| *id)
             .collect();
+        let count = expired.len();
         for task in expired {
             if self.state == JobState::Running {
                 self.retry_or_fail(task, "the worker's lease expired".to_owned(), true, now_ms);
             }
         }
+        count
     }
 
     /// The tenant cancels: nothing more is leased, running workers are told
@@ -324,20 +336,16 @@ impl Job {
     }
 
     fn release_dependents(&mut self, done: TaskId) {
-        let tracks = self.needs_mix.len();
-        let mut ready = Vec::new();
-        match (done.stage, done.track) {
-            (Stage::Mix, Some(track)) => ready.push(TaskId { stage: Stage::Master, track: Some(track) }),
-            (Stage::Master, _) if self.masters_done() => {
-                ready.extend((0..tracks).map(|track| TaskId { stage: Stage::Finalize, track: Some(track) }));
+        let every_track = |stage| (0..self.tracks).map(move |track| TaskId { stage, track: Some(track) });
+        let ready: Vec<TaskId> = match done.stage {
+            Stage::Mix if self.masters_need_every_mix => {
+                if self.all_done(Stage::Mix) { every_track(Stage::Master).collect() } else { Vec::new() }
             }
-            (Stage::Finalize, _)
-                if (0..tracks).all(|track| self.is_done(TaskId { stage: Stage::Finalize, track: Some(track) })) =>
-            {
-                ready.push(TaskId { stage: Stage::Report, track: None });
-            }
-            _ => {}
-        }
+            Stage::Mix => vec![TaskId { stage: Stage::Master, track: done.track }],
+            Stage::Master if self.all_done(Stage::Master) => every_track(Stage::Finalize).collect(),
+            Stage::Finalize if self.all_done(Stage::Finalize) => vec![TaskId { stage: Stage::Report, track: None }],
+            _ => Vec::new(),
+        };
         for id in ready {
             if let Some(entry) = self.tasks.get_mut(&id)
                 && entry.state == TaskState::Blocked
@@ -387,13 +395,13 @@ mod tests {
 
     #[test]
     fn the_graph_runs_in_order_to_success() {
-        let mut job = Job::new(vec![true, false, true], POLICY);
-        assert_eq!(job.progress(), (0, 9), "2 mixes, 3 masters, 3 finalize, 1 report");
+        let mut job = Job::new(3, false, POLICY);
+        assert_eq!(job.progress(), (0, 10), "3 mixes, 3 masters, 3 finalize, 1 report");
         let order = drain(&mut job, 0);
-        assert_eq!(order.len(), 9);
+        assert_eq!(order.len(), 10);
         assert_eq!(*job.state(), JobState::Succeeded);
         let position = |stage, track| order.iter().position(|t| *t == TaskId { stage, track }).unwrap();
-        for track in [0, 2] {
+        for track in 0..3 {
             assert!(position(Stage::Mix, Some(track)) < position(Stage::Master, Some(track)));
         }
         let last_master = (0..3).map(|t| position(Stage::Master, Some(t))).max().unwrap();
@@ -404,7 +412,7 @@ mod tests {
 
     #[test]
     fn a_lost_worker_s_task_is_leased_again_and_its_late_result_is_dropped() {
-        let mut job = Job::new(vec![false], POLICY);
+        let mut job = Job::new(1, false, POLICY);
         let first = job.lease("lost", 0).unwrap();
         assert_eq!(job.lease("w2", 10), None, "nothing else is ready");
         // The lost worker stops heartbeating; its lease runs out.
@@ -421,7 +429,7 @@ mod tests {
 
     #[test]
     fn heartbeats_keep_a_lease_alive() {
-        let mut job = Job::new(vec![false], POLICY);
+        let mut job = Job::new(1, false, POLICY);
         let lease = job.lease("w1", 0).unwrap();
         for now_ms in (500..5_000).step_by(500) {
             assert_eq!(
@@ -435,7 +443,7 @@ mod tests {
 
     #[test]
     fn retryable_failures_back_off_then_fail_the_job_with_the_task_s_error() {
-        let mut job = Job::new(vec![false, false], POLICY);
+        let mut job = Job::new(2, false, POLICY);
         let mut now_ms = 0;
         let mut waits = Vec::new();
         let task = TaskId { stage: Stage::Master, track: Some(0) };
@@ -458,7 +466,7 @@ mod tests {
 
     #[test]
     fn a_permanent_failure_fails_at_once() {
-        let mut job = Job::new(vec![false], POLICY);
+        let mut job = Job::new(1, false, POLICY);
         let lease = job.lease("w1", 0).unwrap();
         job.fail(lease.task, lease.lease, "stem is not audio", false, 0);
         assert_eq!(*job.state(), JobState::Failed { task: lease.task, reason: "stem is not audio".into() });
@@ -466,7 +474,7 @@ mod tests {
 
     #[test]
     fn cancel_stops_leasing_and_reaches_running_workers() {
-        let mut job = Job::new(vec![true, true], POLICY);
+        let mut job = Job::new(2, false, POLICY);
         let running = job.lease("w1", 0).unwrap();
         job.cancel();
         assert_eq!(job.heartbeat(running.task, running.lease, 10), HeartbeatReply::Stop);
@@ -477,7 +485,7 @@ mod tests {
 
     #[test]
     fn a_restart_from_the_store_continues_the_job() {
-        let mut job = Job::new(vec![true, false], POLICY);
+        let mut job = Job::new(2, false, POLICY);
         let done = job.lease("w1", 0).unwrap();
         job.complete(done.task, done.lease);
         let running = job.lease("w1", 0).unwrap();
@@ -492,5 +500,36 @@ mod tests {
         assert_eq!(*restarted.state(), JobState::Succeeded);
         // And a new lease number never repeats one handed out before.
         assert!(restarted.next_lease > running.lease);
+    }
+
+    #[test]
+    fn in_album_loudness_mode_masters_wait_for_every_mix() {
+        let mut job = Job::new(2, true, POLICY);
+        let mix0 = job.lease("w1", 0).unwrap();
+        assert_eq!(job.complete(mix0.task, mix0.lease), Outcome::Accepted);
+        let next = job.lease("w1", 0).unwrap();
+        assert_eq!(next.task, TaskId { stage: Stage::Mix, track: Some(1) }, "not master 0: its drive needs mix 1");
+        assert_eq!(job.lease("w2", 0), None);
+        assert_eq!(job.complete(next.task, next.lease), Outcome::Accepted);
+        assert_eq!(job.ready_count(0), 2, "both masters at once");
+
+        let mut per_track = Job::new(2, false, POLICY);
+        let mix0 = per_track.lease("w1", 0).unwrap();
+        per_track.complete(mix0.task, mix0.lease);
+        let leased: Vec<TaskId> = std::iter::from_fn(|| per_track.lease("w1", 0)).map(|l| l.task).collect();
+        assert!(leased.contains(&TaskId { stage: Stage::Master, track: Some(0) }), "track mode: {leased:?}");
+    }
+
+    #[test]
+    fn a_task_handed_back_is_leased_again_at_once_without_losing_an_attempt() {
+        let mut job = Job::new(1, false, RetryPolicy { max_attempts: 1, ..POLICY });
+        let first = job.lease("leaving", 0).unwrap();
+        assert_eq!(job.hand_back(first.task, first.lease), Outcome::Accepted);
+        assert_eq!(job.hand_back(first.task, first.lease), Outcome::Stale, "once");
+        let second = job.lease("w2", 0).expect("no backoff");
+        assert_eq!((second.task, second.attempt), (first.task, 1), "the attempt did not count");
+        assert_eq!(job.complete(first.task, first.lease), Outcome::Stale);
+        assert_eq!(job.complete(second.task, second.lease), Outcome::Accepted);
+        assert_eq!(*job.state(), JobState::Running);
     }
 }

@@ -1,7 +1,8 @@
 //! `lacquer-coordinator`: serves the Albums and Workers gRPC services.
 
-use std::io::Write;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -10,65 +11,81 @@ use lacquer_coordinator::job::RetryPolicy;
 use lacquer_coordinator::server::{Tls, serve_with_tls};
 use lacquer_coordinator::service::Coordinator;
 use lacquer_coordinator::store::Store;
+use lacquer_worker::stores::{S3Options, Stores};
+use lacquer_worker::telemetry::{LogFormat, init_logs, serve_metrics};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{info, warn};
 
-/// The lacquer coordinator: accepts album manifests from clients and hands
-/// their tasks to workers.
+/// The lacquer coordinator: accepts album manifests from clients, probes
+/// their inputs, and hands their tasks to workers.
 #[derive(Parser)]
-#[command(version)]
+#[command(name = "lacquer-coordinator", version)]
 struct Args {
     /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:7700")]
+    #[arg(long, env = "LACQUER_LISTEN", default_value = "127.0.0.1:7700")]
     listen: SocketAddr,
     /// How long a lease lasts without a heartbeat, in milliseconds.
-    #[arg(long, default_value_t = 30_000)]
+    #[arg(long, env = "LACQUER_LEASE_MS", default_value_t = 30_000)]
     lease_ms: u64,
     /// Folder of the durable state (created if missing). Without it, jobs
     /// live in memory only and a restart forgets them.
-    #[arg(long)]
+    #[arg(long, env = "LACQUER_STATE_DIR")]
     state_dir: Option<std::path::PathBuf>,
     /// Tokens of tenants and workers (YAML; see the `auth` module). Without
     /// it every client is one local tenant: for a single machine only.
-    #[arg(long)]
+    #[arg(long, env = "LACQUER_TOKENS")]
     tokens: Option<std::path::PathBuf>,
     /// TLS certificate chain (PEM); with `--tls-key`, the coordinator speaks
     /// TLS only.
-    #[arg(long, requires = "tls_key")]
+    #[arg(long, env = "LACQUER_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<std::path::PathBuf>,
     /// The certificate's private key (PEM).
-    #[arg(long, requires = "tls_cert")]
+    #[arg(long, env = "LACQUER_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
     /// Attempts per task before its job fails.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, env = "LACQUER_MAX_ATTEMPTS", default_value_t = 3)]
     max_attempts: u32,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long, env = "LACQUER_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// Log lines as text or JSON.
+    #[arg(long, env = "LACQUER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(flatten)]
+    s3: S3Options,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
-    // A closed stderr must not stop the service: what is said there is
-    // for people, and losing it is no reason to exit.
-    let say = |text: std::fmt::Arguments| {
-        let _ = writeln!(std::io::stderr(), "{text}");
-    };
-    say(format_args!("lacquer-coordinator listening on {}", listener.local_addr()?));
+    init_logs(args.log_format);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
     let policy = RetryPolicy { max_attempts: args.max_attempts, lease_ms: args.lease_ms, ..RetryPolicy::default() };
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
     let auth = match &args.tokens {
         Some(path) => Auth::from_file(path).map_err(anyhow::Error::msg)?,
         None => {
-            say(format_args!(
-                "lacquer-coordinator: no --tokens: every client is the local tenant (single machine only)"
-            ));
+            warn!("no --tokens: every client is the local tenant (single machine only)");
             Auth::open()
         }
     };
+    let stores = Arc::new(Stores::new(args.s3.clone()));
     let coordinator = match &args.state_dir {
-        Some(dir) => Coordinator::open(policy, auth, Store::open(dir)?)?,
-        None => Coordinator::new(policy, auth),
+        Some(dir) => Coordinator::open(policy, auth, stores, Store::open(dir)?)?,
+        None => Coordinator::new(policy, auth, stores),
     };
+    if let Some(listen) = args.metrics_listen {
+        serve_metrics(listen)?;
+        let sampled = coordinator.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                sampled.sample_metrics();
+            }
+        });
+    }
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(Tls {
             certificate_pem: std::fs::read(cert).with_context(|| format!("cannot read {}", cert.display()))?,
@@ -76,6 +93,15 @@ async fn main() -> anyhow::Result<()> {
         }),
         _ => None,
     };
+    let mut term = signal(SignalKind::terminate())?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        info!("shutting down");
+    };
+    info!(listen = %listener.local_addr()?, tls = tls.is_some(), state_dir = ?args.state_dir, "lacquer-coordinator listening");
     serve_with_tls(listener, coordinator, tls, shutdown).await?;
     Ok(())
 }

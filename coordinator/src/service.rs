@@ -4,11 +4,13 @@
 //! lock and every change wakes the watchers; the job logic itself is the
 //! pure [`Job`] machine.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use lacquer_pipelines::manifest::{self, StorageRoot};
+use lacquer_pipelines::manifest::{self, StorageRoot, ValidManifest};
+use lacquer_pipelines::tasks::AlbumTasks;
+use lacquer_worker::stores::Stores;
 use lacquer_proto::v1 as pb;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -35,6 +37,8 @@ struct Inner {
     /// memory only).
     store: Option<Store>,
     auth: Auth,
+    /// Where submitted albums' inputs are probed.
+    stores: Arc<Stores>,
 }
 
 #[derive(Default)]
@@ -53,13 +57,17 @@ struct State {
 struct Record {
     tenant: String,
     title: String,
-    /// The manifest with `source` and `output` resolved.
+    /// The manifest as submitted.
     manifest_yaml: String,
+    /// The album as checked and probed at submit: what workers run.
+    album: ValidManifest,
     track_ids: Vec<String>,
     job: Job,
     /// Each finished task's result, as its worker reported it.
     #[serde(with = "crate::job::as_pairs")]
     results: BTreeMap<TaskId, String>,
+    /// Finished tasks whose key was already done: nothing was rendered.
+    cached: BTreeSet<TaskId>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -68,19 +76,21 @@ fn now_ms() -> u64 {
 }
 
 impl Coordinator {
-    /// A coordinator whose state lives in memory only.
-    pub fn new(policy: RetryPolicy, auth: Auth) -> Self {
+    /// A coordinator whose state lives in memory only; inputs are probed
+    /// through `stores`.
+    pub fn new(policy: RetryPolicy, auth: Auth, stores: Arc<Stores>) -> Self {
         let (changes, _) = watch::channel(0);
-        Self { inner: Arc::new(Inner { state: Mutex::new(State::default()), changes, policy, store: None, auth }) }
+        let inner = Inner { state: Mutex::new(State::default()), changes, policy, store: None, auth, stores };
+        Self { inner: Arc::new(inner) }
     }
 
     /// A coordinator whose state lives in `store`, continuing every job
     /// found there.
-    pub fn open(policy: RetryPolicy, auth: Auth, store: Store) -> Result<Self, StoreError> {
+    pub fn open(policy: RetryPolicy, auth: Auth, stores: Arc<Stores>, store: Store) -> Result<Self, StoreError> {
         let (jobs, next_job) = store.load::<Record>()?;
         let state = State { jobs: jobs.into_iter().collect(), next_job, ..State::default() };
         let (changes, _) = watch::channel(0);
-        let inner = Inner { state: Mutex::new(state), changes, policy, store: Some(store), auth };
+        let inner = Inner { state: Mutex::new(state), changes, policy, store: Some(store), auth, stores };
         Ok(Self { inner: Arc::new(inner) })
     }
 
@@ -129,6 +139,45 @@ impl Coordinator {
 
     fn changed(&self) {
         self.inner.changes.send_modify(|generation| *generation += 1);
+    }
+
+    /// Sets the queue gauges: jobs per state and tasks per state over the
+    /// running jobs. Called on a timer (not on every change: it walks
+    /// every task).
+    pub fn sample_metrics(&self) {
+        let now = now_ms();
+        let (mut jobs, mut tasks) = (BTreeMap::<&str, u64>::new(), BTreeMap::<&str, u64>::new());
+        {
+            let state = self.state();
+            for record in state.jobs.values() {
+                let job_state = match record.job.state() {
+                    JobState::Running => "running",
+                    JobState::Succeeded => "succeeded",
+                    JobState::Failed { .. } => "failed",
+                    JobState::Cancelled => "cancelled",
+                };
+                *jobs.entry(job_state).or_default() += 1;
+                if job_state != "running" {
+                    continue;
+                }
+                for task in record.job.tasks() {
+                    let name = match task.status {
+                        TaskStatus::Blocked => "blocked",
+                        TaskStatus::Ready => "ready",
+                        TaskStatus::Leased => "leased",
+                        TaskStatus::Done => "done",
+                    };
+                    *tasks.entry(name).or_default() += 1;
+                }
+                *tasks.entry("leasable").or_default() += record.job.ready_count(now) as u64;
+            }
+        }
+        for name in ["running", "succeeded", "failed", "cancelled"] {
+            metrics::gauge!("lacquer_jobs", "state" => name).set(jobs.get(name).copied().unwrap_or(0) as f64);
+        }
+        for name in ["blocked", "ready", "leased", "done", "leasable"] {
+            metrics::gauge!("lacquer_tasks", "state" => name).set(tasks.get(name).copied().unwrap_or(0) as f64);
+        }
     }
 
     /// The job as clients see it, or NOT_FOUND (also for another tenant's
@@ -192,20 +241,17 @@ fn to_proto(id: &str, record: &Record) -> pb::Job {
                 .into(),
                 attempts: task.attempts,
                 last_error: task.last_error.unwrap_or_default(),
+                cached: record.cached.contains(&task.id),
             })
             .collect(),
         tasks_done: done as u32,
         tasks_total: total as u32,
+        tasks_cached: record.cached.len() as u32,
     }
 }
 
 fn task_name(task: TaskId, track_ids: &[String]) -> String {
-    let stage = match task.stage {
-        Stage::Mix => "mix",
-        Stage::Master => "master",
-        Stage::Finalize => "finalize",
-        Stage::Report => "report",
-    };
+    let stage = task.stage.name();
     match task.track.and_then(|t| track_ids.get(t)) {
         Some(track) => format!("{stage} of {track}"),
         None => stage.to_owned(),
@@ -262,15 +308,20 @@ impl pb::albums_server::Albums for Coordinator {
                 refused.join("; ")
             )));
         }
-        let manifest = checked.manifest;
-        let needs_mix: Vec<bool> = manifest.tracks.iter().map(|t| t.mix_file.is_none()).collect();
+        // Every input must exist and decode before the album is accepted.
+        let probes = self.inner.stores.probe_all(&checked.inputs).await;
+        let album = checked.finish(probes).map_err(|error| Status::invalid_argument(error.to_string()))?;
+        let manifest = &album.manifest;
+        let tasks = AlbumTasks::new(manifest);
         let record = Record {
             tenant,
             title: manifest.album.title.clone(),
             manifest_yaml: request.manifest_yaml,
             track_ids: manifest.tracks.iter().map(|t| t.id.clone()).collect(),
-            job: Job::new(needs_mix, self.inner.policy),
+            job: Job::new(manifest.tracks.len(), tasks.masters_need_every_mix(), self.inner.policy),
+            album,
             results: BTreeMap::new(),
+            cached: BTreeSet::new(),
         };
         let job = {
             let mut state = self.state();
@@ -356,21 +407,29 @@ impl pb::albums_server::Albums for Coordinator {
 }
 
 impl Coordinator {
-    /// What a task needs from the tasks before it: the masters' results for
-    /// the album pass and the report, the finalizes' for the report.
+    /// What a task needs from the tasks before it, per stage a list with
+    /// track i's result at index i (the worker's `Inputs`): the mixes for a
+    /// master, the masters for a finalize (the album plan), all for the
+    /// report.
     fn inputs_json(record: &Record, task: TaskId) -> String {
         let wanted: &[Stage] = match task.stage {
-            Stage::Mix | Stage::Master => &[],
+            Stage::Mix => &[],
+            Stage::Master => &[Stage::Mix],
             Stage::Finalize => &[Stage::Master],
-            Stage::Report => &[Stage::Master, Stage::Finalize],
+            Stage::Report => &[Stage::Mix, Stage::Master, Stage::Finalize],
         };
         let mut inputs = serde_json::Map::new();
-        for (id, result) in &record.results {
-            if wanted.contains(&id.stage) {
-                let key = task_name(*id, &record.track_ids);
-                let value = serde_json::from_str(result).unwrap_or(serde_json::Value::String(result.clone()));
-                inputs.insert(key, value);
-            }
+        for &stage in wanted {
+            let results: Vec<serde_json::Value> = (0..record.track_ids.len())
+                .map(|track| {
+                    record
+                        .results
+                        .get(&TaskId { stage, track: Some(track) })
+                        .and_then(|r| serde_json::from_str(r).ok())
+                        .unwrap_or(serde_json::Value::Null)
+                })
+                .collect();
+            inputs.insert(stage.name().to_owned(), serde_json::Value::Array(results));
         }
         serde_json::Value::Object(inputs).to_string()
     }
@@ -416,6 +475,11 @@ impl pb::workers_server::Workers for Coordinator {
         let mut assignment = None;
         for (tenant, id) in &candidates {
             let leased = self.update(id, None, |record| {
+                let expired = record.job.expire(now);
+                if expired > 0 {
+                    metrics::counter!("lacquer_leases_expired_total").increment(expired as u64);
+                    metrics::counter!("lacquer_task_retries_total").increment(expired as u64);
+                }
                 record.job.lease(&worker, now).map(|lease| pb::Assignment {
                     job_id: id.clone(),
                     stage: stage_to_proto(lease.task.stage).into(),
@@ -425,9 +489,11 @@ impl pb::workers_server::Workers for Coordinator {
                     deadline_unix_ms: lease.deadline_ms,
                     manifest_yaml: record.manifest_yaml.clone(),
                     inputs_json: Self::inputs_json(record, lease.task),
+                    album_json: serde_json::to_string(&record.album).unwrap_or_default(),
                 })
             })?;
             if let Some(leased) = leased {
+                metrics::counter!("lacquer_leases_total").increment(1);
                 let mut state = self.state();
                 state.last_tenant = Some(tenant.clone());
                 state.last_job.insert(tenant.clone(), id.clone());
@@ -439,6 +505,7 @@ impl pb::workers_server::Workers for Coordinator {
     }
 
     async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatReply>, Status> {
+        self.worker(&request)?;
         let (job_id, task, lease) = Self::task_ref(request.into_inner().task)?;
         // A heartbeat only moves a deadline: it is not written to the store
         // (a restarted coordinator lets such a lease run out a little early,
@@ -464,9 +531,24 @@ impl pb::workers_server::Workers for Coordinator {
             let outcome = record.job.complete(task, lease);
             if outcome == Outcome::Accepted {
                 record.results.insert(task, request.result_json);
+                if request.cached {
+                    record.cached.insert(task);
+                }
             }
             outcome
         })?;
+        if outcome == Outcome::Accepted {
+            let stage = task.stage.name();
+            let rendered = if request.cached { "cached" } else { "rendered" };
+            metrics::counter!("lacquer_tasks_completed_total", "stage" => stage, "outcome" => rendered).increment(1);
+            metrics::histogram!("lacquer_task_seconds", "stage" => stage).record(request.task_seconds);
+            if request.audio_seconds > 0.0 && request.task_seconds > 0.0 {
+                metrics::histogram!("lacquer_task_realtime", "stage" => stage)
+                    .record(request.audio_seconds / request.task_seconds);
+            }
+            metrics::counter!("lacquer_bytes_read_total").increment(request.bytes_read);
+            metrics::counter!("lacquer_bytes_written_total").increment(request.bytes_written);
+        }
         Ok(Response::new(pb::CompleteReply { accepted: outcome == Outcome::Accepted }))
     }
 
@@ -475,8 +557,17 @@ impl pb::workers_server::Workers for Coordinator {
         let request = request.into_inner();
         let (job_id, task, lease) = Self::task_ref(request.task)?;
         let outcome = self.update(&job_id, None, |record| {
-            record.job.fail(task, lease, &request.reason, request.retryable, now_ms())
+            if request.handed_back {
+                return record.job.hand_back(task, lease);
+            }
+            let outcome = record.job.fail(task, lease, &request.reason, request.retryable, now_ms());
+            if outcome == Outcome::Accepted && *record.job.state() == JobState::Running {
+                metrics::counter!("lacquer_task_retries_total").increment(1);
+            }
+            outcome
         })?;
+        let kind = if request.handed_back { "handed_back" } else if request.retryable { "retryable" } else { "permanent" };
+        metrics::counter!("lacquer_task_failures_total", "stage" => task.stage.name(), "kind" => kind).increment(1);
         Ok(Response::new(pb::FailReply { accepted: outcome == Outcome::Accepted }))
     }
 }

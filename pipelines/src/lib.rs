@@ -14,6 +14,7 @@ pub mod encode;
 pub mod manifest;
 pub mod report;
 pub mod stages;
+pub mod tasks;
 
 /// Part of every task's cache key: outputs rendered by another version of
 /// the sound engine are never reused. Raise the number whenever a change

@@ -1,6 +1,10 @@
-//! The generated lacquer.v1 types and service stubs. They stay in this
-//! crate: the coordinator, the worker and the CLI convert them to and from
-//! their domain types by hand.
+//! The generated lacquer.v1 types and service stubs, and how a client
+//! reaches a coordinator. The generated types stay in this crate: the
+//! coordinator, the worker and the CLI convert them to and from their
+//! domain types by hand.
+
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod v1 {
@@ -8,4 +12,65 @@ pub mod v1 {
 
     /// The encoded file descriptors, for gRPC reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("lacquer_v1_descriptor");
+}
+
+/// Why a coordinator could not be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("{url}: not a coordinator address ({reason})")]
+    Address { url: String, reason: String },
+    #[error("cannot reach the coordinator at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+}
+
+/// Opens a channel to the coordinator at `url`: `http://` in plain text,
+/// `https://` through rustls, trusting `ca_pem` (PEM certificates) when
+/// given, else the Mozilla roots.
+pub async fn connect(url: &str, ca_pem: Option<&[u8]>) -> Result<Channel, ConnectError> {
+    let address = |reason: String| ConnectError::Address { url: url.to_owned(), reason };
+    let mut endpoint = Endpoint::from_shared(url.to_owned()).map_err(|e| address(e.to_string()))?;
+    if url.starts_with("https://") {
+        install_crypto();
+        let tls = match ca_pem {
+            Some(pem) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)),
+            None => ClientTlsConfig::new().with_webpki_roots(),
+        };
+        endpoint = endpoint.tls_config(tls).map_err(|e| address(e.to_string()))?;
+    } else if ca_pem.is_some() {
+        return Err(address("a CA certificate was given, so the address must start with https://".into()));
+    }
+    endpoint.connect().await.map_err(|e| ConnectError::Unreachable {
+        url: url.to_owned(),
+        reason: std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| format!("{e}: {s}")),
+    })
+}
+
+/// Makes rustls use ring. The workspace links both of rustls's providers
+/// (ring through tonic, aws-lc-rs through the AWS SDK), and rustls will not
+/// choose between them on its own.
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Adds `authorization: Bearer <token>` to every request.
+#[derive(Debug, Clone, Default)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Bearer {
+    /// `None` sends no token; a token that is not plain text is refused.
+    pub fn new(token: Option<&str>) -> Result<Self, String> {
+        token
+            .map(|t| format!("Bearer {t}").parse().map_err(|_| "the token is not plain text".to_owned()))
+            .transpose()
+            .map(Self)
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
 }

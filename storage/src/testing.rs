@@ -68,6 +68,25 @@ impl S3Server {
         self.root.path()
     }
 
+    /// Copies every file under `from` into `bucket` under `prefix` (the
+    /// server serves its folder as is, so this is a plain copy).
+    pub fn copy_in(&self, bucket: &str, prefix: &str, from: &std::path::Path) -> std::io::Result<()> {
+        let target = self.root.path().join(bucket).join(prefix);
+        std::fs::create_dir_all(&target)?;
+        for entry in std::fs::read_dir(from)? {
+            let entry = entry?;
+            let path = entry.path();
+            let name = entry.file_name();
+            if entry.file_type()?.is_dir() {
+                let prefix = format!("{}/{}", prefix.trim_end_matches('/'), name.to_string_lossy());
+                self.copy_in(bucket, prefix.trim_start_matches('/'), &path)?;
+            } else {
+                std::fs::copy(&path, target.join(name))?;
+            }
+        }
+        Ok(())
+    }
+
     /// A configuration that reaches `bucket/prefix` on this server.
     pub fn config(&self, bucket: &str, prefix: &str) -> S3Config {
         let mut config = S3Config::new(bucket, prefix);

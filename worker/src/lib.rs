@@ -1,5 +1,23 @@
-//! The worker: leases tasks from the coordinator, runs the `pipelines`
-//! stage they name against object storage, and reports the result.
+//! Running album tasks against storage.
+//!
+//! - [`run::Runner`] runs one task of an album (mix, master, finalize,
+//!   report) through [`lacquer_pipelines::tasks`]: inputs fetched from
+//!   storage, outputs published to it, finished keys recorded so no worker
+//!   runs them again. `lacquer master` runs every task through it in one
+//!   process.
+//! - [`work::work`] is the worker process's loop: lease from the
+//!   coordinator, heartbeat, run, report; on SIGTERM finish (or, past the
+//!   grace period, hand back) and stop.
+//! - [`stores::Stores`] maps manifest locations to storage backends and
+//!   probes inputs (the CLI's `validate` and the coordinator's submit use
+//!   it too).
+//! - [`telemetry`]: JSON or text logs and the Prometheus endpoint, for both
+//!   server processes.
 //!
 //! Invariant: a worker keeps no state of its own between tasks; any number
 //! of them can run anywhere.
+
+pub mod run;
+pub mod stores;
+pub mod telemetry;
+pub mod work;

@@ -2,11 +2,11 @@
 //! them.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use lacquer_pipelines::decode::{self, AudioInfo};
 use lacquer_pipelines::manifest::{InputFile, StorageRoot};
-use lacquer_storage::{BlockingReader, LocalStorage, S3Config, S3Storage, Storage};
+use lacquer_storage::{BlockingReader, LocalStorage, S3Config, S3Credentials, S3Storage, Storage};
 use tokio::sync::Semaphore;
 
 /// How to reach S3-compatible storage; credentials come from the standard
@@ -24,21 +24,31 @@ pub struct S3Options {
     /// S3-compatible stores need
     #[arg(long, env = "LACQUER_S3_PATH_STYLE", global = true)]
     pub s3_path_style: bool,
+    /// Fixed credentials instead of the AWS chain (tests; never a flag).
+    #[arg(skip)]
+    pub credentials: Option<S3Credentials>,
 }
 
-/// Backends opened so far, one per root.
+/// Backends opened so far, one per root; shared by every task.
+#[derive(Debug)]
 pub struct Stores {
     s3: S3Options,
-    open: HashMap<StorageRoot, Arc<dyn Storage>>,
+    open: Mutex<HashMap<StorageRoot, Arc<dyn Storage>>>,
 }
 
 impl Stores {
     pub fn new(s3: S3Options) -> Self {
-        Self { s3, open: HashMap::new() }
+        Self { s3, open: Mutex::new(HashMap::new()) }
     }
 
-    pub async fn backend(&mut self, root: &StorageRoot) -> Arc<dyn Storage> {
-        if let Some(storage) = self.open.get(root) {
+    fn opened(&self) -> std::sync::MutexGuard<'_, HashMap<StorageRoot, Arc<dyn Storage>>> {
+        // The map is only ever inserted into whole: a poisoned lock is consistent.
+        self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The backend of `root`, opened on first use.
+    pub async fn backend(&self, root: &StorageRoot) -> Arc<dyn Storage> {
+        if let Some(storage) = self.opened().get(root) {
             return storage.clone();
         }
         let storage: Arc<dyn Storage> = match root {
@@ -48,15 +58,15 @@ impl Stores {
                 config.endpoint_url = self.s3.s3_endpoint.clone();
                 config.region = self.s3.s3_region.clone();
                 config.force_path_style = self.s3.s3_path_style;
+                config.credentials = self.s3.credentials.clone();
                 Arc::new(S3Storage::connect(config).await)
             }
         };
-        self.open.insert(root.clone(), storage.clone());
-        storage
+        self.opened().entry(root.clone()).or_insert(storage).clone()
     }
 
     /// Probes every input, several at a time; `result[i]` is `inputs[i]`'s.
-    pub async fn probe_all(&mut self, inputs: &[InputFile]) -> Vec<Result<AudioInfo, String>> {
+    pub async fn probe_all(&self, inputs: &[InputFile]) -> Vec<Result<AudioInfo, String>> {
         const AT_ONCE: usize = 8;
         let limit = Arc::new(Semaphore::new(AT_ONCE));
         let mut tasks = Vec::with_capacity(inputs.len());

@@ -1,0 +1,472 @@
+//! Runs one album task against storage: fetches its inputs (a local root is
+//! read in place; object storage is streamed into a scratch folder while
+//! its content hash is taken), skips the work when its key is already
+//! recorded in the album's output, otherwise renders through
+//! [`lacquer_pipelines::tasks`] on a blocking thread, publishes every
+//! output, then the task's record. `lacquer master` and `lacquer-worker`
+//! both run tasks through here.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use lacquer_pipelines::manifest::{InputRole, StorageRoot, ValidManifest};
+use lacquer_pipelines::report::OutputFile;
+use lacquer_pipelines::stages::{AudioInput, StageError};
+use lacquer_pipelines::tasks::{
+    AlbumTasks, FinalizeResult, MasterResult, MixFile, MixResult, Stage, TaskRecord, record_key,
+};
+use lacquer_storage::{Storage, StorageError, WriteMode};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::stores::Stores;
+
+/// One task of an album.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Task {
+    pub stage: Stage,
+    /// The track's index; `None` for the report.
+    pub track: Option<usize>,
+}
+
+/// What a task needs from the tasks before it: per stage, track `i`'s
+/// result at index `i` (`None` where not done or not needed).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Inputs {
+    #[serde(default)]
+    pub mix: Vec<Option<MixResult>>,
+    #[serde(default)]
+    pub master: Vec<Option<MasterResult>>,
+    #[serde(default)]
+    pub finalize: Vec<Option<FinalizeResult>>,
+}
+
+/// A finished task.
+#[derive(Debug, Clone)]
+pub struct Done {
+    /// The stage's result (a [`MixResult`], [`MasterResult`],
+    /// [`FinalizeResult`] or the album report) as JSON.
+    pub result_json: String,
+    /// Whether the key was already recorded, so nothing was rendered.
+    pub cached: bool,
+    /// Seconds of audio the task rendered (0 when cached).
+    pub audio_seconds: f64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+}
+
+/// Why a task did not finish.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct TaskError {
+    pub message: String,
+    /// Whether another attempt may succeed (storage unreachable) or not (a
+    /// corrupt input).
+    pub retryable: bool,
+}
+
+impl TaskError {
+    fn fatal(message: impl Into<String>) -> Self {
+        Self { message: message.into(), retryable: false }
+    }
+}
+
+impl From<StorageError> for TaskError {
+    fn from(error: StorageError) -> Self {
+        Self { retryable: error.is_retryable(), message: error.to_string() }
+    }
+}
+
+impl From<StageError> for TaskError {
+    fn from(error: StageError) -> Self {
+        // A stage fails on its inputs (which do not change between
+        // attempts), except for local I/O such as a full scratch disk.
+        let retryable = matches!(error, StageError::Io(_));
+        Self { message: error.to_string(), retryable }
+    }
+}
+
+type Result<T, E = TaskError> = std::result::Result<T, E>;
+
+/// Runs tasks; holds the storage backends and the scratch folder.
+#[derive(Debug, Clone)]
+pub struct Runner {
+    stores: Arc<Stores>,
+    scratch: PathBuf,
+}
+
+/// A file the task reads: where it is on this machine, and its hash.
+struct Fetched {
+    path: PathBuf,
+    blake3: String,
+}
+
+/// What one run counts.
+#[derive(Default)]
+struct Counts {
+    bytes_read: u64,
+    bytes_written: u64,
+}
+
+impl Runner {
+    /// A runner whose scratch files go under `scratch` (created if needed).
+    pub fn new(stores: Arc<Stores>, scratch: PathBuf) -> Self {
+        Self { stores, scratch }
+    }
+
+    pub fn stores(&self) -> &Arc<Stores> {
+        &self.stores
+    }
+
+    /// Runs `task` of `album`.
+    pub async fn run(&self, album: &ValidManifest, task: Task, inputs: &Inputs) -> Result<Done> {
+        std::fs::create_dir_all(&self.scratch)
+            .map_err(|e| TaskError { message: format!("cannot create {}: {e}", self.scratch.display()), retryable: true })?;
+        let scratch = tempfile::Builder::new()
+            .prefix("task-")
+            .tempdir_in(&self.scratch)
+            .map_err(|e| TaskError { message: format!("cannot use {}: {e}", self.scratch.display()), retryable: true })?;
+        let mut run = Run {
+            runner: self,
+            album,
+            tasks: AlbumTasks::new(&album.manifest),
+            output: self.stores.backend(&album.output).await,
+            scratch: scratch.path().to_path_buf(),
+            counts: Counts::default(),
+        };
+        let track = |what: &str| {
+            task.track
+                .filter(|&t| t < album.manifest.tracks.len())
+                .ok_or_else(|| TaskError::fatal(format!("a {what} task needs a track of the album")))
+        };
+        let (result_json, cached, audio_frames) = match task.stage {
+            Stage::Mix => run.mix(track("mix")?).await?,
+            Stage::Master => run.master(track("master")?, inputs).await?,
+            Stage::Finalize => run.finalize(track("finalize")?, inputs).await?,
+            Stage::Report => run.report(inputs).await?,
+        };
+        let rate_hz = f64::from(album.manifest.album.sample_rate);
+        Ok(Done {
+            result_json,
+            cached,
+            audio_seconds: if cached { 0.0 } else { audio_frames as f64 / rate_hz },
+            bytes_read: run.counts.bytes_read,
+            bytes_written: run.counts.bytes_written,
+        })
+    }
+}
+
+/// One task's run.
+struct Run<'a> {
+    runner: &'a Runner,
+    album: &'a ValidManifest,
+    tasks: AlbumTasks<'a>,
+    output: Arc<dyn Storage>,
+    scratch: PathBuf,
+    counts: Counts,
+}
+
+/// A task's answer: its result as JSON, whether it was cached, and the
+/// frames of audio it covers.
+type Answer = (String, bool, u64);
+
+fn to_json<T: Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| TaskError::fatal(format!("cannot encode the result: {e}")))
+}
+
+/// Runs blocking stage work off the async threads.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| TaskError { message: format!("the stage stopped: {e}"), retryable: true })?
+}
+
+fn all<T: Clone>(what: &str, items: &[Option<T>], tracks: &[String]) -> Result<Vec<T>> {
+    (0..tracks.len())
+        .map(|i| {
+            items.get(i).cloned().flatten().ok_or_else(|| TaskError::fatal(format!("the {what} of {} is not done", tracks[i])))
+        })
+        .collect()
+}
+
+impl Run<'_> {
+    fn track_ids(&self) -> Vec<String> {
+        self.album.manifest.tracks.iter().map(|t| t.id.clone()).collect()
+    }
+
+    fn input_object(&self, role: InputRole) -> Result<(StorageRoot, String)> {
+        let probed = self
+            .album
+            .input(&role)
+            .ok_or_else(|| TaskError::fatal(format!("the manifest names no file for {role:?}")))?;
+        Ok((probed.input.object.root.clone(), probed.input.object.key.clone()))
+    }
+
+    /// The record of `key`, if every output it lists is still there at its size.
+    async fn cached<T: DeserializeOwned>(&self, key: &str) -> Result<Option<TaskRecord<T>>> {
+        let bytes = match self.output.read_to_bytes(&record_key(key)).await {
+            Ok(bytes) => bytes,
+            Err(StorageError::NotFound { .. }) => return Ok(None),
+            Err(error) => return Err(error.into()),
+        };
+        let Ok(record) = serde_json::from_slice::<TaskRecord<T>>(&bytes) else { return Ok(None) };
+        if record.key != key {
+            return Ok(None);
+        }
+        for file in &record.outputs {
+            match self.output.head(&file.path).await {
+                Ok(meta) if meta.size_bytes == file.size_bytes => {}
+                Ok(_) | Err(StorageError::NotFound { .. }) => return Ok(None),
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(Some(record))
+    }
+
+    /// Records task `key` as done with `outputs` and `result`.
+    async fn record<T: Serialize>(&mut self, key: &str, outputs: Vec<OutputFile>, result: &T) -> Result<()> {
+        let record = TaskRecord { key: key.to_owned(), outputs, result };
+        let bytes = serde_json::to_vec(&record).map_err(|e| TaskError::fatal(format!("cannot encode: {e}")))?;
+        self.counts.bytes_written += bytes.len() as u64;
+        self.output.write_bytes(&record_key(key), bytes.into(), WriteMode::Overwrite).await?;
+        Ok(())
+    }
+
+    /// Makes `key` of `root` readable here: in place for a local root, else
+    /// streamed into the scratch folder. Hashes it on the way.
+    async fn fetch(&mut self, root: &StorageRoot, key: &str) -> Result<Fetched> {
+        if let StorageRoot::Local { dir } = root {
+            lacquer_storage::check_key(key)?;
+            let path = dir.join(key);
+            let hashed = path.clone();
+            let blake3 = blocking(move || Ok(lacquer_pipelines::tasks::hash_file(&hashed)?)).await?;
+            self.counts.bytes_read += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            return Ok(Fetched { path, blake3 });
+        }
+        let storage = self.runner.stores.backend(root).await;
+        let mut stream = storage.read(key).await?;
+        let name = key.replace('/', "_");
+        let path = self.scratch.join(format!("in-{}-{name}", self.counts.bytes_read));
+        let io_error =
+            |e: std::io::Error| TaskError { message: format!("{}: {e}", storage.location(key)), retryable: true };
+        let mut file = tokio::fs::File::create(&path).await.map_err(io_error)?;
+        let mut hasher = blake3::Hasher::new();
+        let mut buffer = vec![0u8; 1 << 16];
+        loop {
+            let n = stream.read(&mut buffer).await.map_err(io_error)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buffer[..n]);
+            file.write_all(&buffer[..n]).await.map_err(io_error)?;
+            self.counts.bytes_read += n as u64;
+        }
+        file.flush().await.map_err(io_error)?;
+        Ok(Fetched { path, blake3: hasher.finalize().to_hex().to_string() })
+    }
+
+    /// A scratch path for an output to be published as `key`.
+    fn scratch_for(&self, key: &str) -> PathBuf {
+        self.scratch.join(format!("out-{}", key.replace('/', "_")))
+    }
+
+    /// Publishes scratch files as their keys under the output; returns them
+    /// as the report lists them.
+    async fn publish(&mut self, files: &[(String, PathBuf)]) -> Result<Vec<OutputFile>> {
+        let mut published = Vec::with_capacity(files.len());
+        for (key, path) in files {
+            let (key_owned, hashed) = (key.clone(), path.clone());
+            let file = blocking(move || Ok(lacquer_pipelines::tasks::output_file(&key_owned, &hashed)?)).await?;
+            if let StorageRoot::Local { dir } = &self.album.output {
+                // Same machine: move the finished file into place (atomic),
+                // copying through storage only across filesystems.
+                lacquer_storage::check_key(key)?;
+                let target = dir.join(key);
+                if let Some(parent) = target.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| TaskError {
+                        message: format!("cannot create {}: {e}", parent.display()),
+                        retryable: true,
+                    })?;
+                }
+                if std::fs::rename(path, &target).is_ok() {
+                    self.counts.bytes_written += file.size_bytes;
+                    published.push(file);
+                    continue;
+                }
+            }
+            let body = tokio::fs::File::open(path)
+                .await
+                .map_err(|e| TaskError { message: format!("{}: {e}", path.display()), retryable: true })?;
+            self.output.write(key, Box::pin(body), WriteMode::Overwrite).await?;
+            self.counts.bytes_written += file.size_bytes;
+            published.push(file);
+        }
+        Ok(published)
+    }
+
+    async fn mix(&mut self, track: usize) -> Result<Answer> {
+        let manifest = &self.album.manifest;
+        if manifest.tracks[track].mix_file.is_some() {
+            let (root, source_key) = self.input_object(InputRole::MixFile { track })?;
+            let fetched = self.fetch(&root, &source_key).await?;
+            let key = self.tasks.measure_mix_task(track, &fetched.blake3);
+            if let Some(record) = self.cached::<MixResult>(&key).await? {
+                return Ok((to_json(&record.result)?, true, 0));
+            }
+            let (manifest, path) = (manifest.clone(), fetched.path.clone());
+            let result = blocking(move || {
+                Ok(AlbumTasks::new(&manifest).measure_mix(track, &path, &source_key, &fetched.blake3)?)
+            })
+            .await?;
+            self.record(&key, Vec::new(), &result).await?;
+            return Ok((to_json(&result)?, false, result.frames));
+        }
+        let stems = manifest.tracks[track].stems.as_deref().unwrap_or_default().len();
+        let mut fetched = Vec::with_capacity(stems);
+        for stem in 0..stems {
+            let (root, key) = self.input_object(InputRole::Stem { track, stem })?;
+            fetched.push(self.fetch(&root, &key).await?);
+        }
+        let hashes: Vec<String> = fetched.iter().map(|f| f.blake3.clone()).collect();
+        let key = self.tasks.mix_task(track, &hashes);
+        if let Some(record) = self.cached::<MixResult>(&key).await? {
+            return Ok((to_json(&record.result)?, true, 0));
+        }
+        let output_key = self.tasks.mix_key(track);
+        let scratch = self.scratch_for(&output_key);
+        let (manifest, target) = (manifest.clone(), scratch.clone());
+        let paths: Vec<PathBuf> = fetched.into_iter().map(|f| f.path).collect();
+        let report = blocking(move || {
+            let stems = paths.iter().map(|p| AudioInput::open_file(p).map(Some)).collect::<Result<Vec<_>, _>>()?;
+            Ok(AlbumTasks::new(&manifest).mix(track, stems, &target)?)
+        })
+        .await?;
+        let files = self.publish(&[(output_key, scratch)]).await?;
+        let frames = report.frames;
+        let result = AlbumTasks::mixed(report, files[0].clone());
+        self.record(&key, files, &result).await?;
+        Ok((to_json(&result)?, false, frames))
+    }
+
+    async fn master(&mut self, track: usize, inputs: &Inputs) -> Result<Answer> {
+        let drive_db = self.tasks.drive(track, &inputs.mix)?;
+        let mix = inputs.mix.get(track).cloned().flatten().ok_or_else(|| TaskError::fatal("the mix is not done"))?;
+        let key = self.tasks.master_task(track, &mix, drive_db);
+        if let Some(record) = self.cached::<MasterResult>(&key).await? {
+            return Ok((to_json(&record.result)?, true, 0));
+        }
+        let fetched = match &mix.file {
+            MixFile::Rendered(file) => self.fetch(&self.album.output.clone(), &file.path).await?,
+            MixFile::Given { key, .. } => {
+                let (root, _) = self.input_object(InputRole::MixFile { track })?;
+                self.fetch(&root, key).await?
+            }
+        };
+        if fetched.blake3 != mix.blake3() {
+            return Err(TaskError {
+                message: format!("the mix of {} changed since it was made", self.album.manifest.tracks[track].id),
+                retryable: false,
+            });
+        }
+        let output_key = self.tasks.master_key(track);
+        let scratch = self.scratch_for(&output_key);
+        let (manifest, target, mix_result) = (self.album.manifest.clone(), scratch.clone(), mix.clone());
+        let report = blocking(move || {
+            Ok(AlbumTasks::new(&manifest).master(track, &mix_result, drive_db, &fetched.path, &target)?)
+        })
+        .await?;
+        let files = self.publish(&[(output_key, scratch)]).await?;
+        let frames = report.analysis.frames;
+        let result = MasterResult { report, file: files[0].clone() };
+        self.record(&key, files, &result).await?;
+        Ok((to_json(&result)?, false, frames))
+    }
+
+    /// The tone reference file's analysis, when the plan needs one.
+    async fn reference(&mut self) -> Result<Option<lacquer_pipelines::analysis::Analysis>> {
+        if !self.tasks.needs_reference_file() {
+            return Ok(None);
+        }
+        let (root, key) = self.input_object(InputRole::ToneReference)?;
+        let fetched = self.fetch(&root, &key).await?;
+        let task = AlbumTasks::measure_reference_task(&fetched.blake3);
+        if let Some(record) = self.cached(&task).await? {
+            return Ok(Some(record.result));
+        }
+        let path = fetched.path;
+        let analysis = blocking(move || Ok(lacquer_pipelines::stages::finalize::measure_file(&path)?)).await?;
+        self.record(&task, Vec::new(), &analysis).await?;
+        Ok(Some(analysis))
+    }
+
+    async fn finalize(&mut self, track: usize, inputs: &Inputs) -> Result<Answer> {
+        let masters = all("master", &inputs.master, &self.track_ids())?;
+        let reference = self.reference().await?;
+        let plan = self.tasks.plan(&masters, reference.as_ref())?;
+        let master = &masters[track];
+        let correction = plan.corrections[track].clone();
+        let key = self.tasks.finalize_task(track, master, &correction);
+        if let Some(record) = self.cached::<FinalizeResult>(&key).await? {
+            return Ok((to_json(&record.result)?, true, 0));
+        }
+        let fetched = self.fetch(&self.album.output.clone(), &master.file.path).await?;
+        if fetched.blake3 != master.file.blake3 {
+            return Err(TaskError::fatal(format!(
+                "the master of {} changed since it was made",
+                self.album.manifest.tracks[track].id
+            )));
+        }
+        let files: Vec<(String, PathBuf)> =
+            self.tasks.deliverable_keys(track).into_iter().map(|k| (k.clone(), self.scratch_for(&k))).collect();
+        let targets: Vec<PathBuf> = files.iter().map(|(_, p)| p.clone()).collect();
+        let manifest = self.album.manifest.clone();
+        let report = blocking(move || {
+            Ok(AlbumTasks::new(&manifest).finalize(track, &correction, &fetched.path, &targets)?)
+        })
+        .await?;
+        let published = self.publish(&files).await?;
+        let frames = report.render.frames;
+        let result = FinalizeResult { report, files: published.clone() };
+        self.record(&key, published, &result).await?;
+        Ok((to_json(&result)?, false, frames))
+    }
+
+    async fn report(&mut self, inputs: &Inputs) -> Result<Answer> {
+        let ids = self.track_ids();
+        let mixes = all("mix", &inputs.mix, &ids)?;
+        let masters = all("master", &inputs.master, &ids)?;
+        let finals = all("finalize", &inputs.finalize, &ids)?;
+        let key = AlbumTasks::report_task(&mixes, &masters, &finals);
+        if let Some(record) = self.cached::<serde_json::Value>(&key).await? {
+            return Ok((record.result.to_string(), true, 0));
+        }
+        let reference = self.reference().await?;
+        let plan = self.tasks.plan(&masters, reference.as_ref())?;
+        let report = self.tasks.report(&mixes, &masters, &plan, &finals)?;
+        let json = serde_json::to_vec_pretty(&report).map_err(|e| TaskError::fatal(format!("cannot encode: {e}")))?;
+        let html = report.to_html().into_bytes();
+        let mut outputs = Vec::new();
+        for (name, bytes) in [("report.json", json), ("report.html", html)] {
+            let size_bytes = bytes.len() as u64;
+            let blake3 = blake3::hash(&bytes).to_hex().to_string();
+            self.output.write_bytes(name, bytes.into(), WriteMode::Overwrite).await?;
+            self.counts.bytes_written += size_bytes;
+            outputs.push(OutputFile { path: name.to_owned(), blake3, size_bytes });
+        }
+        let value = serde_json::to_value(&report).map_err(|e| TaskError::fatal(format!("cannot encode: {e}")))?;
+        self.record(&key, outputs, &value).await?;
+        Ok((value.to_string(), false, 0))
+    }
+}
+
+/// Where a runner's scratch files go by default: beside a local output
+/// (so finished files are moved into place, not copied), else the system's
+/// temporary folder.
+pub fn default_scratch(output: &StorageRoot) -> PathBuf {
+    match output {
+        StorageRoot::Local { dir } => dir.join(".lacquer/scratch"),
+        StorageRoot::S3 { .. } => std::env::temp_dir().join("lacquer-scratch"),
+    }
+}
+
