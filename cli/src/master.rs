@@ -146,14 +146,7 @@ impl Album {
         } else {
             ProgressDrawTarget::stderr()
         });
-        Self {
-            valid: Arc::new(valid),
-            runner,
-            slots: Arc::new(Semaphore::new(jobs)),
-            progress,
-            rendered: 0,
-            cached: 0,
-        }
+        Self { valid: Arc::new(valid), runner, slots: Arc::new(Semaphore::new(jobs)), progress, rendered: 0, cached: 0 }
     }
 
     fn bar(&self, stage: &str, length: usize) -> ProgressBar {

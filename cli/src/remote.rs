@@ -112,11 +112,13 @@ fn job_json(job: &pb::Job) -> serde_json::Value {
         "error": if job.error.is_empty() { None } else { Some(&job.error) },
         "tasks_done": job.tasks_done,
         "tasks_total": job.tasks_total,
+        "tasks_cached": job.tasks_cached,
         "tasks": job.tasks.iter().map(|t| serde_json::json!({
             "stage": t.stage().as_str_name().trim_start_matches("STAGE_").to_lowercase(),
             "track": t.track_id,
             "state": t.state().as_str_name().trim_start_matches("TASK_STATE_").to_lowercase(),
             "attempts": t.attempts,
+            "cached": t.cached,
             "last_error": if t.last_error.is_empty() { None } else { Some(&t.last_error) },
         })).collect::<Vec<_>>(),
     })
@@ -128,7 +130,11 @@ fn print_job(job: &pb::Job, json: bool) -> anyhow::Result<()> {
         writeln!(out, "{}", job_json(job))?;
         return Ok(());
     }
-    writeln!(out, "{}  {}  {}  {}/{} tasks", job.id, state_name(job), job.title, job.tasks_done, job.tasks_total)?;
+    write!(out, "{}  {}  {}  {}/{} tasks", job.id, state_name(job), job.title, job.tasks_done, job.tasks_total)?;
+    if job.tasks_cached > 0 {
+        write!(out, " ({} already done before)", job.tasks_cached)?;
+    }
+    writeln!(out)?;
     if !job.error.is_empty() {
         writeln!(out, "  error: {}", job.error)?;
     }
@@ -212,6 +218,9 @@ pub async fn status(args: JobArgs) -> anyhow::Result<ExitCode> {
             let stage = task.stage().as_str_name().trim_start_matches("STAGE_").to_lowercase();
             let state = task.state().as_str_name().trim_start_matches("TASK_STATE_").to_lowercase();
             write!(out, "  {stage:<9} {:<24} {state:<8} attempts {}", task.track_id, task.attempts)?;
+            if task.cached {
+                write!(out, "  (cached)")?;
+            }
             if !task.last_error.is_empty() {
                 write!(out, "  last error: {}", task.last_error)?;
             }

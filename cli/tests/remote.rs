@@ -46,7 +46,9 @@ async fn a_label_submits_follows_and_fetches_the_report() {
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let coordinator = Coordinator::new(RetryPolicy::default(), Auth::from_file(&tokens).unwrap());
+    let store = lacquer_worker::testing::AlbumStore::start(&["label-a"]).unwrap();
+    store.put_fixture("s3://label-a/corpus/").unwrap();
+    let coordinator = Coordinator::new(RetryPolicy::default(), Auth::from_file(&tokens).unwrap(), store.stores());
     let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(serve(listener, coordinator, async {
         let _ = stopped.await;
@@ -79,7 +81,10 @@ async fn a_label_submits_follows_and_fetches_the_report() {
     while let Some(task) = worker.lease(pb::LeaseRequest { worker_id: "w".into() }).await.unwrap().into_inner().task {
         let task_ref = pb::TaskRef { job_id: task.job_id, stage: task.stage, track: task.track, lease: task.lease };
         let result = if task.stage == pb::Stage::Report as i32 { "{\"album\": \"done\"}" } else { "{}" };
-        worker.complete(pb::CompleteRequest { task: Some(task_ref), result_json: result.into() }).await.unwrap();
+        worker
+            .complete(pb::CompleteRequest { task: Some(task_ref), result_json: result.into(), ..Default::default() })
+            .await
+            .unwrap();
     }
     let watched = watcher.await.unwrap();
     let last = json(&watched);

@@ -339,7 +339,11 @@ impl Job {
         let every_track = |stage| (0..self.tracks).map(move |track| TaskId { stage, track: Some(track) });
         let ready: Vec<TaskId> = match done.stage {
             Stage::Mix if self.masters_need_every_mix => {
-                if self.all_done(Stage::Mix) { every_track(Stage::Master).collect() } else { Vec::new() }
+                if self.all_done(Stage::Mix) {
+                    every_track(Stage::Master).collect()
+                } else {
+                    Vec::new()
+                }
             }
             Stage::Mix => vec![TaskId { stage: Stage::Master, track: done.track }],
             Stage::Master if self.all_done(Stage::Master) => every_track(Stage::Finalize).collect(),

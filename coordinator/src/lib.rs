@@ -6,6 +6,7 @@
 //! without a network.
 
 pub mod auth;
+pub mod cli;
 pub mod job;
 pub mod server;
 pub mod service;

@@ -10,8 +10,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use lacquer_pipelines::manifest::{self, StorageRoot, ValidManifest};
 use lacquer_pipelines::tasks::AlbumTasks;
-use lacquer_worker::stores::Stores;
 use lacquer_proto::v1 as pb;
+use lacquer_worker::stores::Stores;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -566,7 +566,13 @@ impl pb::workers_server::Workers for Coordinator {
             }
             outcome
         })?;
-        let kind = if request.handed_back { "handed_back" } else if request.retryable { "retryable" } else { "permanent" };
+        let kind = if request.handed_back {
+            "handed_back"
+        } else if request.retryable {
+            "retryable"
+        } else {
+            "permanent"
+        };
         metrics::counter!("lacquer_task_failures_total", "stage" => task.stage.name(), "kind" => kind).increment(1);
         Ok(Response::new(pb::FailReply { accepted: outcome == Outcome::Accepted }))
     }

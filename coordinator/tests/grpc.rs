@@ -10,6 +10,7 @@ use lacquer_coordinator::job::RetryPolicy;
 use lacquer_coordinator::server::serve;
 use lacquer_coordinator::service::Coordinator;
 use lacquer_proto::v1 as pb;
+use lacquer_worker::testing::AlbumStore;
 use pb::albums_client::AlbumsClient;
 use pb::workers_client::WorkersClient;
 use tonic::transport::Channel;
@@ -17,6 +18,8 @@ use tonic::transport::Channel;
 struct Server {
     channel: Channel,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Holds the example album wherever these tests' manifests point.
+    _store: AlbumStore,
 }
 
 impl Drop for Server {
@@ -32,14 +35,18 @@ async fn start(policy: RetryPolicy) -> Server {
 }
 
 async fn start_with(policy: RetryPolicy, auth: Auth) -> Server {
+    let store = AlbumStore::start(&["label-a", "label-b", "big", "small"]).unwrap();
+    for location in ["s3://label-a/albums/corpus/", "s3://label-a/corpus/", "s3://big/a/", "s3://small/a/"] {
+        store.put_fixture(location).unwrap();
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(serve(listener, Coordinator::new(policy, auth), async {
+    tokio::spawn(serve(listener, Coordinator::new(policy, auth, store.stores()), async {
         let _ = stopped.await;
     }));
     let channel = Channel::from_shared(format!("http://{address}")).unwrap().connect().await.unwrap();
-    Server { channel, stop: Some(stop) }
+    Server { channel, stop: Some(stop), _store: store }
 }
 
 fn fixture_manifest() -> String {
@@ -81,6 +88,13 @@ async fn a_bad_manifest_is_invalid_argument_with_its_field_paths() {
     assert!(status.message().contains("mix.pan_lw_db"), "{}", status.message());
     let status = albums.submit(submit_request("version: 1\nalbum: [".into())).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{}", status.message());
+    // Every input is probed through storage before the album is accepted.
+    let mut missing = submit_request(fixture_manifest());
+    missing.source = "s3://label-a/nothing-here/".into();
+    let status = albums.submit(missing).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("tracks[2].stems[3].file"), "{}", status.message());
+    assert!(status.message().contains("does not exist"), "{}", status.message());
     let listed = albums.list(pb::ListRequest {}).await.unwrap().into_inner();
     assert!(listed.jobs.is_empty(), "nothing was accepted");
 }
@@ -101,19 +115,28 @@ async fn an_album_runs_through_its_task_graph() {
         let Some(task) = lease.task else { break };
         let stage = task.stage();
         if stage == pb::Stage::Finalize {
-            // The album barrier: every master's analysis comes along.
+            // The album barrier: every master's result comes along.
             let inputs: serde_json::Value = serde_json::from_str(&task.inputs_json).unwrap();
-            assert_eq!(inputs.as_object().unwrap().len(), 3, "{inputs}");
+            let masters = inputs["master"].as_array().unwrap();
+            assert!(masters.len() == 3 && masters.iter().all(|m| m["stage"] == 2), "{inputs}");
+            // With the album as probed at submit, every stem found.
+            let album: serde_json::Value = serde_json::from_str(&task.album_json).unwrap();
+            assert_eq!(album["inputs"].as_array().unwrap().len(), 13, "{album}");
         }
         let beat = worker.heartbeat(pb::HeartbeatRequest { task: Some(task_ref(&task)), progress: 0.5 }).await.unwrap();
         assert_eq!(beat.into_inner().action(), pb::heartbeat_reply::Action::Continue);
         // A result quoting another lease is dropped.
         let mut stale = task_ref(&task);
         stale.lease += 1000;
-        let reply = worker.complete(pb::CompleteRequest { task: Some(stale), result_json: "{}".into() }).await.unwrap();
+        let reply = worker
+            .complete(pb::CompleteRequest { task: Some(stale), result_json: "{}".into(), ..Default::default() })
+            .await
+            .unwrap();
         assert!(!reply.into_inner().accepted);
         let result = format!("{{\"stage\": {}, \"track\": {}}}", task.stage, task.track.unwrap_or(99));
-        let reply = worker.complete(pb::CompleteRequest { task: Some(task_ref(&task)), result_json: result }).await;
+        let reply = worker
+            .complete(pb::CompleteRequest { task: Some(task_ref(&task)), result_json: result, ..Default::default() })
+            .await;
         assert!(reply.unwrap().into_inner().accepted);
         order.push(stage);
     }
@@ -147,8 +170,12 @@ async fn retries_back_off_then_fail_the_job_and_cancel_stops_workers() {
 
     let job = albums.submit(submit_request(fixture_manifest())).await.unwrap().into_inner().job.unwrap();
     let first = lease(&mut worker).await.unwrap();
-    let failed =
-        pb::FailRequest { task: Some(task_ref(&first)), reason: "storage unreachable".into(), retryable: true };
+    let failed = pb::FailRequest {
+        task: Some(task_ref(&first)),
+        reason: "storage unreachable".into(),
+        retryable: true,
+        ..Default::default()
+    };
     assert!(worker.fail(failed).await.unwrap().into_inner().accepted);
     // Backing off: the other tracks' mixes come first, then the retry.
     let mut retried = None;
@@ -163,8 +190,12 @@ async fn retries_back_off_then_fail_the_job_and_cancel_stops_workers() {
     }
     let retried = retried.expect("the failed task is leased again after its backoff");
     assert_eq!(retried.attempt, 2);
-    let failed =
-        pb::FailRequest { task: Some(task_ref(&retried)), reason: "storage unreachable".into(), retryable: true };
+    let failed = pb::FailRequest {
+        task: Some(task_ref(&retried)),
+        reason: "storage unreachable".into(),
+        retryable: true,
+        ..Default::default()
+    };
     worker.fail(failed).await.unwrap();
     let now = albums.get(pb::GetRequest { job_id: job.id.clone() }).await.unwrap().into_inner();
     assert_eq!(now.state(), pb::JobState::Failed);
@@ -325,7 +356,9 @@ async fn tls_when_a_certificate_is_configured() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(serve_with_tls(listener, Coordinator::new(RetryPolicy::default(), Auth::open()), Some(tls), async {
+    let stores = std::sync::Arc::new(lacquer_worker::stores::Stores::new(Default::default()));
+    let coordinator = Coordinator::new(RetryPolicy::default(), Auth::open(), stores);
+    tokio::spawn(serve_with_tls(listener, coordinator, Some(tls), async {
         let _ = stopped.await;
     }));
     // A client that trusts the certificate gets through.

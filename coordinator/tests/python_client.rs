@@ -35,10 +35,13 @@ async fn the_python_client_submits_watches_and_fetches_the_report() {
          workers: { token: wwwwwwwwwwwwwwwwwwww }\n",
     )
     .unwrap();
+    let store = lacquer_worker::testing::AlbumStore::start(&["label-a"]).unwrap();
+    store.put_fixture("s3://label-a/corpus/").unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(serve(listener, Coordinator::new(RetryPolicy::default(), Auth::from_file(&tokens).unwrap()), async {
+    let coordinator = Coordinator::new(RetryPolicy::default(), Auth::from_file(&tokens).unwrap(), store.stores());
+    tokio::spawn(serve(listener, coordinator, async {
         let _ = stopped.await;
     }));
 
@@ -69,7 +72,11 @@ async fn the_python_client_submits_watches_and_fetches_the_report() {
                 let task_ref =
                     pb::TaskRef { job_id: task.job_id, stage: task.stage, track: task.track, lease: task.lease };
                 worker
-                    .complete(pb::CompleteRequest { task: Some(task_ref), result_json: result.into() })
+                    .complete(pb::CompleteRequest {
+                        task: Some(task_ref),
+                        result_json: result.into(),
+                        ..Default::default()
+                    })
                     .await
                     .unwrap();
                 done += 1;

@@ -157,7 +157,13 @@ impl<'a> AlbumTasks<'a> {
 
     /// Measures a given mix file (at `path`, known under the source as
     /// `source_key` with content hash `blake3`).
-    pub fn measure_mix(&self, track: usize, path: &Path, source_key: &str, blake3: &str) -> Result<MixResult, StageError> {
+    pub fn measure_mix(
+        &self,
+        track: usize,
+        path: &Path,
+        source_key: &str,
+        blake3: &str,
+    ) -> Result<MixResult, StageError> {
         let analysis = crate::stages::finalize::measure_file(path)?;
         Ok(MixResult {
             report: None,
@@ -338,8 +344,7 @@ impl<'a> AlbumTasks<'a> {
             ToneReference::Album => Reference::Album,
             ToneReference::Track(id) => Reference::Track(manifest.tracks.iter().position(|t| t.id == id).unwrap_or(0)),
             ToneReference::File(_) => Reference::File(
-                reference_file
-                    .ok_or_else(|| StageError::Invalid("the tone reference file was not measured".into()))?,
+                reference_file.ok_or_else(|| StageError::Invalid("the tone reference file was not measured".into()))?,
             ),
         };
         if masters.len() != manifest.tracks.len() {
@@ -540,7 +545,6 @@ pub fn hash_file(path: &Path) -> Result<String, StageError> {
 
 /// A published file as the report lists it.
 pub fn output_file(key: &str, path: &Path) -> Result<OutputFile, StageError> {
-    let size_bytes =
-        std::fs::metadata(path).map_err(|e| StageError::Io(format!("{}: {e}", path.display())))?.len();
+    let size_bytes = std::fs::metadata(path).map_err(|e| StageError::Io(format!("{}: {e}", path.display())))?.len();
     Ok(OutputFile { path: key.to_owned(), blake3: hash_file(path)?, size_bytes })
 }

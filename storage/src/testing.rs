@@ -80,7 +80,9 @@ impl S3Server {
             if entry.file_type()?.is_dir() {
                 let prefix = format!("{}/{}", prefix.trim_end_matches('/'), name.to_string_lossy());
                 self.copy_in(bucket, prefix.trim_start_matches('/'), &path)?;
-            } else {
+            } else if std::fs::hard_link(&path, target.join(&name)).is_err() {
+                // The server replaces objects whole, never in place, so a
+                // hard link is as good as a copy where one can be made.
                 std::fs::copy(&path, target.join(name))?;
             }
         }

@@ -17,7 +17,10 @@
 //! Invariant: a worker keeps no state of its own between tasks; any number
 //! of them can run anywhere.
 
+pub mod cli;
 pub mod run;
 pub mod stores;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod work;

@@ -121,12 +121,14 @@ impl Runner {
 
     /// Runs `task` of `album`.
     pub async fn run(&self, album: &ValidManifest, task: Task, inputs: &Inputs) -> Result<Done> {
-        std::fs::create_dir_all(&self.scratch)
-            .map_err(|e| TaskError { message: format!("cannot create {}: {e}", self.scratch.display()), retryable: true })?;
-        let scratch = tempfile::Builder::new()
-            .prefix("task-")
-            .tempdir_in(&self.scratch)
-            .map_err(|e| TaskError { message: format!("cannot use {}: {e}", self.scratch.display()), retryable: true })?;
+        std::fs::create_dir_all(&self.scratch).map_err(|e| TaskError {
+            message: format!("cannot create {}: {e}", self.scratch.display()),
+            retryable: true,
+        })?;
+        let scratch = tempfile::Builder::new().prefix("task-").tempdir_in(&self.scratch).map_err(|e| TaskError {
+            message: format!("cannot use {}: {e}", self.scratch.display()),
+            retryable: true,
+        })?;
         let mut run = Run {
             runner: self,
             album,
@@ -185,7 +187,11 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + '
 fn all<T: Clone>(what: &str, items: &[Option<T>], tracks: &[String]) -> Result<Vec<T>> {
     (0..tracks.len())
         .map(|i| {
-            items.get(i).cloned().flatten().ok_or_else(|| TaskError::fatal(format!("the {what} of {} is not done", tracks[i])))
+            items
+                .get(i)
+                .cloned()
+                .flatten()
+                .ok_or_else(|| TaskError::fatal(format!("the {what} of {} is not done", tracks[i])))
         })
         .collect()
 }
@@ -421,10 +427,9 @@ impl Run<'_> {
             self.tasks.deliverable_keys(track).into_iter().map(|k| (k.clone(), self.scratch_for(&k))).collect();
         let targets: Vec<PathBuf> = files.iter().map(|(_, p)| p.clone()).collect();
         let manifest = self.album.manifest.clone();
-        let report = blocking(move || {
-            Ok(AlbumTasks::new(&manifest).finalize(track, &correction, &fetched.path, &targets)?)
-        })
-        .await?;
+        let report =
+            blocking(move || Ok(AlbumTasks::new(&manifest).finalize(track, &correction, &fetched.path, &targets)?))
+                .await?;
         let published = self.publish(&files).await?;
         let frames = report.render.frames;
         let result = FinalizeResult { report, files: published.clone() };
@@ -469,4 +474,3 @@ pub fn default_scratch(output: &StorageRoot) -> PathBuf {
         StorageRoot::S3 { .. } => std::env::temp_dir().join("lacquer-scratch"),
     }
 }
-

@@ -20,7 +20,8 @@ pub enum LogFormat {
 /// Starts logging to stderr; `RUST_LOG` filters (default `info`).
 pub fn init_logs(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour);
     // A second initialisation (tests in one process) keeps the first.
     let _ = match format {
         LogFormat::Text => builder.try_init(),

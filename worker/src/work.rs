@@ -53,7 +53,13 @@ pub async fn work(client: Client, runner: Runner, settings: Settings, phase: wat
     while slots.join_next().await.is_some() {}
 }
 
-async fn slot_loop(slot: usize, mut client: Client, runner: Runner, settings: Settings, mut phase: watch::Receiver<Phase>) {
+async fn slot_loop(
+    slot: usize,
+    mut client: Client,
+    runner: Runner,
+    settings: Settings,
+    mut phase: watch::Receiver<Phase>,
+) {
     // Slots start spread over the poll interval, so they do not ask in step.
     let mut wait = settings.poll.mul_f64(slot as f64 / settings.concurrency.max(1) as f64);
     loop {
@@ -255,5 +261,12 @@ where
 }
 
 fn retryable(status: &tonic::Status) -> bool {
-    matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled | tonic::Code::DeadlineExceeded | tonic::Code::Aborted)
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable
+            | tonic::Code::Unknown
+            | tonic::Code::Cancelled
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Aborted
+    )
 }

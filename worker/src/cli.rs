@@ -1,4 +1,5 @@
-//! `lacquer-worker`: leases album tasks from a coordinator and runs them
+//! The `lacquer-worker` command (the binary lives in the `lacquer` package
+//! with the others): leases album tasks from a coordinator and runs them
 //! against object storage.
 
 use std::net::SocketAddr;
@@ -7,13 +8,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::run::Runner;
+use crate::stores::{S3Options, Stores};
+use crate::telemetry::{LogFormat, init_logs, serve_metrics};
+use crate::work::{Phase, Settings, work};
 use clap::Parser;
 use lacquer_proto::Bearer;
 use lacquer_proto::v1::workers_client::WorkersClient;
-use lacquer_worker::run::Runner;
-use lacquer_worker::stores::{S3Options, Stores};
-use lacquer_worker::telemetry::{LogFormat, init_logs, serve_metrics};
-use lacquer_worker::work::{Phase, Settings, work};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tracing::{error, info};
@@ -57,7 +58,8 @@ struct Args {
     s3: S3Options,
 }
 
-fn main() -> ExitCode {
+/// Parses the command line and works until SIGTERM.
+pub fn main() -> ExitCode {
     let args = Args::parse();
     init_logs(args.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

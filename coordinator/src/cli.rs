@@ -1,16 +1,17 @@
-//! `lacquer-coordinator`: serves the Albums and Workers gRPC services.
+//! The `lacquer-coordinator` command (the binary lives in the `lacquer`
+//! package with the others): serves the Albums and Workers gRPC services.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::Auth;
+use crate::job::RetryPolicy;
+use crate::server::{Tls, serve_with_tls};
+use crate::service::Coordinator;
+use crate::store::Store;
 use anyhow::Context;
 use clap::Parser;
-use lacquer_coordinator::auth::Auth;
-use lacquer_coordinator::job::RetryPolicy;
-use lacquer_coordinator::server::{Tls, serve_with_tls};
-use lacquer_coordinator::service::Coordinator;
-use lacquer_coordinator::store::Store;
 use lacquer_worker::stores::{S3Options, Stores};
 use lacquer_worker::telemetry::{LogFormat, init_logs, serve_metrics};
 use tokio::signal::unix::{SignalKind, signal};
@@ -55,10 +56,27 @@ struct Args {
     s3: S3Options,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Parses the command line and serves until SIGTERM or Ctrl-C.
+pub fn main() -> std::process::ExitCode {
     let args = Args::parse();
     init_logs(args.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
