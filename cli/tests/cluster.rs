@@ -211,7 +211,7 @@ fn two_workers_deliver_what_lacquer_master_delivers_through_kills_and_restarts()
     let job = cluster.submit("s3://label/corpus/", "s3://label/out-worker-killed/");
     let busy = |worker: &Process| {
         let tag = format!("job={job}");
-        worker.log().lines().filter(|l| l.contains(&tag)).last().is_some_and(|l| l.ends_with("started"))
+        worker.log().lines().rfind(|l| l.contains(&tag)).is_some_and(|l| l.ends_with("started"))
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     let victim = loop {
