@@ -50,6 +50,8 @@ struct Cluster {
     state: tempfile::TempDir,
     scratch: tempfile::TempDir,
     port: u16,
+    /// Where the coordinator and the first worker serve their metrics.
+    metrics: (String, String),
     coordinator: Option<Process>,
     workers: Vec<Process>,
 }
@@ -61,15 +63,22 @@ impl Cluster {
 
     fn start_coordinator(&mut self) {
         let listen = format!("127.0.0.1:{}", self.port);
-        let args = ["--listen", &listen, "--state-dir", self.state.path().to_str().unwrap(), "--lease-ms", "1500"];
+        let state = self.state.path().to_str().unwrap();
+        let args =
+            ["--listen", &listen, "--state-dir", state, "--lease-ms", "1500", "--metrics-listen", &self.metrics.0];
         let mut process = Process::start(env!("CARGO_BIN_EXE_lacquer-coordinator"), &args, &self.store.env());
         process.wait_for("lacquer-coordinator listening");
         self.coordinator = Some(process);
     }
 
+    /// Starts a worker; the first one logs JSON and serves metrics.
     fn start_worker(&mut self, id: &str) {
         let scratch = self.scratch.path().join(id);
-        let worker = support::worker(&self.url(), id, &scratch, &["--concurrency", "1"], &self.store.env());
+        let mut args = vec!["--concurrency", "1"];
+        if self.workers.is_empty() {
+            args.extend_from_slice(&["--log-format", "json", "--metrics-listen", &self.metrics.1]);
+        }
+        let worker = support::worker(&self.url(), id, &scratch, &args, &self.store.env());
         self.workers.push(worker);
     }
 
@@ -167,6 +176,7 @@ fn two_workers_deliver_what_lacquer_master_delivers_through_kills_and_restarts()
         state: tempfile::tempdir().unwrap(),
         scratch: tempfile::tempdir().unwrap(),
         port: free_port(),
+        metrics: (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port())),
         coordinator: None,
         workers: Vec::new(),
     };
@@ -183,6 +193,44 @@ fn two_workers_deliver_what_lacquer_master_delivers_through_kills_and_restarts()
     for worker in &cluster.workers {
         assert!(worker.log().contains("finished"), "both workers took tasks:\n{}", cluster.logs());
     }
+
+    // Metrics on both processes, and JSON logs that name job and task.
+    let worker_metrics = support::scrape(&cluster.metrics.1);
+    for series in [
+        "lacquer_worker_tasks_total{stage=\"mix\",outcome=\"rendered\"}",
+        "lacquer_worker_task_seconds_bucket{stage=\"finalize\"",
+        "lacquer_worker_task_realtime_bucket{stage=\"master\"",
+        "lacquer_worker_bytes_read_total",
+        "lacquer_worker_bytes_written_total",
+    ] {
+        assert!(support::sample(&worker_metrics, series).is_some(), "{series} missing:\n{worker_metrics}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let coordinator_metrics = loop {
+        let text = support::scrape(&cluster.metrics.0);
+        if support::sample(&text, "lacquer_jobs{state=\"succeeded\"}") == Some(1.0) || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for (series, at_least) in [
+        ("lacquer_jobs{state=\"succeeded\"}", 1.0),
+        ("lacquer_tasks{state=\"ready\"}", 0.0),
+        ("lacquer_leases_total", 10.0),
+        ("lacquer_tasks_completed_total{stage=\"finalize\",outcome=\"rendered\"}", 3.0),
+        ("lacquer_task_seconds_count{stage=\"mix\"}", 3.0),
+        ("lacquer_task_realtime_count{stage=\"master\"}", 3.0),
+        ("lacquer_bytes_read_total", 20e6),
+        ("lacquer_bytes_written_total", 20e6),
+    ] {
+        let value = support::sample(&coordinator_metrics, series);
+        assert!(value.is_some_and(|v| v >= at_least), "{series} = {value:?}:\n{coordinator_metrics}");
+    }
+    let json_log = cluster.workers[0].log();
+    let line = json_log.lines().find(|l| l.contains("\"finished\"")).expect("a finished task in the JSON log");
+    let line: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(line["span"]["job"], job, "{line}");
+    assert!(line["span"]["stage"].is_string() && line["seconds"].is_f64(), "{line}");
 
     // 2. The same album again: every task is already done.
     let again = cluster.submit("s3://label/corpus/", "s3://label/out/");
@@ -227,6 +275,8 @@ fn two_workers_deliver_what_lacquer_master_delivers_through_kills_and_restarts()
     let retried = done["tasks"].as_array().unwrap().iter().filter(|t| t["attempts"].as_u64() >= Some(2)).count();
     assert_eq!(retried, 1, "the killed worker's task ran again, and only it: {done}");
     assert_eq!(cluster.delivered("out-worker-killed"), reference);
+    let expired = support::sample(&support::scrape(&cluster.metrics.0), "lacquer_leases_expired_total");
+    assert_eq!(expired, Some(1.0), "the killed worker's lease ran out");
     cluster.start_worker("w3");
 
     // 5. The coordinator killed mid-job and started again on its state:

@@ -94,3 +94,29 @@ pub fn worker(url: &str, id: &str, scratch: &Path, extra: &[&str], env: &[(&str,
     args.extend_from_slice(extra);
     Process::start(env!("CARGO_BIN_EXE_lacquer-worker"), &args, env)
 }
+
+/// GETs `http://address/metrics` (Prometheus' text format).
+pub fn scrape(address: &str) -> String {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut stream = loop {
+        match std::net::TcpStream::connect(address) {
+            Ok(stream) => break stream,
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => panic!("no metrics at {address}: {e}"),
+        }
+    };
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    text
+}
+
+/// The value of the first sample whose line starts with `series`.
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find(|l| l.starts_with(series)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
+}
