@@ -135,3 +135,43 @@ async fn a_label_submits_follows_and_fetches_the_report() {
     assert_eq!(stranger.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&stranger.stderr).contains("not signed in"), "{stranger:?}");
 }
+
+/// TLS: the CLI reaches an https:// coordinator whose certificate it is
+/// told to trust (`--ca-cert`), and refuses one it cannot verify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_speaks_tls_to_a_coordinator_it_trusts() {
+    use lacquer_coordinator::server::{Tls, serve_with_tls};
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("coordinator.pem");
+    std::fs::write(&ca, certified.cert.pem()).unwrap();
+    let tls = Tls {
+        certificate_pem: certified.cert.pem().into_bytes(),
+        key_pem: certified.signing_key.serialize_pem().into_bytes(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://localhost:{}", listener.local_addr().unwrap().port());
+    let stores = std::sync::Arc::new(lacquer_worker::stores::Stores::new(Default::default()));
+    let coordinator = Coordinator::new(RetryPolicy::default(), Auth::open(), stores);
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve_with_tls(listener, coordinator, Some(tls), async {
+        let _ = stopped.await;
+    }));
+    let list = move |extra: Vec<String>| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_lacquer"))
+                .args(["list", "--json", "--coordinator", &url])
+                .args(extra)
+                .output()
+                .unwrap()
+        })
+    };
+    let trusted = list(vec!["--ca-cert".into(), ca.display().to_string()]).await.unwrap();
+    assert!(trusted.status.success(), "{}", String::from_utf8_lossy(&trusted.stderr));
+    assert_eq!(String::from_utf8_lossy(&trusted.stdout).trim(), "[]");
+    let untrusted = list(Vec::new()).await.unwrap();
+    assert_eq!(untrusted.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(said.contains("cannot reach the coordinator") || said.contains("unavailable"), "{said}");
+}

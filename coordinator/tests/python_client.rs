@@ -97,3 +97,49 @@ async fn the_python_client_submits_watches_and_fetches_the_report() {
     assert!(stdout.contains("job-000001 succeeded 10/10"), "{stdout}");
     assert_eq!(std::fs::read_to_string(&report).unwrap(), "{\"from\": \"the worker\"}");
 }
+
+/// TLS: the Python client reaches an https:// coordinator through the
+/// certificate it is told to trust (a refused manifest comes back as the
+/// coordinator's INVALID_ARGUMENT, so the channel worked), and gets
+/// UNAVAILABLE from one it cannot verify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_client_speaks_tls() {
+    use lacquer_coordinator::server::{Tls, serve_with_tls};
+    let python = python();
+    assert!(python.exists(), "{} is missing: run scripts/setup", python.display());
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("coordinator.pem");
+    std::fs::write(&ca, certified.cert.pem()).unwrap();
+    let tls = Tls {
+        certificate_pem: certified.cert.pem().into_bytes(),
+        key_pem: certified.signing_key.serialize_pem().into_bytes(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://localhost:{}", listener.local_addr().unwrap().port());
+    let stores = std::sync::Arc::new(lacquer_worker::stores::Stores::new(Default::default()));
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve_with_tls(
+        listener,
+        Coordinator::new(RetryPolicy::default(), Auth::open(), stores),
+        Some(tls),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let run = |extra: Vec<String>| {
+        tokio::process::Command::new(&python)
+            .arg(repository().join("examples/python/lacquer_client.py"))
+            .arg(repository().join("examples/album-small/album.yaml"))
+            .args(["--coordinator", &url, "--source", "/nowhere/at/all/"])
+            .args(extra)
+            .output()
+    };
+    let trusted = run(vec!["--ca-cert".into(), ca.display().to_string()]).await.unwrap();
+    let said = String::from_utf8_lossy(&trusted.stderr);
+    assert!(!trusted.status.success());
+    assert!(said.contains("INVALID_ARGUMENT") && said.contains("does not exist"), "{said}");
+    let untrusted = run(Vec::new()).await.unwrap();
+    let said = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(said.contains("UNAVAILABLE"), "{said}");
+}

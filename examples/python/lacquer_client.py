@@ -6,6 +6,9 @@ its end, and fetch its report — with grpcio, from lacquer's own protos.
         --coordinator 127.0.0.1:7700 --source s3://label-a/albums/corpus/ \\
         --token "$LACQUER_TOKEN" --report report.json
 
+A coordinator behind TLS: --coordinator https://host:7700 (the system's
+roots), plus --ca-cert ca.pem for a private certificate authority.
+
 The stubs are generated from proto/lacquer/v1/lacquer.proto when the script
 starts (grpcio-tools), so they always match the coordinator's contract.
 Needs: pip install grpcio grpcio-tools (scripts/setup does it in
@@ -43,11 +46,25 @@ def load_stubs():
             importlib.import_module("lacquer.v1.lacquer_pb2_grpc"))
 
 
+def open_channel(coordinator, ca_cert):
+    """Plain text for host:port or http://, TLS for https:// (or a CA given)."""
+    address = coordinator.removeprefix("http://").removeprefix("https://")
+    if coordinator.startswith("https://") or ca_cert:
+        roots = None
+        if ca_cert:
+            with open(ca_cert, "rb") as f:
+                roots = f.read()
+        return grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=roots))
+    return grpc.insecure_channel(address)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("manifest", help="the album manifest (YAML)")
     parser.add_argument("--coordinator", default=os.environ.get("LACQUER_COORDINATOR", "127.0.0.1:7700"))
     parser.add_argument("--token", default=os.environ.get("LACQUER_TOKEN"))
+    parser.add_argument("--ca-cert", default=os.environ.get("LACQUER_CA_CERT"),
+                        help="PEM certificate(s) to trust for an https:// coordinator")
     parser.add_argument("--source", default="", help="where the manifest's paths resolve (s3://bucket/prefix/)")
     parser.add_argument("--output", default="", help="where the deliverables go (s3://bucket/prefix/)")
     parser.add_argument("--report", help="write the finished job's report.json here")
@@ -55,7 +72,7 @@ def main():
 
     pb, rpc = load_stubs()
     metadata = [("authorization", f"Bearer {args.token}")] if args.token else []
-    with grpc.insecure_channel(args.coordinator) as channel:
+    with open_channel(args.coordinator, args.ca_cert) as channel:
         albums = rpc.AlbumsStub(channel)
         with open(args.manifest, encoding="utf-8") as f:
             request = pb.SubmitRequest(manifest_yaml=f.read(), source=args.source, output=args.output)
