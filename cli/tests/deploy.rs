@@ -248,3 +248,32 @@ fn the_local_topology_script_masters_the_example_album() {
     assert_eq!(report["tracks"].as_array().unwrap().len(), 3);
     std::fs::remove_dir_all(&work).unwrap();
 }
+
+/// Every setting of the two server binaries can come from the environment:
+/// each option of `--help` names its variable.
+#[test]
+fn every_server_option_has_an_environment_variable() {
+    for binary in [env!("CARGO_BIN_EXE_lacquer-coordinator"), env!("CARGO_BIN_EXE_lacquer-worker")] {
+        let help = String::from_utf8(Command::new(binary).arg("--help").output().unwrap().stdout).unwrap();
+        // Options start a line with `--name` (or `-x, --name`); their text runs to the next option.
+        let mut options: Vec<(String, String)> = Vec::new();
+        for line in help.lines() {
+            let trimmed = line.trim_start();
+            let flag = trimmed.strip_prefix("-").and_then(|_| trimmed.split_whitespace().find(|w| w.starts_with("--")));
+            match flag {
+                Some(flag) => options.push((flag.trim_end_matches(',').to_owned(), line.to_owned())),
+                None => {
+                    if let Some((_, text)) = options.last_mut() {
+                        text.push_str(line);
+                    }
+                }
+            }
+        }
+        let settings: Vec<&(String, String)> =
+            options.iter().filter(|(flag, _)| flag != "--help" && flag != "--version").collect();
+        assert!(settings.len() >= 9, "{binary}: {options:?}");
+        for (flag, text) in settings {
+            assert!(text.contains("[env:"), "{binary} {flag} has no environment variable: {text}");
+        }
+    }
+}
