@@ -21,7 +21,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lacquer_pipelines::manifest::ValidManifest;
 use lacquer_pipelines::report::AlbumReport;
 use lacquer_pipelines::tasks::{FinalizeResult, MasterResult, MixResult, Stage};
-use lacquer_worker::run::{Done, Inputs, Runner, Task, default_scratch};
+use lacquer_worker::run::{Done, Inputs, Progress, Runner, Task, default_scratch};
 use lacquer_worker::stores::{S3Options, Stores};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -170,7 +170,7 @@ impl Album {
                 (self.runner.clone(), self.valid.clone(), inputs.clone(), self.slots.clone(), bar.clone());
             running.spawn(async move {
                 let _slot = slots.acquire_owned().await?;
-                let done = runner.run(&valid, Task { stage, track: Some(track) }, &inputs).await;
+                let done = runner.run(&valid, Task { stage, track: Some(track) }, &inputs, &Progress::default()).await;
                 bar.inc(1);
                 let id = &valid.manifest.tracks[track].id;
                 anyhow::Ok((track, done.map_err(|e| anyhow!("{} of {id}: {e}", stage.name()))?))
@@ -202,7 +202,8 @@ impl Album {
         let finals: Vec<FinalizeResult> =
             self.stage(Stage::Finalize, Inputs { master: some(&masters), ..Inputs::default() }).await?;
         let inputs = Inputs { mix: some(&mixes), master: some(&masters), finalize: some(&finals) };
-        let done = self.runner.run(&self.valid, Task { stage: Stage::Report, track: None }, &inputs).await?;
+        let report_task = Task { stage: Stage::Report, track: None };
+        let done = self.runner.run(&self.valid, report_task, &inputs, &Progress::default()).await?;
         let report: AlbumReport = self.count(done)?;
         let manifest = &self.valid.manifest;
         let audio_seconds =

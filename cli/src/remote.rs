@@ -119,6 +119,7 @@ fn job_json(job: &pb::Job) -> serde_json::Value {
             "state": t.state().as_str_name().trim_start_matches("TASK_STATE_").to_lowercase(),
             "attempts": t.attempts,
             "cached": t.cached,
+            "progress": t.progress,
             "last_error": if t.last_error.is_empty() { None } else { Some(&t.last_error) },
         })).collect::<Vec<_>>(),
     })
@@ -218,6 +219,9 @@ pub async fn status(args: JobArgs) -> anyhow::Result<ExitCode> {
             let stage = task.stage().as_str_name().trim_start_matches("STAGE_").to_lowercase();
             let state = task.state().as_str_name().trim_start_matches("TASK_STATE_").to_lowercase();
             write!(out, "  {stage:<9} {:<24} {state:<8} attempts {}", task.track_id, task.attempts)?;
+            if task.state() == pb::TaskState::Leased {
+                write!(out, "  {:.0} % done", task.progress * 100.0)?;
+            }
             if task.cached {
                 write!(out, "  (cached)")?;
             }

@@ -59,6 +59,9 @@ enum TaskState {
         worker: String,
         lease: u64,
         deadline_ms: u64,
+        /// 0..1 of the task done, as the worker's last heartbeat said.
+        #[serde(default)]
+        progress: f32,
     },
     Done,
 }
@@ -119,10 +122,12 @@ pub enum TaskStatus {
 }
 
 /// One task, as clients see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TaskView {
     pub id: TaskId,
     pub status: TaskStatus,
+    /// 0..1: 1 when done, the worker's last word while leased.
+    pub progress: f32,
     pub attempts: u32,
     pub last_error: Option<String>,
 }
@@ -167,6 +172,11 @@ impl Job {
                 TaskState::Ready { .. } => TaskStatus::Ready,
                 TaskState::Leased { .. } => TaskStatus::Leased,
                 TaskState::Done => TaskStatus::Done,
+            },
+            progress: match task.state {
+                TaskState::Done => 1.0,
+                TaskState::Leased { progress, .. } => progress,
+                _ => 0.0,
             },
             attempts: task.attempts,
             last_error: task.last_error.clone(),
@@ -227,21 +237,22 @@ impl Job {
         let lease = self.next_lease;
         self.next_lease += 1;
         let deadline_ms = now_ms + self.policy.lease_ms;
-        entry.state = TaskState::Leased { worker: worker.to_owned(), lease, deadline_ms };
+        entry.state = TaskState::Leased { worker: worker.to_owned(), lease, deadline_ms, progress: 0.0 };
         Some(Lease { task, lease, attempt: entry.attempts, deadline_ms })
     }
 
-    /// A worker says it is still at work on `lease`.
-    pub fn heartbeat(&mut self, task: TaskId, lease: u64, now_ms: u64) -> HeartbeatReply {
+    /// A worker says it is still at work on `lease`, `progress` (0..1) done.
+    pub fn heartbeat(&mut self, task: TaskId, lease: u64, progress: f32, now_ms: u64) -> HeartbeatReply {
         if self.state != JobState::Running {
             return HeartbeatReply::Stop;
         }
         let lease_ms = self.policy.lease_ms;
         match self.tasks.get_mut(&task).map(|t| &mut t.state) {
-            Some(TaskState::Leased { lease: current, deadline_ms, .. })
+            Some(TaskState::Leased { lease: current, deadline_ms, progress: done, .. })
                 if *current == lease && *deadline_ms >= now_ms =>
             {
                 *deadline_ms = now_ms + lease_ms;
+                *done = if progress.is_finite() { progress.clamp(0.0, 1.0) } else { 0.0 };
                 HeartbeatReply::Continue { deadline_ms: *deadline_ms }
             }
             _ => HeartbeatReply::Stale,
@@ -424,7 +435,7 @@ mod tests {
         assert_eq!(job.lease("w2", 1_050), None, "backing off");
         let second = job.lease("w2", 1_101).unwrap();
         assert_eq!((second.task, second.attempt), (first.task, 2));
-        assert_eq!(job.heartbeat(first.task, first.lease, 1_200), HeartbeatReply::Stale);
+        assert_eq!(job.heartbeat(first.task, first.lease, 0.5, 1_200), HeartbeatReply::Stale);
         assert_eq!(job.complete(first.task, first.lease), Outcome::Stale, "applied once, from the current lease");
         assert_eq!(job.complete(second.task, second.lease), Outcome::Accepted);
         assert_eq!(job.complete(second.task, second.lease), Outcome::Stale, "never twice");
@@ -437,11 +448,13 @@ mod tests {
         let lease = job.lease("w1", 0).unwrap();
         for now_ms in (500..5_000).step_by(500) {
             assert_eq!(
-                job.heartbeat(lease.task, lease.lease, now_ms),
+                job.heartbeat(lease.task, lease.lease, now_ms as f32 / 5_000.0, now_ms),
                 HeartbeatReply::Continue { deadline_ms: now_ms + 1_000 }
             );
             job.expire(now_ms);
         }
+        let view = job.tasks().find(|t| t.id == lease.task).unwrap();
+        assert_eq!((view.status, view.progress), (TaskStatus::Leased, 0.9), "the last heartbeat's progress");
         assert_eq!(job.complete(lease.task, lease.lease), Outcome::Accepted);
     }
 
@@ -481,7 +494,7 @@ mod tests {
         let mut job = Job::new(2, false, POLICY);
         let running = job.lease("w1", 0).unwrap();
         job.cancel();
-        assert_eq!(job.heartbeat(running.task, running.lease, 10), HeartbeatReply::Stop);
+        assert_eq!(job.heartbeat(running.task, running.lease, 0.1, 10), HeartbeatReply::Stop);
         assert_eq!(job.lease("w2", 10), None);
         assert_eq!(job.complete(running.task, running.lease), Outcome::Stale);
         assert_eq!(*job.state(), JobState::Cancelled);

@@ -242,6 +242,7 @@ fn to_proto(id: &str, record: &Record) -> pb::Job {
                 attempts: task.attempts,
                 last_error: task.last_error.unwrap_or_default(),
                 cached: record.cached.contains(&task.id),
+                progress: task.progress,
             })
             .collect(),
         tasks_done: done as u32,
@@ -506,14 +507,15 @@ impl pb::workers_server::Workers for Coordinator {
 
     async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatReply>, Status> {
         self.worker(&request)?;
-        let (job_id, task, lease) = Self::task_ref(request.into_inner().task)?;
+        let request = request.into_inner();
+        let (job_id, task, lease) = Self::task_ref(request.task)?;
         // A heartbeat only moves a deadline: it is not written to the store
         // (a restarted coordinator lets such a lease run out a little early,
         // and the task is done again to the same result).
         let reply = {
             let mut state = self.state();
             let record = state.jobs.get_mut(&job_id).ok_or_else(|| Status::not_found(format!("no job {job_id}")))?;
-            record.job.heartbeat(task, lease, now_ms())
+            record.job.heartbeat(task, lease, request.progress, now_ms())
         };
         let (action, deadline_unix_ms) = match reply {
             HeartbeatReply::Continue { deadline_ms } => (pb::heartbeat_reply::Action::Continue, deadline_ms),

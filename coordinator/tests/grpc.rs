@@ -125,6 +125,10 @@ async fn an_album_runs_through_its_task_graph() {
         }
         let beat = worker.heartbeat(pb::HeartbeatRequest { task: Some(task_ref(&task)), progress: 0.5 }).await.unwrap();
         assert_eq!(beat.into_inner().action(), pb::heartbeat_reply::Action::Continue);
+        let now = albums.get(pb::GetRequest { job_id: job.id.clone() }).await.unwrap().into_inner();
+        let leased: Vec<f32> =
+            now.tasks.iter().filter(|t| t.state() == pb::TaskState::Leased).map(|t| t.progress).collect();
+        assert_eq!(leased, [0.5], "the heartbeat's progress shows");
         // A result quoting another lease is dropped.
         let mut stale = task_ref(&task);
         stale.lease += 1000;

@@ -8,6 +8,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use lacquer_pipelines::manifest::{InputRole, StorageRoot, ValidManifest};
 use lacquer_pipelines::report::OutputFile;
@@ -89,6 +90,21 @@ impl From<StageError> for TaskError {
 
 type Result<T, E = TaskError> = std::result::Result<T, E>;
 
+/// How far a running task is, 0..1, for its heartbeats: inputs fetched
+/// take it to 0.2, the render to 0.9, publishing to 1.
+#[derive(Debug, Default)]
+pub struct Progress(AtomicU32);
+
+impl Progress {
+    pub fn get(&self) -> f32 {
+        f32::from_bits(self.0.load(Ordering::Relaxed))
+    }
+
+    fn set(&self, done: f32) {
+        self.0.store(done.to_bits(), Ordering::Relaxed);
+    }
+}
+
 /// Runs tasks; holds the storage backends and the scratch folder.
 #[derive(Debug, Clone)]
 pub struct Runner {
@@ -119,8 +135,8 @@ impl Runner {
         &self.stores
     }
 
-    /// Runs `task` of `album`.
-    pub async fn run(&self, album: &ValidManifest, task: Task, inputs: &Inputs) -> Result<Done> {
+    /// Runs `task` of `album`, telling `progress` how far it is.
+    pub async fn run(&self, album: &ValidManifest, task: Task, inputs: &Inputs, progress: &Progress) -> Result<Done> {
         std::fs::create_dir_all(&self.scratch).map_err(|e| TaskError {
             message: format!("cannot create {}: {e}", self.scratch.display()),
             retryable: true,
@@ -136,6 +152,7 @@ impl Runner {
             output: self.stores.backend(&album.output).await,
             scratch: scratch.path().to_path_buf(),
             counts: Counts::default(),
+            progress,
         };
         let track = |what: &str| {
             task.track
@@ -167,6 +184,7 @@ struct Run<'a> {
     output: Arc<dyn Storage>,
     scratch: PathBuf,
     counts: Counts,
+    progress: &'a Progress,
 }
 
 /// A task's answer: its result as JSON, whether it was cached, and the
@@ -333,7 +351,9 @@ impl Run<'_> {
         for stem in 0..stems {
             let (root, key) = self.input_object(InputRole::Stem { track, stem })?;
             fetched.push(self.fetch(&root, &key).await?);
+            self.progress.set(0.2 * (stem + 1) as f32 / stems as f32);
         }
+        self.progress.set(0.2);
         let hashes: Vec<String> = fetched.iter().map(|f| f.blake3.clone()).collect();
         let key = self.tasks.mix_task(track, &hashes);
         if let Some(record) = self.cached::<MixResult>(&key).await? {
@@ -348,6 +368,7 @@ impl Run<'_> {
             Ok(AlbumTasks::new(&manifest).mix(track, stems, &target)?)
         })
         .await?;
+        self.progress.set(0.9);
         let files = self.publish(&[(output_key, scratch)]).await?;
         let frames = report.frames;
         let result = AlbumTasks::mixed(report, files[0].clone());
@@ -369,6 +390,7 @@ impl Run<'_> {
                 self.fetch(&root, key).await?
             }
         };
+        self.progress.set(0.2);
         if fetched.blake3 != mix.blake3() {
             return Err(TaskError {
                 message: format!("the mix of {} changed since it was made", self.album.manifest.tracks[track].id),
@@ -382,6 +404,7 @@ impl Run<'_> {
             Ok(AlbumTasks::new(&manifest).master(track, &mix_result, drive_db, &fetched.path, &target)?)
         })
         .await?;
+        self.progress.set(0.9);
         let files = self.publish(&[(output_key, scratch)]).await?;
         let frames = report.analysis.frames;
         let result = MasterResult { report, file: files[0].clone() };
@@ -417,6 +440,7 @@ impl Run<'_> {
             return Ok((to_json(&record.result)?, true, 0));
         }
         let fetched = self.fetch(&self.album.output.clone(), &master.file.path).await?;
+        self.progress.set(0.2);
         if fetched.blake3 != master.file.blake3 {
             return Err(TaskError::fatal(format!(
                 "the master of {} changed since it was made",
@@ -430,6 +454,7 @@ impl Run<'_> {
         let report =
             blocking(move || Ok(AlbumTasks::new(&manifest).finalize(track, &correction, &fetched.path, &targets)?))
                 .await?;
+        self.progress.set(0.9);
         let published = self.publish(&files).await?;
         let frames = report.render.frames;
         let result = FinalizeResult { report, files: published.clone() };

@@ -18,7 +18,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::run::{Inputs, Runner, Task, TaskError};
+use crate::run::{Inputs, Progress, Runner, Task, TaskError};
 
 pub type Client = WorkersClient<InterceptedService<Channel, Bearer>>;
 
@@ -131,7 +131,8 @@ async fn run_assignment(client: &mut Client, runner: &Runner, a: pb::Assignment,
         let end = match parsed {
             Err(error) => End::Finished(Err(error)),
             Ok((album, inputs, task)) => {
-                let running = runner.run(&album, task, &inputs);
+                let progress = Progress::default();
+                let running = runner.run(&album, task, &inputs, &progress);
                 tokio::pin!(running);
                 let beat = heartbeat_interval(a.deadline_unix_ms);
                 let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + beat, beat);
@@ -140,7 +141,7 @@ async fn run_assignment(client: &mut Client, runner: &Runner, a: pb::Assignment,
                     tokio::select! {
                         done = &mut running => break End::Finished(done),
                         _ = ticker.tick() => {
-                            let request = pb::HeartbeatRequest { task: Some(task_ref.clone()), progress: 0.0 };
+                            let request = pb::HeartbeatRequest { task: Some(task_ref.clone()), progress: progress.get() };
                             match client.heartbeat(request).await.map(|r| r.into_inner().action()) {
                                 Ok(pb::heartbeat_reply::Action::Stop) => break End::Dropped("the job was cancelled or failed"),
                                 Ok(pb::heartbeat_reply::Action::Stale) => break End::Dropped("the lease went to another worker"),
