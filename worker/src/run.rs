@@ -123,6 +123,8 @@ struct Fetched {
 struct Counts {
     bytes_read: u64,
     bytes_written: u64,
+    /// Files fetched into scratch so far (names them apart).
+    fetched: usize,
 }
 
 impl Runner {
@@ -271,7 +273,8 @@ impl Run<'_> {
         let storage = self.runner.stores.backend(root).await;
         let mut stream = storage.read(key).await?;
         let name = key.replace('/', "_");
-        let path = self.scratch.join(format!("in-{}-{name}", self.counts.bytes_read));
+        self.counts.fetched += 1;
+        let path = self.scratch.join(format!("in-{}-{name}", self.counts.fetched));
         let io_error =
             |e: std::io::Error| TaskError { message: format!("{}: {e}", storage.location(key)), retryable: true };
         let mut file = tokio::fs::File::create(&path).await.map_err(io_error)?;
