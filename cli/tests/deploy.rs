@@ -277,3 +277,13 @@ fn every_server_option_has_an_environment_variable() {
         }
     }
 }
+
+/// The README's quick start runs `cargo run --release -p lacquer -- master …`:
+/// with three binaries in the package, only `default-run` makes that work.
+#[test]
+fn cargo_run_picks_the_lacquer_binary() {
+    let readme = std::fs::read_to_string(repository().join("README.md")).unwrap();
+    assert!(readme.contains("cargo run --release -p lacquer -- master"), "the quick start changed: update this test");
+    let manifest = std::fs::read_to_string(repository().join("cli/Cargo.toml")).unwrap();
+    assert!(manifest.lines().any(|l| l.trim() == "default-run = \"lacquer\""), "cli/Cargo.toml needs default-run");
+}
