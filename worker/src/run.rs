@@ -8,11 +8,11 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use lacquer_pipelines::manifest::{InputRole, StorageRoot, ValidManifest};
 use lacquer_pipelines::report::OutputFile;
-use lacquer_pipelines::stages::{AudioInput, StageError};
+use lacquer_pipelines::stages::{AudioInput, StageError, cancellable};
 use lacquer_pipelines::tasks::{
     AlbumTasks, FinalizeResult, MasterResult, MixFile, MixResult, Stage, TaskRecord, record_key,
 };
@@ -147,7 +147,11 @@ impl Runner {
             message: format!("cannot use {}: {e}", self.scratch.display()),
             retryable: true,
         })?;
+        // Dropping this future (the task was cancelled, handed on or handed
+        // back) stops the stage's blocking thread at its next block.
+        let cancel = RaiseOnDrop(Arc::new(AtomicBool::new(false)));
         let mut run = Run {
+            cancel: cancel.0.clone(),
             runner: self,
             album,
             tasks: AlbumTasks::new(&album.manifest),
@@ -178,8 +182,19 @@ impl Runner {
     }
 }
 
+/// Raises its flag when dropped.
+struct RaiseOnDrop(Arc<AtomicBool>);
+
+impl Drop for RaiseOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// One task's run.
 struct Run<'a> {
+    /// Raised when the run is dropped: stops its stage.
+    cancel: Arc<AtomicBool>,
     runner: &'a Runner,
     album: &'a ValidManifest,
     tasks: AlbumTasks<'a>,
@@ -197,13 +212,6 @@ fn to_json<T: Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(|e| TaskError::fatal(format!("cannot encode the result: {e}")))
 }
 
-/// Runs blocking stage work off the async threads.
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| TaskError { message: format!("the stage stopped: {e}"), retryable: true })?
-}
-
 fn all<T: Clone>(what: &str, items: &[Option<T>], tracks: &[String]) -> Result<Vec<T>> {
     (0..tracks.len())
         .map(|i| {
@@ -217,6 +225,20 @@ fn all<T: Clone>(what: &str, items: &[Option<T>], tracks: &[String]) -> Result<V
 }
 
 impl Run<'_> {
+    /// Runs blocking stage work off the async threads; it stops at its next
+    /// block once this run is dropped.
+    fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<T>> + 'static {
+        let cancel = self.cancel.clone();
+        async move {
+            tokio::task::spawn_blocking(move || cancellable(cancel, work))
+                .await
+                .map_err(|e| TaskError { message: format!("the stage stopped: {e}"), retryable: true })?
+        }
+    }
+
     fn track_ids(&self) -> Vec<String> {
         self.album.manifest.tracks.iter().map(|t| t.id.clone()).collect()
     }
@@ -266,7 +288,7 @@ impl Run<'_> {
             lacquer_storage::check_key(key)?;
             let path = dir.join(key);
             let hashed = path.clone();
-            let blake3 = blocking(move || Ok(lacquer_pipelines::tasks::hash_file(&hashed)?)).await?;
+            let blake3 = self.blocking(move || Ok(lacquer_pipelines::tasks::hash_file(&hashed)?)).await?;
             self.counts.bytes_read += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             return Ok(Fetched { path, blake3 });
         }
@@ -304,7 +326,7 @@ impl Run<'_> {
         let mut published = Vec::with_capacity(files.len());
         for (key, path) in files {
             let (key_owned, hashed) = (key.clone(), path.clone());
-            let file = blocking(move || Ok(lacquer_pipelines::tasks::output_file(&key_owned, &hashed)?)).await?;
+            let file = self.blocking(move || Ok(lacquer_pipelines::tasks::output_file(&key_owned, &hashed)?)).await?;
             if let StorageRoot::Local { dir } = &self.album.output {
                 // Same machine: move the finished file into place (atomic),
                 // copying through storage only across filesystems.
@@ -342,10 +364,11 @@ impl Run<'_> {
                 return Ok((to_json(&record.result)?, true, 0));
             }
             let (manifest, path) = (manifest.clone(), fetched.path.clone());
-            let result = blocking(move || {
-                Ok(AlbumTasks::new(&manifest).measure_mix(track, &path, &source_key, &fetched.blake3)?)
-            })
-            .await?;
+            let result = self
+                .blocking(move || {
+                    Ok(AlbumTasks::new(&manifest).measure_mix(track, &path, &source_key, &fetched.blake3)?)
+                })
+                .await?;
             self.record(&key, Vec::new(), &result).await?;
             return Ok((to_json(&result)?, false, result.frames));
         }
@@ -366,11 +389,12 @@ impl Run<'_> {
         let scratch = self.scratch_for(&output_key);
         let (manifest, target) = (manifest.clone(), scratch.clone());
         let paths: Vec<PathBuf> = fetched.into_iter().map(|f| f.path).collect();
-        let report = blocking(move || {
-            let stems = paths.iter().map(|p| AudioInput::open_file(p).map(Some)).collect::<Result<Vec<_>, _>>()?;
-            Ok(AlbumTasks::new(&manifest).mix(track, stems, &target)?)
-        })
-        .await?;
+        let report = self
+            .blocking(move || {
+                let stems = paths.iter().map(|p| AudioInput::open_file(p).map(Some)).collect::<Result<Vec<_>, _>>()?;
+                Ok(AlbumTasks::new(&manifest).mix(track, stems, &target)?)
+            })
+            .await?;
         self.progress.set(0.9);
         let files = self.publish(&[(output_key, scratch)]).await?;
         let frames = report.frames;
@@ -403,10 +427,11 @@ impl Run<'_> {
         let output_key = self.tasks.master_key(track);
         let scratch = self.scratch_for(&output_key);
         let (manifest, target, mix_result) = (self.album.manifest.clone(), scratch.clone(), mix.clone());
-        let report = blocking(move || {
-            Ok(AlbumTasks::new(&manifest).master(track, &mix_result, drive_db, &fetched.path, &target)?)
-        })
-        .await?;
+        let report = self
+            .blocking(move || {
+                Ok(AlbumTasks::new(&manifest).master(track, &mix_result, drive_db, &fetched.path, &target)?)
+            })
+            .await?;
         self.progress.set(0.9);
         let files = self.publish(&[(output_key, scratch)]).await?;
         let frames = report.analysis.frames;
@@ -427,7 +452,7 @@ impl Run<'_> {
             return Ok(Some(record.result));
         }
         let path = fetched.path;
-        let analysis = blocking(move || Ok(lacquer_pipelines::stages::finalize::measure_file(&path)?)).await?;
+        let analysis = self.blocking(move || Ok(lacquer_pipelines::stages::finalize::measure_file(&path)?)).await?;
         self.record(&task, Vec::new(), &analysis).await?;
         Ok(Some(analysis))
     }
@@ -454,9 +479,9 @@ impl Run<'_> {
             self.tasks.deliverable_keys(track).into_iter().map(|k| (k.clone(), self.scratch_for(&k))).collect();
         let targets: Vec<PathBuf> = files.iter().map(|(_, p)| p.clone()).collect();
         let manifest = self.album.manifest.clone();
-        let report =
-            blocking(move || Ok(AlbumTasks::new(&manifest).finalize(track, &correction, &fetched.path, &targets)?))
-                .await?;
+        let report = self
+            .blocking(move || Ok(AlbumTasks::new(&manifest).finalize(track, &correction, &fetched.path, &targets)?))
+            .await?;
         self.progress.set(0.9);
         let published = self.publish(&files).await?;
         let frames = report.render.frames;

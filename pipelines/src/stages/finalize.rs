@@ -331,6 +331,7 @@ pub fn measure_file(path: &Path) -> Result<Analysis, StageError> {
         Analyzer::new(info.sample_rate_hz, info.channels).map_err(|e| StageError::Invalid(e.to_string()))?;
     let mut block = AudioBlock::new(info.channels, BLOCK_FRAMES);
     while reader.read(&mut block, BLOCK_FRAMES).map_err(decode_error)? > 0 {
+        super::check_cancelled()?;
         analyzer.add(&block).map_err(|e| StageError::Invalid(e.to_string()))?;
     }
     analyzer.finish().map_err(|e| StageError::Invalid(e.to_string()))

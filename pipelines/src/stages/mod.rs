@@ -64,6 +64,32 @@ pub enum StageError {
     Io(String),
     #[error("{0}")]
     Invalid(String),
+    /// The caller stopped the stage (see [`cancellable`]).
+    #[error("cancelled")]
+    Cancelled,
+}
+
+thread_local! {
+    /// The flag that stops the stage running on this thread, if any.
+    static CANCEL: std::cell::RefCell<Option<std::sync::Arc<std::sync::atomic::AtomicBool>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `work` (a stage, on this thread) so that once `cancel` is raised
+/// it stops at its next input block with [`StageError::Cancelled`]. The
+/// stages stay plain functions; a worker that drops a task raises the flag.
+pub fn cancellable<T>(cancel: std::sync::Arc<std::sync::atomic::AtomicBool>, work: impl FnOnce() -> T) -> T {
+    let previous = CANCEL.with(|c| c.replace(Some(cancel)));
+    let result = work();
+    CANCEL.with(|c| *c.borrow_mut() = previous);
+    result
+}
+
+/// Fails with [`StageError::Cancelled`] when this thread's stage was stopped.
+pub(crate) fn check_cancelled() -> Result<(), StageError> {
+    let cancelled =
+        CANCEL.with(|c| c.borrow().as_ref().is_some_and(|flag| flag.load(std::sync::atomic::Ordering::Relaxed)));
+    if cancelled { Err(StageError::Cancelled) } else { Ok(()) }
 }
 
 /// Reads a whole input as planar blocks at `rate_hz` (resampling if its own
@@ -83,6 +109,7 @@ pub fn stream_at_rate(
     let mut block = AudioBlock::new(channels, BLOCK_FRAMES);
     if source_rate_hz == rate_hz {
         while reader.read(&mut block, BLOCK_FRAMES).map_err(decode_error)? > 0 {
+            check_cancelled()?;
             each(&block)?;
         }
         return Ok(channels);
@@ -109,6 +136,7 @@ pub fn stream_at_rate(
         Ok::<(), StageError>(())
     };
     while reader.read(&mut block, BLOCK_FRAMES).map_err(decode_error)? > 0 {
+        check_cancelled()?;
         resampler.push(&block, &mut converted).map_err(|e| StageError::Invalid(format!("{location}: {e}")))?;
         if converted[0].len() >= BLOCK_FRAMES {
             emit(&mut converted, &mut each)?;
@@ -128,5 +156,57 @@ pub(crate) fn float_wav(rate_hz: u32, channels: usize) -> crate::encode::EncodeS
         channels,
         dither: crate::manifest::Dither::None,
         dither_seed: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    /// A stage run under [`cancellable`] stops at its next block once the
+    /// flag is raised, and runs to its end while it is not.
+    #[test]
+    fn a_raised_flag_stops_the_stage_at_its_next_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tone.wav");
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 48_000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut writer = hound::WavWriter::create(&path, spec).unwrap();
+        for n in 0..48_000 {
+            writer.write_sample(((n as f32 * 0.05).sin() * 8_000.0) as i16).unwrap();
+        }
+        writer.finalize().unwrap();
+
+        let flag = Arc::new(AtomicBool::new(false));
+        let mut blocks = 0;
+        let whole = cancellable(flag.clone(), || {
+            stream_at_rate(AudioInput::open_file(&path).unwrap(), 48_000, |_| {
+                blocks += 1;
+                Ok(())
+            })
+        });
+        assert!(whole.is_ok() && blocks == 48_000usize.div_ceil(BLOCK_FRAMES), "{blocks} blocks");
+
+        let mut seen = 0;
+        let stopped = cancellable(flag.clone(), || {
+            stream_at_rate(AudioInput::open_file(&path).unwrap(), 48_000, |_| {
+                seen += 1;
+                if seen == 3 {
+                    flag.store(true, Ordering::Relaxed);
+                }
+                Ok(())
+            })
+        });
+        assert!(matches!(stopped, Err(StageError::Cancelled)), "{stopped:?}");
+        assert_eq!(seen, 3, "no block after the flag");
+        // Outside `cancellable` the flag no longer applies.
+        assert!(stream_at_rate(AudioInput::open_file(&path).unwrap(), 48_000, |_| Ok(())).is_ok());
     }
 }
