@@ -320,6 +320,18 @@ impl Job {
         count
     }
 
+    /// The coordinator restarted: heartbeats are not stored, so every lease
+    /// gets a full lease from now to reach its worker again. A live worker
+    /// heartbeats and goes on; a dead one's lease runs out as usual.
+    pub fn restarted(&mut self, now_ms: u64) {
+        let renewed = now_ms + self.policy.lease_ms;
+        for task in self.tasks.values_mut() {
+            if let TaskState::Leased { deadline_ms, .. } = &mut task.state {
+                *deadline_ms = (*deadline_ms).max(renewed);
+            }
+        }
+    }
+
     /// The tenant cancels: nothing more is leased, running workers are told
     /// to stop at their next heartbeat.
     pub fn cancel(&mut self) {
@@ -510,6 +522,12 @@ mod tests {
         let stored = serde_json::to_string(&job).unwrap();
         let mut restarted: Job = serde_json::from_str(&stored).unwrap();
         assert_eq!(restarted, job);
+        // Its heartbeats were not stored: it gets a full lease from the restart.
+        restarted.restarted(60_000);
+        assert_eq!(
+            restarted.heartbeat(running.task, running.lease, 0.5, 60_999),
+            HeartbeatReply::Continue { deadline_ms: 61_999 }
+        );
         // The running worker's lease survives the restart and its result counts.
         assert_eq!(restarted.complete(running.task, running.lease), Outcome::Accepted);
         let rest = drain(&mut restarted, 0);

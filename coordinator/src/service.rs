@@ -88,7 +88,15 @@ impl Coordinator {
     /// found there.
     pub fn open(policy: RetryPolicy, auth: Auth, stores: Arc<Stores>, store: Store) -> Result<Self, StoreError> {
         let (jobs, next_job) = store.load::<Record>()?;
-        let state = State { jobs: jobs.into_iter().collect(), next_job, ..State::default() };
+        let now = now_ms();
+        let jobs = jobs
+            .into_iter()
+            .map(|(id, mut record)| {
+                record.job.restarted(now);
+                (id, record)
+            })
+            .collect();
+        let state = State { jobs, next_job, ..State::default() };
         let (changes, _) = watch::channel(0);
         let inner = Inner { state: Mutex::new(state), changes, policy, store: Some(store), auth, stores };
         Ok(Self { inner: Arc::new(inner) })
@@ -510,8 +518,7 @@ impl pb::workers_server::Workers for Coordinator {
         let request = request.into_inner();
         let (job_id, task, lease) = Self::task_ref(request.task)?;
         // A heartbeat only moves a deadline: it is not written to the store
-        // (a restarted coordinator lets such a lease run out a little early,
-        // and the task is done again to the same result).
+        // (a restarted coordinator gives every lease a full lease instead).
         let reply = {
             let mut state = self.state();
             let record = state.jobs.get_mut(&job_id).ok_or_else(|| Status::not_found(format!("no job {job_id}")))?;
