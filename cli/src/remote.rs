@@ -70,11 +70,7 @@ type Client = AlbumsClient<InterceptedService<Channel, Bearer>>;
 
 impl Connection {
     async fn connect(&self) -> anyhow::Result<Client> {
-        let ca = match &self.ca_cert {
-            Some(path) => Some(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?),
-            None => None,
-        };
-        let channel = lacquer_proto::connect(&self.coordinator, ca.as_deref()).await?;
+        let channel = lacquer_proto::connect(&self.coordinator, self.ca_cert.as_deref()).await?;
         let bearer = Bearer::new(self.token.as_deref()).map_err(anyhow::Error::msg)?;
         Ok(AlbumsClient::with_interceptor(channel, bearer))
     }

@@ -136,11 +136,14 @@ async fn a_label_submits_follows_and_fetches_the_report() {
     assert!(String::from_utf8_lossy(&stranger.stderr).contains("not signed in"), "{stranger:?}");
 }
 
-/// TLS: the CLI reaches an https:// coordinator whose certificate it is
-/// told to trust (`--ca-cert`), and refuses one it cannot verify.
+/// TLS: the CLI and the example Python client reach an https://
+/// coordinator whose certificate they are told to trust (`--ca-cert`), and
+/// refuse one they cannot verify.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cli_speaks_tls_to_a_coordinator_it_trusts() {
+async fn clients_speak_tls_to_a_coordinator_they_trust() {
     use lacquer_coordinator::server::{Tls, serve_with_tls};
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/python/bin/python");
+    assert!(python.exists(), "{} is missing: run scripts/setup", python.display());
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("coordinator.pem");
@@ -157,7 +160,10 @@ async fn the_cli_speaks_tls_to_a_coordinator_it_trusts() {
     tokio::spawn(serve_with_tls(listener, coordinator, Some(tls), async {
         let _ = stopped.await;
     }));
-    let list = move |extra: Vec<String>| {
+    let trust = |yes: bool| if yes { vec!["--ca-cert".to_owned(), ca.display().to_string()] } else { Vec::new() };
+
+    // The CLI.
+    let list = |extra: Vec<String>| {
         let url = url.clone();
         tokio::task::spawn_blocking(move || {
             Command::new(env!("CARGO_BIN_EXE_lacquer"))
@@ -167,11 +173,29 @@ async fn the_cli_speaks_tls_to_a_coordinator_it_trusts() {
                 .unwrap()
         })
     };
-    let trusted = list(vec!["--ca-cert".into(), ca.display().to_string()]).await.unwrap();
+    let trusted = list(trust(true)).await.unwrap();
     assert!(trusted.status.success(), "{}", String::from_utf8_lossy(&trusted.stderr));
     assert_eq!(String::from_utf8_lossy(&trusted.stdout).trim(), "[]");
-    let untrusted = list(Vec::new()).await.unwrap();
+    let untrusted = list(trust(false)).await.unwrap();
     assert_eq!(untrusted.status.code(), Some(2));
     let said = String::from_utf8_lossy(&untrusted.stderr);
     assert!(said.contains("cannot reach the coordinator") || said.contains("unavailable"), "{said}");
+
+    // The Python client: a refused manifest comes back as the coordinator's
+    // INVALID_ARGUMENT, so the channel worked; without the CA, UNAVAILABLE.
+    let submit = |extra: Vec<String>| {
+        tokio::process::Command::new(&python)
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/python/lacquer_client.py"))
+            .arg(manifest())
+            .args(["--coordinator", &url, "--source", "/nowhere/at/all/"])
+            .args(extra)
+            .output()
+    };
+    let trusted = submit(trust(true)).await.unwrap();
+    let said = String::from_utf8_lossy(&trusted.stderr);
+    assert!(!trusted.status.success());
+    assert!(said.contains("INVALID_ARGUMENT") && said.contains("does not exist"), "{said}");
+    let untrusted = submit(trust(false)).await.unwrap();
+    let said = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(said.contains("UNAVAILABLE"), "{said}");
 }

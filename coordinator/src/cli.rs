@@ -13,7 +13,7 @@ use crate::store::Store;
 use anyhow::Context;
 use clap::Parser;
 use lacquer_worker::stores::{S3Options, Stores};
-use lacquer_worker::telemetry::{LogFormat, init_logs, serve_metrics};
+use lacquer_worker::telemetry;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
@@ -46,12 +46,8 @@ struct Args {
     /// Attempts per task before its job fails.
     #[arg(long, env = "LACQUER_MAX_ATTEMPTS", default_value_t = 3)]
     max_attempts: u32,
-    /// Serve Prometheus metrics at http://ADDR/metrics.
-    #[arg(long, env = "LACQUER_METRICS_LISTEN")]
-    metrics_listen: Option<SocketAddr>,
-    /// Log lines as text or JSON.
-    #[arg(long, env = "LACQUER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    #[command(flatten)]
+    telemetry: telemetry::Options,
     #[command(flatten)]
     s3: S3Options,
 }
@@ -59,21 +55,8 @@ struct Args {
 /// Parses the command line and serves until SIGTERM or Ctrl-C.
 pub fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    init_logs(args.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            tracing::error!("cannot start the async runtime: {e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            std::process::ExitCode::from(2)
-        }
-    }
+    let telemetry = args.telemetry.clone();
+    telemetry::run_process(&telemetry, || run(args))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -93,8 +76,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Some(dir) => Coordinator::open(policy, auth, stores, Store::open(dir)?)?,
         None => Coordinator::new(policy, auth, stores),
     };
-    if let Some(listen) = args.metrics_listen {
-        serve_metrics(listen)?;
+    if args.telemetry.metrics_listen.is_some() {
         let sampled = coordinator.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(1));

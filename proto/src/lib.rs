@@ -21,17 +21,26 @@ pub enum ConnectError {
     Address { url: String, reason: String },
     #[error("cannot reach the coordinator at {url}: {reason}")]
     Unreachable { url: String, reason: String },
+    #[error("cannot read the CA certificate {path}: {reason}")]
+    CaCertificate { path: String, reason: String },
 }
 
 /// Opens a channel to the coordinator at `url`: `http://` in plain text,
-/// `https://` through rustls, trusting `ca_pem` (PEM certificates) when
-/// given, else the Mozilla roots.
-pub async fn connect(url: &str, ca_pem: Option<&[u8]>) -> Result<Channel, ConnectError> {
+/// `https://` through rustls, trusting the PEM certificates in the file
+/// `ca_cert` when given, else the Mozilla roots.
+pub async fn connect(url: &str, ca_cert: Option<&std::path::Path>) -> Result<Channel, ConnectError> {
     let address = |reason: String| ConnectError::Address { url: url.to_owned(), reason };
+    let ca_pem = match ca_cert {
+        Some(path) => Some(
+            std::fs::read(path)
+                .map_err(|e| ConnectError::CaCertificate { path: path.display().to_string(), reason: e.to_string() })?,
+        ),
+        None => None,
+    };
     let mut endpoint = Endpoint::from_shared(url.to_owned()).map_err(|e| address(e.to_string()))?;
     if url.starts_with("https://") {
         install_crypto();
-        let tls = match ca_pem {
+        let tls = match &ca_pem {
             Some(pem) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)),
             None => ClientTlsConfig::new().with_webpki_roots(),
         };

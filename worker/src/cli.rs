@@ -2,7 +2,6 @@
 //! with the others): leases album tasks from a coordinator and runs them
 //! against object storage.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -10,7 +9,7 @@ use std::time::Duration;
 
 use crate::run::Runner;
 use crate::stores::{S3Options, Stores};
-use crate::telemetry::{LogFormat, init_logs, serve_metrics};
+use crate::telemetry;
 use crate::work::{Phase, Settings, work};
 use clap::Parser;
 use lacquer_proto::Bearer;
@@ -48,12 +47,8 @@ struct Args {
     /// Seconds a SIGTERM lets running tasks finish before they are handed back.
     #[arg(long, env = "LACQUER_SHUTDOWN_GRACE_S", default_value_t = 300)]
     shutdown_grace_s: u64,
-    /// Serve Prometheus metrics at http://ADDR/metrics.
-    #[arg(long, env = "LACQUER_METRICS_LISTEN")]
-    metrics_listen: Option<SocketAddr>,
-    /// Log lines as text or JSON.
-    #[arg(long, env = "LACQUER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    #[command(flatten)]
+    telemetry: telemetry::Options,
     #[command(flatten)]
     s3: S3Options,
 }
@@ -61,32 +56,12 @@ struct Args {
 /// Parses the command line and works until SIGTERM.
 pub fn main() -> ExitCode {
     let args = Args::parse();
-    init_logs(args.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            error!("cannot start the async runtime: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            error!("{e:#}");
-            ExitCode::from(2)
-        }
-    }
+    let telemetry = args.telemetry.clone();
+    telemetry::run_process(&telemetry, || run(args))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let ca = match &args.ca_cert {
-        Some(path) => Some(std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?),
-        None => None,
-    };
-    if let Some(listen) = args.metrics_listen {
-        serve_metrics(listen)?;
-    }
-    let channel = lacquer_proto::connect(&args.coordinator, ca.as_deref()).await?;
+    let channel = lacquer_proto::connect(&args.coordinator, args.ca_cert.as_deref()).await?;
     let bearer = Bearer::new(args.token.as_deref()).map_err(anyhow::Error::msg)?;
     let client = WorkersClient::with_interceptor(channel, bearer);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
