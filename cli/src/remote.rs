@@ -72,7 +72,7 @@ impl Connection {
     async fn connect(&self) -> anyhow::Result<Client> {
         let channel = lacquer_proto::connect(&self.coordinator, self.ca_cert.as_deref()).await?;
         let bearer = Bearer::new(self.token.as_deref()).map_err(anyhow::Error::msg)?;
-        Ok(AlbumsClient::with_interceptor(channel, bearer))
+        Ok(AlbumsClient::with_interceptor(channel, bearer).max_decoding_message_size(lacquer_proto::MAX_MESSAGE_BYTES))
     }
 }
 
@@ -117,6 +117,7 @@ fn job_json(job: &pb::Job) -> serde_json::Value {
             "cached": t.cached,
             "progress": t.progress,
             "last_error": if t.last_error.is_empty() { None } else { Some(&t.last_error) },
+            "waiting": if t.waiting.is_empty() { None } else { Some(&t.waiting) },
         })).collect::<Vec<_>>(),
     })
 }
@@ -143,9 +144,28 @@ fn exit_for(job: &pb::Job) -> ExitCode {
     if job.state() == pb::JobState::Succeeded { ExitCode::SUCCESS } else { ExitCode::from(1) }
 }
 
-/// Follows a job to its end with a progress bar (or JSON lines).
+/// Whether a call failed for the connection's sake (the coordinator
+/// restarting, a proxy cutting the stream), not for what was asked.
+fn transient(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable
+            | tonic::Code::Unknown
+            | tonic::Code::Internal
+            | tonic::Code::Cancelled
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Aborted
+    )
+}
+
+/// How long `--wait` and `watch` keep reconnecting to a coordinator that
+/// is gone before they give up.
+const RECONNECT_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Follows a job to its end with a progress bar (or JSON lines). A lost
+/// connection (the coordinator restarting) is watched again, with backoff,
+/// for up to [`RECONNECT_FOR`]: the job goes on meanwhile.
 async fn follow(client: &mut Client, job_id: &str, json: bool) -> anyhow::Result<ExitCode> {
-    let mut events = client.watch(pb::WatchRequest { job_id: job_id.to_owned() }).await.map_err(refused)?.into_inner();
     let bar = if json || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         ProgressBar::hidden()
     } else {
@@ -154,19 +174,56 @@ async fn follow(client: &mut Client, job_id: &str, json: bool) -> anyhow::Result
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         )
     };
-    let mut last = None;
-    while let Some(event) = events.message().await.map_err(refused)? {
-        let Some(job) = event.job else { continue };
-        bar.set_length(u64::from(job.tasks_total));
-        bar.set_position(u64::from(job.tasks_done));
-        bar.set_message(format!("{} {}", job.id, state_name(&job)));
-        if json {
-            writeln!(std::io::stdout().lock(), "{}", job_json(&job))?;
+    let mut last: Option<pb::Job> = None;
+    let mut lost_since: Option<std::time::Instant> = None;
+    let mut wait = std::time::Duration::from_millis(200);
+    let job = loop {
+        let outcome = async {
+            let mut events = client.watch(pb::WatchRequest { job_id: job_id.to_owned() }).await?.into_inner();
+            while let Some(event) = events.message().await? {
+                let Some(job) = event.job else { continue };
+                lost_since = None;
+                if last.as_ref() == Some(&job) {
+                    continue;
+                }
+                bar.set_length(u64::from(job.tasks_total));
+                bar.set_position(u64::from(job.tasks_done));
+                bar.set_message(format!("{} {}", job.id, state_name(&job)));
+                if json {
+                    let _ = writeln!(std::io::stdout().lock(), "{}", job_json(&job));
+                }
+                last = Some(job);
+            }
+            Ok::<(), tonic::Status>(())
         }
-        last = Some(job);
-    }
+        .await;
+        if let Some(job) = last.as_ref().filter(|job| job.state() != pb::JobState::Running) {
+            break job.clone();
+        }
+        // The watch ended or broke before the job did: watch again.
+        let reason = match outcome {
+            Ok(()) => "the watch ended early".to_owned(),
+            Err(status) if transient(&status) => status.message().to_owned(),
+            Err(status) => return Err(refused(status)),
+        };
+        let since = *lost_since.get_or_insert_with(|| {
+            bar.suspend(|| eprintln!("lost the coordinator ({reason}); reconnecting"));
+            std::time::Instant::now()
+        });
+        if since.elapsed() > RECONNECT_FOR {
+            anyhow::bail!(
+                "the coordinator has been unreachable for {} s ({reason}); the job may still be running: \
+                 `lacquer watch {job_id}` follows it again",
+                since.elapsed().as_secs()
+            );
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(std::time::Duration::from_secs(5));
+        if lost_since.is_none() {
+            wait = std::time::Duration::from_millis(200);
+        }
+    };
     bar.finish_and_clear();
-    let job = last.context("the coordinator ended the watch without news of the job")?;
     if !json {
         print_job(&job, false)?;
     }
@@ -220,6 +277,9 @@ pub async fn status(args: JobArgs) -> anyhow::Result<ExitCode> {
             }
             if task.cached {
                 write!(out, "  (cached)")?;
+            }
+            if !task.waiting.is_empty() {
+                write!(out, "  waiting: {}", task.waiting)?;
             }
             if !task.last_error.is_empty() {
                 write!(out, "  last error: {}", task.last_error)?;

@@ -8,7 +8,7 @@ use anyhow::Context;
 use lacquer_pipelines::manifest::{self, InputRole, ManifestError, Problem, StorageRoot, ValidManifest};
 use serde::Serialize;
 
-use lacquer_worker::stores::{S3Options, Stores};
+use lacquer_worker::stores::{ProbeError, S3Options, Stores};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -77,7 +77,21 @@ pub async fn check_manifest(
         Ok(checked) => checked,
         Err(error) => return Ok(Err(error)),
     };
-    let probes = Stores::new(s3).probe_all(&checked.inputs).await;
+    let mut probes = Vec::with_capacity(checked.inputs.len());
+    for (input, probe) in checked.inputs.iter().zip(Stores::new(s3).probe_all(&checked.inputs).await) {
+        probes.push(match probe {
+            Ok(info) => Ok(info),
+            // Storage that cannot be reached says nothing about the album.
+            Err(ProbeError::Unreachable(detail)) => {
+                anyhow::bail!(
+                    "cannot check {} ({}): object storage is unreachable: {detail}",
+                    input.field,
+                    input.object
+                )
+            }
+            Err(ProbeError::Bad(reason)) => Err(reason),
+        });
+    }
     Ok(checked.finish(probes))
 }
 

@@ -54,6 +54,8 @@ struct Cluster {
     metrics: (String, String),
     coordinator: Option<Process>,
     workers: Vec<Process>,
+    /// Extra arguments of every worker.
+    worker_args: Vec<String>,
 }
 
 impl Cluster {
@@ -75,6 +77,7 @@ impl Cluster {
     fn start_worker(&mut self, id: &str) {
         let scratch = self.scratch.path().join(id);
         let mut args = vec!["--concurrency", "1"];
+        args.extend(self.worker_args.iter().map(String::as_str));
         if self.workers.is_empty() {
             args.extend_from_slice(&["--log-format", "json", "--metrics-listen", &self.metrics.1]);
         }
@@ -155,9 +158,8 @@ fn cached_tasks(job: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn two_workers_deliver_what_lacquer_master_delivers_through_kills_and_restarts() {
-    // What one machine delivers.
+/// What `lacquer master` delivers on this machine: the files' hashes.
+fn embedded_reference() -> BTreeMap<String, String> {
     let reference_dir = tempfile::tempdir().unwrap();
     let reference_out = reference_dir.path().join("masters");
     let manifest = fixture_dir().join("album.yaml");
@@ -168,7 +170,12 @@ fn two_workers_deliver_what_lacquer_master_delivers_through_kills_and_restarts()
     assert!(embedded.status.success(), "{}", String::from_utf8_lossy(&embedded.stderr));
     let reference = hashes(&reference_out);
     assert_eq!(reference.len(), 17, "3 mixes, 3 masters, 9 deliverables, 2 reports: {reference:?}");
+    reference
+}
 
+/// A coordinator and two workers over an S3 server holding the example
+/// album at `s3://label/corpus/`.
+fn cluster(worker_args: &[&str]) -> Cluster {
     let store = AlbumStore::start(&["label"]).unwrap();
     store.put_fixture("s3://label/corpus/").unwrap();
     let mut cluster = Cluster {
@@ -179,10 +186,18 @@ fn two_workers_deliver_what_lacquer_master_delivers_through_kills_and_restarts()
         metrics: (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port())),
         coordinator: None,
         workers: Vec::new(),
+        worker_args: worker_args.iter().map(|a| a.to_string()).collect(),
     };
     cluster.start_coordinator();
     cluster.start_worker("w1");
     cluster.start_worker("w2");
+    cluster
+}
+
+#[test]
+fn two_workers_deliver_what_lacquer_master_delivers_through_kills_and_restarts() {
+    let reference = embedded_reference();
+    let mut cluster = cluster(&[]);
 
     // 1. Two workers, byte for byte what `lacquer master` wrote.
     let job = cluster.submit("s3://label/corpus/", "s3://label/out/");
@@ -310,4 +325,82 @@ fn two_workers_deliver_what_lacquer_master_delivers_through_kills_and_restarts()
     };
     assert!(status.success(), "{status}:\n{}", leaving.log());
     assert!(leaving.log().contains("lacquer-worker stopped"), "{}", leaving.log());
+}
+
+#[test]
+fn a_30_s_storage_outage_and_a_coordinator_kill_are_survived() {
+    let reference = embedded_reference();
+    let mut cluster = cluster(&["--storage-outage-budget-s", "120"]);
+    // `lacquer submit --wait`, as a label runs it, for the whole story.
+    let manifest = fixture_dir().join("album.yaml");
+    let mut waiting = std::process::Command::new(env!("CARGO_BIN_EXE_lacquer"))
+        .args(["submit", manifest.to_str().unwrap(), "--source", "s3://label/corpus/", "--output", "s3://label/out/"])
+        .args(["--wait", "--json", "--coordinator", &cluster.url()])
+        .envs(cluster.store.env())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = waiting.stdout.take().unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let kept = lines.clone();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            kept.lock().unwrap().push(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let job = loop {
+        if let Some(first) = lines.lock().unwrap().first() {
+            let job: serde_json::Value = serde_json::from_str(first).unwrap();
+            break job["id"].as_str().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "submit printed nothing:\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    cluster.wait_until(&job, "2 finished tasks", |s| s["tasks_done"].as_u64().unwrap() >= 2);
+
+    // Object storage goes away for 30 s.
+    let outage = Instant::now();
+    cluster.store.server.stop();
+    // Running tasks wait for it (status says so) without spending attempts.
+    cluster.wait_until(&job, "a task waiting for storage", |s| {
+        s["tasks"].as_array().unwrap().iter().any(|t| t["waiting"].as_str().is_some_and(|w| w.contains("unreachable")))
+    });
+    // A submission meanwhile is UNAVAILABLE, not "a damaged file".
+    let refused = cluster.lacquer(&["submit", manifest.to_str().unwrap(), "--source", "s3://label/corpus/"]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{said}");
+    assert!(said.contains("unavailable") && said.contains("unreachable"), "{said}");
+    assert!(!said.contains("damaged"), "{said}");
+    // The coordinator is killed in the middle of it, and comes back.
+    std::thread::sleep(Duration::from_secs(5));
+    drop(cluster.coordinator.take()); // SIGKILL
+    std::thread::sleep(Duration::from_secs(2));
+    cluster.start_coordinator();
+    std::thread::sleep(Duration::from_secs(30).saturating_sub(outage.elapsed()));
+    cluster.store.server.restart().unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let status = loop {
+        if let Some(status) = waiting.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "submit --wait did not end:\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut waiting.stderr.take().unwrap(), &mut stderr).unwrap();
+    let last: serde_json::Value = serde_json::from_str(lines.lock().unwrap().last().unwrap()).unwrap();
+    assert!(status.success(), "submit --wait: {status} {last}\n{stderr}\n{}", cluster.logs());
+    assert_eq!(last["state"], "succeeded");
+    assert!(stderr.contains("lost the coordinator"), "{stderr}");
+    assert_eq!(cluster.delivered("out"), reference, "the same bytes as lacquer master");
+    // The outage spent no attempts: at most the one task whose lease reply
+    // the kill cut off ran twice.
+    let retried = last["tasks"].as_array().unwrap().iter().filter(|t| t["attempts"].as_u64() >= Some(2)).count();
+    assert!(retried <= 1, "{last}");
+    let retries = support::sample(&support::scrape(&cluster.metrics.1), "lacquer_worker_storage_retries_total");
+    assert!(retries.is_some_and(|r| r >= 1.0), "the worker waited for storage: {retries:?}");
 }

@@ -55,15 +55,38 @@ pub struct Tenant {
 impl Tenant {
     /// Whether `location` (`s3://bucket/key` or a local path) lies under
     /// one of the tenant's allowed prefixes.
+    /// A location with a `.` or `..` segment (or one percent-encoded) is
+    /// never under a prefix: locations are compared as written, so they
+    /// must be written plainly.
     pub fn may_use(&self, location: &str) -> bool {
-        self.anywhere
-            || self.allowed.iter().any(|prefix| {
-                location.starts_with(prefix.as_str())
-                    && (prefix.ends_with('/')
-                        || location.len() == prefix.len()
-                        || location[prefix.len()..].starts_with('/'))
-            })
+        if self.anywhere {
+            return true;
+        }
+        if !plain_location(location) {
+            return false;
+        }
+        self.allowed.iter().any(|prefix| {
+            location.starts_with(prefix.as_str())
+                && (prefix.ends_with('/')
+                    || location.len() == prefix.len()
+                    || location[prefix.len()..].starts_with('/'))
+        })
     }
+}
+
+/// Whether `location` has no `.`, `..` or empty segment, no `\\` and no
+/// percent-encoded dot, slash or backslash: the same object cannot be
+/// named two ways.
+fn plain_location(location: &str) -> bool {
+    let path = location.strip_prefix("s3://").unwrap_or(location);
+    let lowered = path.to_ascii_lowercase();
+    let hidden = ["%2e", "%2f", "%5c", "%00"].iter().any(|escape| lowered.contains(escape));
+    let segments: Vec<&str> = path.split('/').collect();
+    let bad_segment = segments
+        .iter()
+        .enumerate()
+        .any(|(i, s)| *s == "." || *s == ".." || (s.is_empty() && i != 0 && i + 1 != segments.len()));
+    !hidden && !bad_segment && !path.contains(['\\', '\0'])
 }
 
 /// The coordinator's view of tokens.
@@ -84,6 +107,14 @@ impl Auth {
         let file: TokensFile = serde_norway::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         let mut seen = std::collections::BTreeSet::new();
         for (name, tenant) in &file.tenants {
+            for prefix in &tenant.allowed {
+                if (!prefix.starts_with("s3://") && !prefix.starts_with('/')) || !plain_location(prefix) {
+                    return Err(format!(
+                        "{}: tenants.{name}.allowed: `{prefix}` must be an s3:// or absolute prefix without `.` or `..` segments",
+                        path.display()
+                    ));
+                }
+            }
             if tenant.token.len() < 16 {
                 return Err(format!("{}: tenants.{name}.token: shorter than 16 characters", path.display()));
             }
@@ -155,5 +186,17 @@ mod tests {
         assert!(!tenant.may_use("s3://label-ab/album/x.flac"), "a longer bucket name is another bucket");
         assert!(!tenant.may_use("s3://shared/b/y.wav"));
         assert!(!tenant.may_use("/etc/passwd"));
+        for escape in [
+            "s3://shared/a/../b/secret/",
+            "s3://shared/a/./../b/",
+            "s3://label-a/../label-b/x.wav",
+            "s3://shared/a/%2e%2e/b/",
+            "s3://shared/a/%2E%2e/b/",
+            "s3://shared/a%2f..%2fb/",
+            "s3://shared/a/..\\b/",
+            "s3://shared/a//../b/",
+        ] {
+            assert!(!tenant.may_use(escape), "{escape} passed as the tenant's");
+        }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::auth::Auth;
 use crate::job::RetryPolicy;
 use crate::server::{Tls, serve_with_tls};
-use crate::service::Coordinator;
+use crate::service::{Coordinator, MAX_ALBUM_BYTES, Settings, describe_metrics};
 use crate::store::Store;
 use anyhow::Context;
 use clap::Parser;
@@ -16,6 +16,9 @@ use lacquer_worker::stores::{S3Options, Stores};
 use lacquer_worker::telemetry;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
+
+/// SIGXFSZ on Linux.
+const XFSZ: i32 = 25;
 
 /// The lacquer coordinator: accepts album manifests from clients, probes
 /// their inputs, and hands their tasks to workers.
@@ -46,6 +49,17 @@ struct Args {
     /// Attempts per task before its job fails.
     #[arg(long, env = "LACQUER_MAX_ATTEMPTS", default_value_t = 3)]
     max_attempts: u32,
+    /// Days a finished job keeps its full record (manifest, results,
+    /// report); after them only its summary is kept.
+    #[arg(long, env = "LACQUER_RETENTION_DAYS", default_value_t = 7.0)]
+    retention_days: f64,
+    /// The largest manifest Submit accepts, in bytes.
+    #[arg(long, env = "LACQUER_MAX_MANIFEST_BYTES", default_value_t = 1 << 20)]
+    max_manifest_bytes: usize,
+    /// Seconds SIGTERM gives clients and workers to finish their calls
+    /// before the process exits anyway.
+    #[arg(long, env = "LACQUER_SHUTDOWN_GRACE_S", default_value_t = 10)]
+    shutdown_grace_s: u64,
     #[command(flatten)]
     telemetry: telemetry::Options,
     #[command(flatten)]
@@ -72,20 +86,39 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     };
     let stores = Arc::new(Stores::new(args.s3.clone()));
-    let coordinator = match &args.state_dir {
-        Some(dir) => Coordinator::open(policy, auth, stores, Store::open(dir)?)?,
-        None => Coordinator::new(policy, auth, stores),
-    };
-    if args.telemetry.metrics_listen.is_some() {
-        let sampled = coordinator.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                every.tick().await;
-                sampled.sample_metrics();
-            }
-        });
+    if !(args.retention_days.is_finite() && args.retention_days >= 0.0) {
+        anyhow::bail!("--retention-days: {} is not a number of days", args.retention_days);
     }
+    let settings = Settings {
+        retention: Duration::from_secs_f64(args.retention_days * 86_400.0),
+        max_manifest_bytes: args.max_manifest_bytes.min(MAX_ALBUM_BYTES),
+        ..Settings::default()
+    };
+    // A file-size limit (RLIMIT_FSIZE) makes a write fail with EFBIG, like
+    // a full disk; without a handler SIGXFSZ would kill the process first.
+    let _file_size_signal = signal(SignalKind::from_raw(XFSZ)).ok();
+    let coordinator = match &args.state_dir {
+        Some(dir) => Coordinator::open_with(policy, auth, stores, Store::open(dir)?, settings)?,
+        None => Coordinator::with_settings(policy, auth, stores, settings),
+    };
+    describe_metrics();
+    let housekeeping = coordinator.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        let mut ticks = 0u64;
+        loop {
+            every.tick().await;
+            housekeeping.recover_store();
+            housekeeping.sample_metrics();
+            if ticks.is_multiple_of(60) {
+                let dropped = housekeeping.sweep();
+                if dropped > 0 {
+                    info!(jobs = dropped, "finished jobs past retention now keep only their summary");
+                }
+            }
+            ticks += 1;
+        }
+    });
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(Tls {
             certificate_pem: std::fs::read(cert).with_context(|| format!("cannot read {}", cert.display()))?,
@@ -94,14 +127,29 @@ async fn run(args: Args) -> anyhow::Result<()> {
         _ => None,
     };
     let mut term = signal(SignalKind::terminate())?;
+    let (stopping, mut stopped) = tokio::sync::watch::channel(false);
+    let draining = coordinator.clone();
     let shutdown = async move {
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
         }
-        info!("shutting down");
+        info!("shutting down: ending watch streams, finishing calls");
+        // Watchers are told to come back (to this coordinator's successor).
+        draining.drain();
+        stopping.send_replace(true);
     };
     info!(listen = %listener.local_addr()?, tls = tls.is_some(), state_dir = ?args.state_dir, "lacquer-coordinator listening");
-    serve_with_tls(listener, coordinator, tls, shutdown).await?;
+    let grace = Duration::from_secs(args.shutdown_grace_s);
+    let serving = serve_with_tls(listener, coordinator, tls, shutdown);
+    tokio::pin!(serving);
+    tokio::select! {
+        served = &mut serving => served?,
+        () = async {
+            let _ = stopped.wait_for(|s| *s).await;
+            tokio::time::sleep(grace).await;
+        } => warn!(grace_s = grace.as_secs(), "calls still open after the grace period; exiting anyway"),
+    }
+    info!("lacquer-coordinator stopped");
     Ok(())
 }

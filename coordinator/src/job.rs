@@ -62,6 +62,10 @@ enum TaskState {
         /// 0..1 of the task done, as the worker's last heartbeat said.
         #[serde(default)]
         progress: f32,
+        /// What the task waits for, as the worker's last heartbeat said
+        /// (object storage being unreachable); `None` while it works.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        waiting: Option<String>,
     },
     Done,
 }
@@ -130,6 +134,8 @@ pub struct TaskView {
     pub progress: f32,
     pub attempts: u32,
     pub last_error: Option<String>,
+    /// What a leased task waits for (storage unreachable), if anything.
+    pub waiting: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -180,6 +186,10 @@ impl Job {
             },
             attempts: task.attempts,
             last_error: task.last_error.clone(),
+            waiting: match &task.state {
+                TaskState::Leased { waiting, .. } => waiting.clone(),
+                _ => None,
+            },
         })
     }
 
@@ -237,21 +247,23 @@ impl Job {
         let lease = self.next_lease;
         self.next_lease += 1;
         let deadline_ms = now_ms + self.policy.lease_ms;
-        entry.state = TaskState::Leased { worker: worker.to_owned(), lease, deadline_ms, progress: 0.0 };
+        entry.state = TaskState::Leased { worker: worker.to_owned(), lease, deadline_ms, progress: 0.0, waiting: None };
         Some(Lease { task, lease, attempt: entry.attempts, deadline_ms })
     }
 
-    /// A worker says it is still at work on `lease`, `progress` (0..1) done.
-    pub fn heartbeat(&mut self, task: TaskId, lease: u64, progress: f32, now_ms: u64) -> HeartbeatReply {
+    /// A worker says it is still at work on `lease`, `progress` (0..1)
+    /// done, or waiting for what `waiting` says (empty: not waiting).
+    pub fn heartbeat(&mut self, task: TaskId, lease: u64, progress: f32, waiting: &str, now_ms: u64) -> HeartbeatReply {
         if self.state != JobState::Running {
             return HeartbeatReply::Stop;
         }
         let lease_ms = self.policy.lease_ms;
         match self.tasks.get_mut(&task).map(|t| &mut t.state) {
-            Some(TaskState::Leased { lease: current, deadline_ms, progress: done, .. })
+            Some(TaskState::Leased { lease: current, deadline_ms, progress: done, waiting: note, .. })
                 if *current == lease && *deadline_ms >= now_ms =>
             {
                 *deadline_ms = now_ms + lease_ms;
+                *note = if waiting.is_empty() { None } else { Some(waiting.chars().take(500).collect()) };
                 *done = if progress.is_finite() { progress.clamp(0.0, 1.0) } else { 0.0 };
                 HeartbeatReply::Continue { deadline_ms: *deadline_ms }
             }
@@ -300,10 +312,10 @@ impl Job {
 
     /// Time passes: leases past their deadline are taken back (their worker
     /// is presumed lost) and count as a retryable failure.
-    /// Returns how many were taken back.
-    pub fn expire(&mut self, now_ms: u64) -> usize {
+    /// Returns the tasks taken back.
+    pub fn expire(&mut self, now_ms: u64) -> Vec<TaskId> {
         if self.state != JobState::Running {
-            return 0;
+            return Vec::new();
         }
         let expired: Vec<TaskId> = self
             .tasks
@@ -311,13 +323,12 @@ impl Job {
             .filter(|(_, t)| matches!(t.state, TaskState::Leased { deadline_ms, .. } if deadline_ms < now_ms))
             .map(|(id, _)| *id)
             .collect();
-        let count = expired.len();
-        for task in expired {
+        for &task in &expired {
             if self.state == JobState::Running {
                 self.retry_or_fail(task, "the worker's lease expired".to_owned(), true, now_ms);
             }
         }
-        count
+        expired
     }
 
     /// The coordinator restarted: heartbeats are not stored, so every lease
@@ -340,7 +351,8 @@ impl Job {
         }
     }
 
-    fn holds(&self, task: TaskId, lease: u64) -> bool {
+    /// Whether `lease` is `task`'s current lease.
+    pub fn holds(&self, task: TaskId, lease: u64) -> bool {
         matches!(self.tasks.get(&task).map(|t| &t.state), Some(TaskState::Leased { lease: current, .. }) if *current == lease)
     }
 
@@ -447,7 +459,7 @@ mod tests {
         assert_eq!(job.lease("w2", 1_050), None, "backing off");
         let second = job.lease("w2", 1_101).unwrap();
         assert_eq!((second.task, second.attempt), (first.task, 2));
-        assert_eq!(job.heartbeat(first.task, first.lease, 0.5, 1_200), HeartbeatReply::Stale);
+        assert_eq!(job.heartbeat(first.task, first.lease, 0.5, "", 1_200), HeartbeatReply::Stale);
         assert_eq!(job.complete(first.task, first.lease), Outcome::Stale, "applied once, from the current lease");
         assert_eq!(job.complete(second.task, second.lease), Outcome::Accepted);
         assert_eq!(job.complete(second.task, second.lease), Outcome::Stale, "never twice");
@@ -460,7 +472,7 @@ mod tests {
         let lease = job.lease("w1", 0).unwrap();
         for now_ms in (500..5_000).step_by(500) {
             assert_eq!(
-                job.heartbeat(lease.task, lease.lease, now_ms as f32 / 5_000.0, now_ms),
+                job.heartbeat(lease.task, lease.lease, now_ms as f32 / 5_000.0, "", now_ms),
                 HeartbeatReply::Continue { deadline_ms: now_ms + 1_000 }
             );
             job.expire(now_ms);
@@ -506,7 +518,7 @@ mod tests {
         let mut job = Job::new(2, false, POLICY);
         let running = job.lease("w1", 0).unwrap();
         job.cancel();
-        assert_eq!(job.heartbeat(running.task, running.lease, 0.1, 10), HeartbeatReply::Stop);
+        assert_eq!(job.heartbeat(running.task, running.lease, 0.1, "", 10), HeartbeatReply::Stop);
         assert_eq!(job.lease("w2", 10), None);
         assert_eq!(job.complete(running.task, running.lease), Outcome::Stale);
         assert_eq!(*job.state(), JobState::Cancelled);
@@ -525,7 +537,7 @@ mod tests {
         // Its heartbeats were not stored: it gets a full lease from the restart.
         restarted.restarted(60_000);
         assert_eq!(
-            restarted.heartbeat(running.task, running.lease, 0.5, 60_999),
+            restarted.heartbeat(running.task, running.lease, 0.5, "", 60_999),
             HeartbeatReply::Continue { deadline_ms: 61_999 }
         );
         // The running worker's lease survives the restart and its result counts.

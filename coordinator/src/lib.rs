@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod cli;
 pub mod job;
+pub mod results;
 pub mod server;
 pub mod service;
 pub mod store;

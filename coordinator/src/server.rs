@@ -3,11 +3,16 @@
 
 use std::future::Future;
 
+use lacquer_proto::MAX_MESSAGE_BYTES;
 use lacquer_proto::v1 as pb;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::ServingStatus;
 
 use crate::service::Coordinator;
+
+const ALBUMS: &str = "lacquer.v1.Albums";
+const WORKERS: &str = "lacquer.v1.Workers";
 
 /// A certificate chain and its private key, PEM.
 #[derive(Debug, Clone)]
@@ -34,8 +39,22 @@ pub async fn serve_with_tls(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<pb::albums_server::AlbumsServer<Coordinator>>().await;
-    health_reporter.set_serving::<pb::workers_server::WorkersServer<Coordinator>>().await;
+    // Health follows the store: NOT_SERVING while it cannot be written (or
+    // the process drains), so Kubernetes takes the pod out of service and,
+    // if it does not recover, restarts it.
+    let mut healthy = coordinator.health();
+    tokio::spawn(async move {
+        loop {
+            let serving = *healthy.borrow_and_update();
+            let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
+            health_reporter.set_service_status("", status).await;
+            health_reporter.set_service_status(ALBUMS, status).await;
+            health_reporter.set_service_status(WORKERS, status).await;
+            if healthy.changed().await.is_err() {
+                return;
+            }
+        }
+    });
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -52,8 +71,14 @@ pub async fn serve_with_tls(
     builder
         .add_service(health)
         .add_service(reflection)
-        .add_service(pb::albums_server::AlbumsServer::new(coordinator.clone()))
-        .add_service(pb::workers_server::WorkersServer::new(coordinator))
+        .add_service(
+            pb::albums_server::AlbumsServer::new(coordinator.clone()).max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            pb::workers_server::WorkersServer::new(coordinator)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
 }

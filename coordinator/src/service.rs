@@ -6,12 +6,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lacquer_pipelines::manifest::{self, StorageRoot, ValidManifest};
 use lacquer_pipelines::tasks::AlbumTasks;
 use lacquer_proto::v1 as pb;
-use lacquer_worker::stores::Stores;
+use lacquer_worker::stores::{ProbeError, Stores};
+use prost::Message;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -20,7 +21,37 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::{Auth, Tenant};
 use crate::job::{HeartbeatReply, Job, JobState, Outcome, RetryPolicy, Stage, TaskId, TaskStatus};
+use crate::results::{self, ResultError};
 use crate::store::{Store, StoreError};
+
+/// Limits and periods of a coordinator.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// How long a finished job keeps its full record (manifest, results,
+    /// report); after it, only its summary.
+    pub retention: Duration,
+    /// The largest manifest Submit accepts, in bytes.
+    pub max_manifest_bytes: usize,
+    /// The largest album (as probed, JSON) a lease may carry, in bytes:
+    /// below the workers' message limit with room for the earlier tasks'
+    /// results.
+    pub max_album_bytes: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            retention: Duration::from_secs(7 * 24 * 3600),
+            max_manifest_bytes: 1 << 20,
+            max_album_bytes: MAX_ALBUM_BYTES,
+        }
+    }
+}
+
+/// What a lease may carry of the album; workers accept messages of
+/// [`lacquer_proto::MAX_MESSAGE_BYTES`], which leaves room for the earlier
+/// tasks' results (at most 99 tracks' analyses).
+pub const MAX_ALBUM_BYTES: usize = 8 << 20;
 
 /// The coordinator's state, shared by both services.
 #[derive(Clone)]
@@ -39,11 +70,19 @@ struct Inner {
     auth: Auth,
     /// Where submitted albums' inputs are probed.
     stores: Arc<Stores>,
+    settings: Settings,
+    /// Whether the store takes writes (health says NOT_SERVING otherwise).
+    healthy: watch::Sender<bool>,
+    /// Raised when the process drains: watch streams end so it can exit.
+    draining: watch::Sender<bool>,
 }
 
 #[derive(Default)]
 struct State {
+    /// Running jobs, whole.
     jobs: BTreeMap<String, Record>,
+    /// Finished jobs: only what clients are shown.
+    finished: BTreeMap<String, Finished>,
     next_job: u64,
     /// The tenant served last, and per tenant the album served last: the
     /// next lease looks after them, so tenants take turns, and within a
@@ -52,13 +91,38 @@ struct State {
     last_job: BTreeMap<String, String>,
 }
 
+/// A finished job as the coordinator keeps it in memory: its last view,
+/// and (without a store, which otherwise keeps it) the report.
+struct Finished {
+    tenant: String,
+    finished_ms: u64,
+    view: pb::Job,
+    /// The report of a succeeded job, when there is no store to read it from.
+    report_json: Option<String>,
+    /// Whether the full record (and so the report) is still kept.
+    kept: bool,
+}
+
+impl Finished {
+    /// The summary as stored: the finish time, then the view (protobuf).
+    fn encode(&self) -> Vec<u8> {
+        let mut bytes = self.finished_ms.to_le_bytes().to_vec();
+        self.view.encode(&mut bytes).expect("a Vec grows as needed");
+        bytes
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let finished_ms = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+        let view = pb::Job::decode(&bytes[8..]).ok()?;
+        Some(Self { tenant: view.tenant.clone(), finished_ms, view, report_json: None, kept: true })
+    }
+}
+
 /// One submitted album.
 #[derive(Clone, Serialize, Deserialize)]
 struct Record {
     tenant: String,
     title: String,
-    /// The manifest as submitted.
-    manifest_yaml: String,
     /// The album as checked and probed at submit: what workers run.
     album: ValidManifest,
     track_ids: Vec<String>,
@@ -79,27 +143,58 @@ impl Coordinator {
     /// A coordinator whose state lives in memory only; inputs are probed
     /// through `stores`.
     pub fn new(policy: RetryPolicy, auth: Auth, stores: Arc<Stores>) -> Self {
-        let (changes, _) = watch::channel(0);
-        let inner = Inner { state: Mutex::new(State::default()), changes, policy, store: None, auth, stores };
-        Self { inner: Arc::new(inner) }
+        Self::build(policy, auth, stores, None, State::default(), Settings::default())
     }
 
     /// A coordinator whose state lives in `store`, continuing every job
     /// found there.
     pub fn open(policy: RetryPolicy, auth: Auth, stores: Arc<Stores>, store: Store) -> Result<Self, StoreError> {
-        let (jobs, next_job) = store.load::<Record>()?;
+        Self::open_with(policy, auth, stores, store, Settings::default())
+    }
+
+    /// As [`Coordinator::open`], with `settings`.
+    pub fn open_with(
+        policy: RetryPolicy,
+        auth: Auth,
+        stores: Arc<Stores>,
+        store: Store,
+        settings: Settings,
+    ) -> Result<Self, StoreError> {
+        let loaded = store.load::<Record>()?;
         let now = now_ms();
-        let jobs = jobs
+        let jobs = loaded
+            .running
             .into_iter()
             .map(|(id, mut record)| {
                 record.job.restarted(now);
                 (id, record)
             })
             .collect();
-        let state = State { jobs, next_job, ..State::default() };
+        let finished =
+            loaded.summaries.iter().filter_map(|(id, bytes)| Some((id.clone(), Finished::decode(bytes)?))).collect();
+        let state = State { jobs, finished, next_job: loaded.next_job, ..State::default() };
+        Ok(Self::build(policy, auth, stores, Some(store), state, settings))
+    }
+
+    /// A memory-only coordinator with `settings`.
+    pub fn with_settings(policy: RetryPolicy, auth: Auth, stores: Arc<Stores>, settings: Settings) -> Self {
+        Self::build(policy, auth, stores, None, State::default(), settings)
+    }
+
+    fn build(
+        policy: RetryPolicy,
+        auth: Auth,
+        stores: Arc<Stores>,
+        store: Option<Store>,
+        state: State,
+        settings: Settings,
+    ) -> Self {
         let (changes, _) = watch::channel(0);
-        let inner = Inner { state: Mutex::new(state), changes, policy, store: Some(store), auth, stores };
-        Ok(Self { inner: Arc::new(inner) })
+        let (healthy, _) = watch::channel(true);
+        let (draining, _) = watch::channel(false);
+        let inner =
+            Inner { state: Mutex::new(state), changes, policy, store, auth, stores, settings, healthy, draining };
+        Self { inner: Arc::new(inner) }
     }
 
     fn tenant<T>(&self, request: &Request<T>) -> Result<Tenant, Status> {
@@ -110,9 +205,44 @@ impl Coordinator {
         self.inner.auth.worker(request.metadata())
     }
 
-    /// Applies `event` to job `id` of `tenant` (any tenant when `None`):
-    /// on a copy, made durable, then put in place, so what the store holds
-    /// and what was answered never differ.
+    /// Whether the store takes writes; changes whenever that changes.
+    pub fn health(&self) -> watch::Receiver<bool> {
+        self.inner.healthy.subscribe()
+    }
+
+    /// The process is draining: every watch stream ends (its client
+    /// watches again, on this coordinator's successor), and health says
+    /// NOT_SERVING.
+    pub fn drain(&self) {
+        self.inner.draining.send_replace(true);
+        self.inner.healthy.send_replace(false);
+    }
+
+    /// Tries to reopen a store that failed a write; true when it is
+    /// writable (again). Called every second by the process.
+    pub fn recover_store(&self) -> bool {
+        let Some(store) = &self.inner.store else { return true };
+        if *self.inner.healthy.borrow() || *self.inner.draining.borrow() {
+            return true;
+        }
+        match store.recover() {
+            Ok(()) => {
+                tracing::info!("the coordinator's state is writable again");
+                metrics::gauge!("lacquer_store_writable").set(1.0);
+                self.inner.healthy.send_replace(true);
+                true
+            }
+            Err(error) => {
+                tracing::warn!(%error, "the coordinator's state is still not writable");
+                false
+            }
+        }
+    }
+
+    /// Applies `event` to running job `id` of `tenant` (any tenant when
+    /// `None`): on a copy, made durable, then put in place, so what the
+    /// store holds and what was answered never differ. A job the event
+    /// finishes leaves memory but for its summary.
     fn update<R>(&self, id: &str, tenant: Option<&str>, event: impl FnOnce(&mut Record) -> R) -> Result<R, Status> {
         let result = {
             let mut state = self.state();
@@ -123,19 +253,85 @@ impl Coordinator {
             };
             let mut updated = record.clone();
             let result = event(&mut updated);
-            self.persist(id, &updated, next_job)?;
-            *record = updated;
+            if *updated.job.state() == JobState::Running {
+                self.persist(id, &updated, None, next_job)?;
+                *record = updated;
+            } else {
+                let finished = self.finished(id, &updated);
+                self.persist(id, &updated, Some(&finished.encode()), next_job)?;
+                state.jobs.remove(id);
+                state.finished.insert(id.to_owned(), finished);
+            }
             result
         };
         self.changed();
         Ok(result)
     }
 
-    fn persist(&self, id: &str, record: &Record, next_job: u64) -> Result<(), Status> {
-        match &self.inner.store {
-            Some(store) => store.save(id, record, next_job).map_err(|e| Status::unavailable(e.to_string())),
-            None => Ok(()),
+    fn finished(&self, id: &str, record: &Record) -> Finished {
+        let report_json = match (&self.inner.store, record.job.state()) {
+            (None, JobState::Succeeded) => record.results.get(&REPORT).cloned(),
+            _ => None,
+        };
+        Finished {
+            tenant: record.tenant.clone(),
+            finished_ms: now_ms(),
+            view: to_proto(id, record),
+            report_json,
+            kept: true,
         }
+    }
+
+    fn persist(&self, id: &str, record: &Record, summary: Option<&[u8]>, next_job: u64) -> Result<(), Status> {
+        let Some(store) = &self.inner.store else { return Ok(()) };
+        match store.save(id, record, summary, next_job) {
+            Ok(()) => {
+                if !*self.inner.healthy.borrow() && !*self.inner.draining.borrow() {
+                    self.inner.healthy.send_replace(true);
+                    metrics::gauge!("lacquer_store_writable").set(1.0);
+                }
+                Ok(())
+            }
+            Err(error) => {
+                if self.inner.healthy.send_replace(false) {
+                    tracing::error!(%error, "the coordinator's state cannot be written: NOT_SERVING until it can");
+                }
+                metrics::gauge!("lacquer_store_writable").set(0.0);
+                Err(Status::unavailable(format!("nothing was changed: {error}")))
+            }
+        }
+    }
+
+    /// Drops the full records of jobs finished longer ago than the
+    /// retention period (their summaries stay); returns how many.
+    pub fn sweep(&self) -> usize {
+        let cutoff = now_ms().saturating_sub(self.inner.settings.retention.as_millis() as u64);
+        let expired: Vec<String> = {
+            let mut state = self.state();
+            let ids: Vec<String> = state
+                .finished
+                .iter()
+                .filter(|(_, f)| f.kept && f.finished_ms < cutoff)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in &ids {
+                if let Some(finished) = state.finished.get_mut(id) {
+                    finished.report_json = None;
+                    finished.kept = false;
+                }
+            }
+            ids
+        };
+        if expired.is_empty() {
+            return 0;
+        }
+        if let Some(store) = &self.inner.store
+            && let Err(error) = store.forget(&expired)
+        {
+            tracing::warn!(%error, "cannot drop expired jobs' records; trying again later");
+            return 0;
+        }
+        expired.len()
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -157,17 +353,16 @@ impl Coordinator {
         let (mut jobs, mut tasks) = (BTreeMap::<&str, u64>::new(), BTreeMap::<&str, u64>::new());
         {
             let state = self.state();
-            for record in state.jobs.values() {
-                let job_state = match record.job.state() {
-                    JobState::Running => "running",
-                    JobState::Succeeded => "succeeded",
-                    JobState::Failed { .. } => "failed",
-                    JobState::Cancelled => "cancelled",
+            jobs.insert("running", state.jobs.len() as u64);
+            for finished in state.finished.values() {
+                let name = match finished.view.state() {
+                    pb::JobState::Succeeded => "succeeded",
+                    pb::JobState::Failed => "failed",
+                    _ => "cancelled",
                 };
-                *jobs.entry(job_state).or_default() += 1;
-                if job_state != "running" {
-                    continue;
-                }
+                *jobs.entry(name).or_default() += 1;
+            }
+            for record in state.jobs.values() {
                 for task in record.job.tasks() {
                     let name = match task.status {
                         TaskStatus::Blocked => "blocked",
@@ -176,6 +371,9 @@ impl Coordinator {
                         TaskStatus::Done => "done",
                     };
                     *tasks.entry(name).or_default() += 1;
+                    if task.waiting.is_some() {
+                        *tasks.entry("waiting_for_storage").or_default() += 1;
+                    }
                 }
                 *tasks.entry("leasable").or_default() += record.job.ready_count(now) as u64;
             }
@@ -183,21 +381,57 @@ impl Coordinator {
         for name in ["running", "succeeded", "failed", "cancelled"] {
             metrics::gauge!("lacquer_jobs", "state" => name).set(jobs.get(name).copied().unwrap_or(0) as f64);
         }
-        for name in ["blocked", "ready", "leased", "done", "leasable"] {
+        for name in ["blocked", "ready", "leased", "done", "leasable", "waiting_for_storage"] {
             metrics::gauge!("lacquer_tasks", "state" => name).set(tasks.get(name).copied().unwrap_or(0) as f64);
         }
+        metrics::gauge!("lacquer_store_writable").set(if *self.inner.healthy.borrow() { 1.0 } else { 0.0 });
     }
 
     /// The job as clients see it, or NOT_FOUND (also for another tenant's
     /// job: its existence is not revealed).
     fn view(&self, job_id: &str, tenant: &str) -> Result<pb::Job, Status> {
         let state = self.state();
-        match state.jobs.get(job_id) {
-            Some(record) if record.tenant == tenant => Ok(to_proto(job_id, record)),
+        match (state.jobs.get(job_id), state.finished.get(job_id)) {
+            (Some(record), _) if record.tenant == tenant => Ok(to_proto(job_id, record)),
+            (_, Some(finished)) if finished.tenant == tenant => Ok(finished.view.clone()),
             _ => Err(Status::not_found(format!("no job {job_id}"))),
         }
     }
+
+    /// Whether `job_id` has finished (a worker's word about it is stale).
+    fn is_finished(&self, job_id: &str) -> bool {
+        self.state().finished.contains_key(job_id)
+    }
 }
+
+/// Registers every counter at zero, so a series exists before its first
+/// event (lease expiries included).
+pub fn describe_metrics() {
+    for stage in [Stage::Mix, Stage::Master, Stage::Finalize, Stage::Report].map(Stage::name) {
+        for kind in ["retryable", "permanent", "handed_back", "lease_expired"] {
+            metrics::counter!("lacquer_task_failures_total", "stage" => stage, "kind" => kind).increment(0);
+        }
+        for outcome in ["rendered", "cached"] {
+            metrics::counter!("lacquer_tasks_completed_total", "stage" => stage, "outcome" => outcome).increment(0);
+        }
+        metrics::counter!("lacquer_results_refused_total", "stage" => stage).increment(0);
+    }
+    for name in [
+        "lacquer_leases_total",
+        "lacquer_leases_expired_total",
+        "lacquer_task_retries_total",
+        "lacquer_bytes_read_total",
+        "lacquer_bytes_written_total",
+        "lacquer_store_errors_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    metrics::counter!("lacquer_storage_unreachable_total", "during" => "submit").increment(0);
+    metrics::gauge!("lacquer_store_writable").set(1.0);
+}
+
+/// The album's report task.
+const REPORT: TaskId = TaskId { stage: Stage::Report, track: None };
 
 fn stage_to_proto(stage: Stage) -> pb::Stage {
     match stage {
@@ -251,6 +485,7 @@ fn to_proto(id: &str, record: &Record) -> pb::Job {
                 last_error: task.last_error.unwrap_or_default(),
                 cached: record.cached.contains(&task.id),
                 progress: task.progress,
+                waiting: task.waiting.unwrap_or_default(),
             })
             .collect(),
         tasks_done: done as u32,
@@ -286,6 +521,13 @@ impl pb::albums_server::Albums for Coordinator {
         let caller = self.tenant(&request)?;
         let tenant = caller.name.clone();
         let request = request.into_inner();
+        let limit = self.inner.settings.max_manifest_bytes;
+        if request.manifest_yaml.len() > limit {
+            return Err(Status::invalid_argument(format!(
+                "manifest_yaml: {} bytes, more than the {limit} a manifest may have",
+                request.manifest_yaml.len()
+            )));
+        }
         let source = root("source", &request.source)?;
         let base = source.clone().unwrap_or(StorageRoot::Local { dir: std::path::PathBuf::from(".") });
         let output = if request.output.is_empty() { None } else { Some(request.output.as_str()) };
@@ -317,15 +559,35 @@ impl pb::albums_server::Albums for Coordinator {
                 refused.join("; ")
             )));
         }
-        // Every input must exist and decode before the album is accepted.
-        let probes = self.inner.stores.probe_all(&checked.inputs).await;
+        // Every input must exist and decode before the album is accepted;
+        // storage that cannot be reached says nothing about the album.
+        let mut probes = Vec::with_capacity(checked.inputs.len());
+        for (input, probe) in checked.inputs.iter().zip(self.inner.stores.probe_all(&checked.inputs).await) {
+            probes.push(match probe {
+                Ok(info) => Ok(info),
+                Err(ProbeError::Unreachable(detail)) => {
+                    metrics::counter!("lacquer_storage_unreachable_total", "during" => "submit").increment(1);
+                    return Err(Status::unavailable(format!(
+                        "object storage was unreachable while checking {} ({}): {detail}; nothing was submitted, try again",
+                        input.field, input.object
+                    )));
+                }
+                Err(ProbeError::Bad(reason)) => Err(reason),
+            });
+        }
         let album = checked.finish(probes).map_err(|error| Status::invalid_argument(error.to_string()))?;
+        let album_bytes = serde_json::to_vec(&album).map(|b| b.len()).unwrap_or(usize::MAX);
+        if album_bytes > self.inner.settings.max_album_bytes {
+            return Err(Status::invalid_argument(format!(
+                "the album is {album_bytes} bytes as workers receive it, more than {}; shorten its texts or split it",
+                self.inner.settings.max_album_bytes
+            )));
+        }
         let manifest = &album.manifest;
         let tasks = AlbumTasks::new(manifest);
         let record = Record {
             tenant,
             title: manifest.album.title.clone(),
-            manifest_yaml: request.manifest_yaml,
             track_ids: manifest.tracks.iter().map(|t| t.id.clone()).collect(),
             job: Job::new(manifest.tracks.len(), tasks.masters_need_every_mix(), self.inner.policy),
             album,
@@ -336,7 +598,7 @@ impl pb::albums_server::Albums for Coordinator {
             let mut state = self.state();
             let next_job = state.next_job + 1;
             let id = format!("job-{next_job:06}");
-            self.persist(&id, &record, next_job)?;
+            self.persist(&id, &record, None, next_job)?;
             state.next_job = next_job;
             let job = to_proto(&id, &record);
             state.jobs.insert(id, record);
@@ -360,6 +622,7 @@ impl pb::albums_server::Albums for Coordinator {
         let (sender, receiver) = mpsc::channel(16);
         let coordinator = self.clone();
         let mut changes = self.inner.changes.subscribe();
+        let mut draining = self.inner.draining.subscribe();
         tokio::spawn(async move {
             let mut last = first;
             if sender.send(Ok(pb::JobEvent { job: Some(last.clone()) })).await.is_err() {
@@ -371,6 +634,10 @@ impl pb::albums_server::Albums for Coordinator {
                 tokio::select! {
                     changed = changes.changed() => if changed.is_err() { return },
                     () = sender.closed() => return,
+                    () = async { let _ = draining.wait_for(|draining| *draining).await; } => {
+                        let _ = sender.send(Err(Status::unavailable("the coordinator is shutting down; watch again"))).await;
+                        return;
+                    }
                 }
                 let Ok(now) = coordinator.view(&job_id, &tenant) else { return };
                 if now != last {
@@ -387,31 +654,51 @@ impl pb::albums_server::Albums for Coordinator {
     async fn list(&self, request: Request<pb::ListRequest>) -> Result<Response<pb::ListReply>, Status> {
         let tenant = self.tenant(&request)?.name;
         let state = self.state();
-        let jobs = state.jobs.iter().filter(|(_, r)| r.tenant == tenant).map(|(id, r)| to_proto(id, r)).collect();
-        Ok(Response::new(pb::ListReply { jobs }))
+        let running = state.jobs.iter().filter(|(_, r)| r.tenant == tenant).map(|(id, r)| (id, to_proto(id, r)));
+        let finished = state.finished.iter().filter(|(_, f)| f.tenant == tenant).map(|(id, f)| (id, f.view.clone()));
+        let sorted: BTreeMap<&String, pb::Job> = running.chain(finished).collect();
+        Ok(Response::new(pb::ListReply { jobs: sorted.into_values().collect() }))
     }
 
     async fn cancel(&self, request: Request<pb::CancelRequest>) -> Result<Response<pb::Job>, Status> {
         let tenant = self.tenant(&request)?.name;
         let job_id = request.into_inner().job_id;
-        self.update(&job_id, Some(&tenant), |record| record.job.cancel())?;
+        if !self.is_finished(&job_id) {
+            self.update(&job_id, Some(&tenant), |record| record.job.cancel())?;
+        }
         self.view(&job_id, &tenant).map(Response::new)
     }
 
     async fn report(&self, request: Request<pb::ReportRequest>) -> Result<Response<pb::ReportReply>, Status> {
         let tenant = self.tenant(&request)?.name;
         let job_id = request.into_inner().job_id;
-        let state = self.state();
-        let record = match state.jobs.get(&job_id) {
-            Some(record) if record.tenant == tenant => record,
-            _ => return Err(Status::not_found(format!("no job {job_id}"))),
-        };
-        match record.results.get(&TaskId { stage: Stage::Report, track: None }) {
-            Some(report) if *record.job.state() == JobState::Succeeded => {
-                Ok(Response::new(pb::ReportReply { report_json: report.clone() }))
+        let not_yet = || Status::failed_precondition(format!("job {job_id} has not succeeded yet"));
+        let kept = {
+            let state = self.state();
+            match (state.jobs.get(&job_id), state.finished.get(&job_id)) {
+                (Some(record), _) if record.tenant == tenant => return Err(not_yet()),
+                (_, Some(finished)) if finished.tenant == tenant => {
+                    if finished.view.state() != pb::JobState::Succeeded {
+                        return Err(not_yet());
+                    }
+                    if let Some(report_json) = &finished.report_json {
+                        return Ok(Response::new(pb::ReportReply { report_json: report_json.clone() }));
+                    }
+                    finished.kept
+                }
+                _ => return Err(Status::not_found(format!("no job {job_id}"))),
             }
-            _ => Err(Status::failed_precondition(format!("job {job_id} has not succeeded yet"))),
-        }
+        };
+        let gone = || {
+            Status::failed_precondition(format!(
+                "job {job_id}'s report is no longer kept here (finished jobs keep only a summary after the \
+                 retention period); report.json is in its output"
+            ))
+        };
+        let Some(store) = self.inner.store.as_ref().filter(|_| kept) else { return Err(gone()) };
+        let record: Option<Record> = store.job(&job_id).map_err(|e| Status::unavailable(e.to_string()))?;
+        let report = record.and_then(|mut r| r.results.remove(&REPORT)).ok_or_else(gone)?;
+        Ok(Response::new(pb::ReportReply { report_json: report }))
     }
 }
 
@@ -484,10 +771,13 @@ impl pb::workers_server::Workers for Coordinator {
         let mut assignment = None;
         for (tenant, id) in &candidates {
             let leased = self.update(id, None, |record| {
-                let expired = record.job.expire(now);
-                if expired > 0 {
-                    metrics::counter!("lacquer_leases_expired_total").increment(expired as u64);
-                    metrics::counter!("lacquer_task_retries_total").increment(expired as u64);
+                for task in record.job.expire(now) {
+                    metrics::counter!("lacquer_leases_expired_total").increment(1);
+                    metrics::counter!("lacquer_task_failures_total", "stage" => task.stage.name(), "kind" => "lease_expired")
+                        .increment(1);
+                    if *record.job.state() == JobState::Running {
+                        metrics::counter!("lacquer_task_retries_total").increment(1);
+                    }
                 }
                 record.job.lease(&worker, now).map(|lease| pb::Assignment {
                     job_id: id.clone(),
@@ -496,7 +786,7 @@ impl pb::workers_server::Workers for Coordinator {
                     lease: lease.lease,
                     attempt: lease.attempt,
                     deadline_unix_ms: lease.deadline_ms,
-                    manifest_yaml: record.manifest_yaml.clone(),
+                    manifest_yaml: String::new(),
                     inputs_json: Self::inputs_json(record, lease.task),
                     album_json: serde_json::to_string(&record.album).unwrap_or_default(),
                 })
@@ -521,8 +811,13 @@ impl pb::workers_server::Workers for Coordinator {
         // (a restarted coordinator gives every lease a full lease instead).
         let reply = {
             let mut state = self.state();
-            let record = state.jobs.get_mut(&job_id).ok_or_else(|| Status::not_found(format!("no job {job_id}")))?;
-            record.job.heartbeat(task, lease, request.progress, now_ms())
+            if state.finished.contains_key(&job_id) {
+                HeartbeatReply::Stop
+            } else {
+                let record =
+                    state.jobs.get_mut(&job_id).ok_or_else(|| Status::not_found(format!("no job {job_id}")))?;
+                record.job.heartbeat(task, lease, request.progress, &request.waiting, now_ms())
+            }
         };
         let (action, deadline_unix_ms) = match reply {
             HeartbeatReply::Continue { deadline_ms } => (pb::heartbeat_reply::Action::Continue, deadline_ms),
@@ -536,6 +831,33 @@ impl pb::workers_server::Workers for Coordinator {
         self.worker(&request)?;
         let request = request.into_inner();
         let (job_id, task, lease) = Self::task_ref(request.task)?;
+        if self.is_finished(&job_id) {
+            return Ok(Response::new(pb::CompleteReply { accepted: false }));
+        }
+        // The result is checked against the task before it counts: read
+        // what the lease is for (no change yet), then look in storage.
+        let (album, name) = {
+            let state = self.state();
+            let record = state.jobs.get(&job_id).ok_or_else(|| Status::not_found(format!("no job {job_id}")))?;
+            if !record.job.holds(task, lease) {
+                return Ok(Response::new(pb::CompleteReply { accepted: false }));
+            }
+            (record.album.clone(), task_name(task, &record.track_ids))
+        };
+        let output = self.inner.stores.backend(&album.output).await;
+        match results::check(&album, task, &name, &request.result_json, output.as_ref()).await {
+            Ok(()) => {}
+            Err(ResultError::Storage { source, .. }) => {
+                return Err(Status::unavailable(format!("cannot check the result of {name} yet: {source}")));
+            }
+            Err(refused @ ResultError::Refused { .. }) => {
+                let reason = refused.to_string();
+                tracing::warn!(job = %job_id, task = %name, %reason, "a result was refused");
+                metrics::counter!("lacquer_results_refused_total", "stage" => task.stage.name()).increment(1);
+                self.update(&job_id, None, |record| record.job.fail(task, lease, &reason, true, now_ms()))?;
+                return Err(Status::invalid_argument(reason));
+            }
+        }
         let outcome = self.update(&job_id, None, |record| {
             let outcome = record.job.complete(task, lease);
             if outcome == Outcome::Accepted {
@@ -565,6 +887,9 @@ impl pb::workers_server::Workers for Coordinator {
         self.worker(&request)?;
         let request = request.into_inner();
         let (job_id, task, lease) = Self::task_ref(request.task)?;
+        if self.is_finished(&job_id) {
+            return Ok(Response::new(pb::FailReply { accepted: false }));
+        }
         let outcome = self.update(&job_id, None, |record| {
             if request.handed_back {
                 return record.job.hand_back(task, lease);

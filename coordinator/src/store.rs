@@ -5,14 +5,27 @@
 //! leases it had handed out run to their deadlines and are then handed out
 //! again, and results are accepted only from a task's current lease, so
 //! nothing is lost or applied twice.
+//!
+//! A finished job also gets a small summary (what `lacquer status` shows);
+//! only running jobs are loaded whole at start, and past the retention
+//! period a finished job's full record is deleted and its summary stays.
+//!
+//! A failed write leaves redb refusing every later one ("Previous I/O error
+//! occurred") until the database is opened again, so the store reopens it
+//! (at once, and again on [`Store::recover`]) and reports whether it is
+//! writable; the caller answers UNAVAILABLE meanwhile and never acknowledges
+//! a change that was not written.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Serialize, de::DeserializeOwned};
 
 /// Job id → the job's record, as JSON.
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
+/// Job id → the finished job's summary (caller-encoded bytes).
+const SUMMARIES: TableDefinition<&str, &[u8]> = TableDefinition::new("summaries");
 /// Counters ("next_job").
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -24,60 +37,159 @@ pub struct StoreError {
 }
 
 pub struct Store {
-    db: Database,
+    /// `None` while the database is closed after a failed write.
+    db: Mutex<Option<Database>>,
+    path: PathBuf,
     location: String,
+}
+
+/// What is loaded at start: running jobs whole, finished ones as summaries.
+pub struct Loaded<T> {
+    pub running: Vec<(String, T)>,
+    pub summaries: Vec<(String, Vec<u8>)>,
+    pub next_job: u64,
 }
 
 impl Store {
     /// Opens (or creates) the state in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let location = dir.join("coordinator.redb").display().to_string();
+        let path = dir.join("coordinator.redb");
+        let location = path.display().to_string();
         let fail = |detail: String| StoreError { location: location.clone(), detail };
         std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
-        let db = Database::create(dir.join("coordinator.redb")).map_err(|e| fail(e.to_string()))?;
-        let store = Self { db, location };
-        // Both tables exist from the start, so reads never miss them.
-        store.write(|txn| {
+        let db = Database::create(&path).map_err(|e| fail(e.to_string()))?;
+        let store = Self { db: Mutex::new(Some(db)), path, location };
+        store.create_tables()?;
+        Ok(store)
+    }
+
+    fn create_tables(&self) -> Result<(), StoreError> {
+        // Every table exists from the start, so reads never miss them.
+        self.write(|txn| {
             txn.open_table(JOBS)?;
+            txn.open_table(SUMMARIES)?;
             txn.open_table(META)?;
             Ok(())
-        })?;
-        Ok(store)
+        })
     }
 
     fn error(&self, detail: impl ToString) -> StoreError {
         StoreError { location: self.location.clone(), detail: detail.to_string() }
     }
 
-    fn write(&self, f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(|e| self.error(e))?;
+    fn db(&self) -> MutexGuard<'_, Option<Database>> {
+        // The slot is only ever replaced whole: a poisoned lock is consistent.
+        self.db.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Closes the database and opens it again (redb recovers its file on
+    /// open). Errors if it cannot be opened or written.
+    pub fn recover(&self) -> Result<(), StoreError> {
+        {
+            let mut slot = self.db();
+            slot.take(); // closed first: redb refuses a second open of one file
+            *slot = Some(Database::create(&self.path).map_err(|e| self.error(e))?);
+        }
+        self.create_tables()
+    }
+
+    fn write_once(
+        &self,
+        f: &mut dyn FnMut(&redb::WriteTransaction) -> Result<(), redb::Error>,
+    ) -> Result<(), StoreError> {
+        let slot = self.db();
+        let db = slot.as_ref().ok_or_else(|| self.error("closed after an earlier write error"))?;
+        let txn = db.begin_write().map_err(|e| self.error(e))?;
         f(&txn).map_err(|e| self.error(e))?;
         txn.commit().map_err(|e| self.error(e))
     }
 
-    /// Writes one job and the job counter, durably, in one transaction.
-    pub fn save<T: Serialize>(&self, id: &str, record: &T, next_job: u64) -> Result<(), StoreError> {
+    /// One transaction; after a failure the database is reopened and the
+    /// transaction tried once more, so a passing fault costs one error.
+    fn write(&self, mut f: impl FnMut(&redb::WriteTransaction) -> Result<(), redb::Error>) -> Result<(), StoreError> {
+        match self.write_once(&mut f) {
+            Ok(()) => Ok(()),
+            Err(first) => {
+                tracing::error!(error = %first, "the coordinator's state could not be written; reopening it");
+                metrics::counter!("lacquer_store_errors_total").increment(1);
+                self.db().take();
+                if let Ok(db) = Database::create(&self.path) {
+                    *self.db() = Some(db);
+                    if self.write_once(&mut f).is_ok() {
+                        return Ok(());
+                    }
+                    self.db().take();
+                }
+                Err(first)
+            }
+        }
+    }
+
+    /// Writes one job and the job counter, durably, in one transaction; a
+    /// finished job's `summary` in the same one.
+    pub fn save<T: Serialize>(
+        &self,
+        id: &str,
+        record: &T,
+        summary: Option<&[u8]>,
+        next_job: u64,
+    ) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(record).map_err(|e| self.error(e))?;
         self.write(|txn| {
             txn.open_table(JOBS)?.insert(id, bytes.as_slice())?;
+            if let Some(summary) = summary {
+                txn.open_table(SUMMARIES)?.insert(id, summary)?;
+            }
             txn.open_table(META)?.insert("next_job", next_job)?;
             Ok(())
         })
     }
 
-    /// Every job, and the job counter.
-    pub fn load<T: DeserializeOwned>(&self) -> Result<(Vec<(String, T)>, u64), StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.error(e))?;
+    /// Deletes finished jobs' full records; their summaries stay.
+    pub fn forget(&self, ids: &[String]) -> Result<(), StoreError> {
+        self.write(|txn| {
+            let mut jobs = txn.open_table(JOBS)?;
+            for id in ids {
+                jobs.remove(id.as_str())?;
+            }
+            Ok(())
+        })
+    }
+
+    /// One job's full record, if it is still kept.
+    pub fn job<T: DeserializeOwned>(&self, id: &str) -> Result<Option<T>, StoreError> {
+        let slot = self.db();
+        let db = slot.as_ref().ok_or_else(|| self.error("closed after an earlier write error"))?;
+        let txn = db.begin_read().map_err(|e| self.error(e))?;
         let jobs = txn.open_table(JOBS).map_err(|e| self.error(e))?;
-        let mut loaded = Vec::new();
-        for entry in jobs.iter().map_err(|e| self.error(e))? {
+        let Some(bytes) = jobs.get(id).map_err(|e| self.error(e))? else { return Ok(None) };
+        serde_json::from_slice(bytes.value()).map(Some).map_err(|e| self.error(format!("job {id}: {e}")))
+    }
+
+    /// Running jobs whole, finished ones as their summaries, and the job
+    /// counter.
+    pub fn load<T: DeserializeOwned>(&self) -> Result<Loaded<T>, StoreError> {
+        let slot = self.db();
+        let db = slot.as_ref().ok_or_else(|| self.error("closed after an earlier write error"))?;
+        let txn = db.begin_read().map_err(|e| self.error(e))?;
+        let mut summaries = Vec::new();
+        for entry in txn.open_table(SUMMARIES).map_err(|e| self.error(e))?.iter().map_err(|e| self.error(e))? {
             let (id, bytes) = entry.map_err(|e| self.error(e))?;
+            summaries.push((id.value().to_owned(), bytes.value().to_vec()));
+        }
+        let finished: std::collections::BTreeSet<&str> = summaries.iter().map(|(id, _)| id.as_str()).collect();
+        let mut running = Vec::new();
+        for entry in txn.open_table(JOBS).map_err(|e| self.error(e))?.iter().map_err(|e| self.error(e))? {
+            let (id, bytes) = entry.map_err(|e| self.error(e))?;
+            if finished.contains(id.value()) {
+                continue;
+            }
             let record =
                 serde_json::from_slice(bytes.value()).map_err(|e| self.error(format!("job {}: {e}", id.value())))?;
-            loaded.push((id.value().to_owned(), record));
+            running.push((id.value().to_owned(), record));
         }
         let meta = txn.open_table(META).map_err(|e| self.error(e))?;
         let next_job = meta.get("next_job").map_err(|e| self.error(e))?.map(|v| v.value()).unwrap_or(0);
-        Ok((loaded, next_job))
+        Ok(Loaded { running, summaries, next_job })
     }
 }

@@ -8,9 +8,11 @@ use std::time::Duration;
 use lacquer_coordinator::auth::Auth;
 use lacquer_coordinator::job::RetryPolicy;
 use lacquer_coordinator::server::serve;
-use lacquer_coordinator::service::Coordinator;
+use lacquer_coordinator::service::{Coordinator, Settings};
+use lacquer_coordinator::store::Store;
 use lacquer_proto::v1 as pb;
-use lacquer_worker::testing::AlbumStore;
+use lacquer_worker::run::Runner;
+use lacquer_worker::testing::{AlbumStore, run_leased};
 use pb::albums_client::AlbumsClient;
 use pb::workers_client::WorkersClient;
 use tonic::transport::Channel;
@@ -108,7 +110,10 @@ async fn an_album_runs_through_its_task_graph() {
     assert_eq!(job.title, "Corpus Sessions");
     assert_eq!(job.tasks_total, 10, "3 mixes, 3 masters, 3 finalizes, the report");
     let mut events = albums.watch(pb::WatchRequest { job_id: job.id.clone() }).await.unwrap().into_inner();
+    assert!(job.tasks.iter().all(|t| t.waiting.is_empty()));
 
+    let scratch = tempfile::tempdir().unwrap();
+    let runner = Runner::new(server._store.stores(), scratch.path().to_path_buf());
     let mut order = Vec::new();
     loop {
         let lease = worker.lease(pb::LeaseRequest { worker_id: "w1".into() }).await.unwrap().into_inner();
@@ -123,7 +128,11 @@ async fn an_album_runs_through_its_task_graph() {
             let album: serde_json::Value = serde_json::from_str(&task.album_json).unwrap();
             assert_eq!(album["inputs"].as_array().unwrap().len(), 13, "{album}");
         }
-        let beat = worker.heartbeat(pb::HeartbeatRequest { task: Some(task_ref(&task)), progress: 0.5 }).await.unwrap();
+        assert!(task.manifest_yaml.is_empty(), "the album travels once, in album_json");
+        let beat = worker
+            .heartbeat(pb::HeartbeatRequest { task: Some(task_ref(&task)), progress: 0.5, waiting: String::new() })
+            .await
+            .unwrap();
         assert_eq!(beat.into_inner().action(), pb::heartbeat_reply::Action::Continue);
         let now = albums.get(pb::GetRequest { job_id: job.id.clone() }).await.unwrap().into_inner();
         let leased: Vec<f32> =
@@ -137,7 +146,7 @@ async fn an_album_runs_through_its_task_graph() {
             .await
             .unwrap();
         assert!(!reply.into_inner().accepted);
-        let result = format!("{{\"stage\": {}, \"track\": {}}}", task.stage, task.track.unwrap_or(99));
+        let result = run_leased(&runner, &task).await.unwrap();
         let reply = worker
             .complete(pb::CompleteRequest { task: Some(task_ref(&task)), result_json: result, ..Default::default() })
             .await;
@@ -158,81 +167,84 @@ async fn an_album_runs_through_its_task_graph() {
     assert_eq!(last.state(), pb::JobState::Succeeded, "the watch ends with the job");
     assert_eq!(last.tasks_done, 10);
     let report = albums.report(pb::ReportRequest { job_id: job.id.clone() }).await.unwrap().into_inner();
-    assert!(report.report_json.contains("\"stage\": 4"), "{}", report.report_json);
+    let report: serde_json::Value = serde_json::from_str(&report.report_json).unwrap();
+    assert_eq!(report["tracks"].as_array().unwrap().len(), 3, "{report}");
 }
 
 #[tokio::test]
-async fn retries_back_off_then_fail_the_job_and_cancel_stops_workers() {
-    let policy = RetryPolicy { max_attempts: 2, first_backoff_ms: 50, lease_ms: 30_000 };
-    let server = start(policy).await;
+async fn a_made_up_result_is_refused_and_costs_its_attempt() {
+    let server = start(RetryPolicy { max_attempts: 10, first_backoff_ms: 10, lease_ms: 30_000 }).await;
     let mut albums = AlbumsClient::new(server.channel.clone());
     let mut worker = WorkersClient::new(server.channel.clone());
-    let lease = |worker: &mut WorkersClient<Channel>| {
+    let job = albums.submit(submit_request(fixture_manifest())).await.unwrap().into_inner().job.unwrap();
+    let first = worker.lease(pb::LeaseRequest { worker_id: "w".into() }).await.unwrap().into_inner().task.unwrap();
+    assert_eq!((first.stage(), first.track), (pb::Stage::Mix, Some(0)));
+    let scratch = tempfile::tempdir().unwrap();
+    let runner = Runner::new(server._store.stores(), scratch.path().to_path_buf());
+    let real: serde_json::Value = serde_json::from_str(&run_leased(&runner, &first).await.unwrap()).unwrap();
+    // The same task, leased again once its backoff has passed.
+    let lease_again = |worker: &mut WorkersClient<Channel>| {
         let mut worker = worker.clone();
-        async move { worker.lease(pb::LeaseRequest { worker_id: "w".into() }).await.unwrap().into_inner().task }
-    };
-
-    let job = albums.submit(submit_request(fixture_manifest())).await.unwrap().into_inner().job.unwrap();
-    let first = lease(&mut worker).await.unwrap();
-    let failed = pb::FailRequest {
-        task: Some(task_ref(&first)),
-        reason: "storage unreachable".into(),
-        retryable: true,
-        ..Default::default()
-    };
-    assert!(worker.fail(failed).await.unwrap().into_inner().accepted);
-    // Backing off: the other tracks' mixes come first, then the retry.
-    let mut retried = None;
-    for _ in 0..50 {
-        match lease(&mut worker).await {
-            Some(task) if task.stage == first.stage && task.track == first.track => {
-                retried = Some(task);
-                break;
+        async move {
+            loop {
+                let task = worker.lease(pb::LeaseRequest { worker_id: "w".into() }).await.unwrap().into_inner().task;
+                match task {
+                    Some(t) if t.stage == pb::Stage::Mix as i32 && t.track == Some(0) => return t,
+                    _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
             }
-            _ => tokio::time::sleep(Duration::from_millis(20)).await,
         }
-    }
-    let retried = retried.expect("the failed task is leased again after its backoff");
-    assert_eq!(retried.attempt, 2);
-    let failed = pb::FailRequest {
-        task: Some(task_ref(&retried)),
-        reason: "storage unreachable".into(),
-        retryable: true,
-        ..Default::default()
     };
-    worker.fail(failed).await.unwrap();
-    let now = albums.get(pb::GetRequest { job_id: job.id.clone() }).await.unwrap().into_inner();
-    assert_eq!(now.state(), pb::JobState::Failed);
-    assert!(now.error.contains("mix of 01-chorale-66: storage unreachable (after 2 attempts)"), "{}", now.error);
-
-    // Cancelling reaches a running worker through its heartbeat.
-    let job = albums.submit(submit_request(fixture_manifest())).await.unwrap().into_inner().job.unwrap();
-    let running = lease(&mut worker).await.unwrap();
-    assert_eq!(running.job_id, job.id);
-    let cancelled = albums.cancel(pb::CancelRequest { job_id: job.id.clone() }).await.unwrap().into_inner();
-    assert_eq!(cancelled.state(), pb::JobState::Cancelled);
-    let beat = worker.heartbeat(pb::HeartbeatRequest { task: Some(task_ref(&running)), progress: 0.1 }).await.unwrap();
-    assert_eq!(beat.into_inner().action(), pb::heartbeat_reply::Action::Stop);
-    assert!(lease(&mut worker).await.is_none(), "nothing more is handed out");
-    let status = albums.report(pb::ReportRequest { job_id: job.id }).await.unwrap_err();
-    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
-    let status = albums.get(pb::GetRequest { job_id: "job-999999".into() }).await.unwrap_err();
-    assert_eq!(status.code(), tonic::Code::NotFound);
-}
-
-#[tokio::test]
-async fn albums_take_turns() {
-    let server = start(RetryPolicy::default()).await;
-    let mut albums = AlbumsClient::new(server.channel.clone());
-    let mut worker = WorkersClient::new(server.channel.clone());
-    let a = albums.submit(submit_request(fixture_manifest())).await.unwrap().into_inner().job.unwrap();
-    let b = albums.submit(submit_request(fixture_manifest())).await.unwrap().into_inner().job.unwrap();
-    let mut jobs = Vec::new();
-    for _ in 0..4 {
-        let task = worker.lease(pb::LeaseRequest { worker_id: "w".into() }).await.unwrap().into_inner().task.unwrap();
-        jobs.push(task.job_id);
+    let forged = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut value = real.clone();
+        edit(&mut value);
+        value.to_string()
+    };
+    let cases = [
+        ("not JSON", "{".to_owned(), "not a result of this stage"),
+        ("missing fields", "{\"stage\": 1}".to_owned(), "not a result of this stage"),
+        (
+            "another task's file",
+            forged(&|v| v["file"]["Rendered"]["path"] = "mix/02-maple-leaf.wav".into()),
+            "this task writes",
+        ),
+        (
+            "a file outside the album",
+            forged(&|v| v["file"]["Rendered"]["path"] = "../../label-b/x.wav".into()),
+            "this task writes",
+        ),
+        ("a wrong size", forged(&|v| v["file"]["Rendered"]["size_bytes"] = 12.into()), "bytes in storage"),
+        ("no hash", forged(&|v| v["file"]["Rendered"]["blake3"] = "".into()), "no content hash"),
+    ];
+    let mut task = first;
+    for (attempt, (what, result, says)) in cases.into_iter().enumerate() {
+        if attempt > 0 {
+            task = lease_again(&mut worker).await;
+        }
+        assert_eq!(task.attempt as usize, attempt + 1);
+        let status = worker
+            .complete(pb::CompleteRequest { task: Some(task_ref(&task)), result_json: result, ..Default::default() })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{what}: {status:?}");
+        assert!(status.message().contains(says), "{what}: {}", status.message());
+        // The refused result cost the lease: the task's error says why and
+        // nothing downstream was released.
+        let now = albums.get(pb::GetRequest { job_id: job.id.clone() }).await.unwrap().into_inner();
+        assert!(now.tasks[0].last_error.contains("was refused"), "{what}: {:?}", now.tasks[0]);
+        assert_eq!(now.tasks_done, 0, "{what}");
+        assert_eq!(now.state(), pb::JobState::Running, "{what}");
     }
-    assert_eq!(jobs, [a.id.clone(), b.id.clone(), a.id, b.id], "one album does not starve the other");
+    // The real result counts.
+    let task = lease_again(&mut worker).await;
+    let result = run_leased(&runner, &task).await.unwrap();
+    let reply = worker
+        .complete(pb::CompleteRequest { task: Some(task_ref(&task)), result_json: result, ..Default::default() })
+        .await
+        .unwrap();
+    assert!(reply.into_inner().accepted);
+    let now = albums.get(pb::GetRequest { job_id: job.id }).await.unwrap().into_inner();
+    assert_eq!(now.tasks_done, 1);
 }
 
 /// A coordinator with two tenants, tokens `aaaa…` and `bbbb…`, each allowed
@@ -248,6 +260,78 @@ async fn start_two_tenants(first: &str, second: &str) -> Server {
     );
     std::fs::write(&tokens, yaml).unwrap();
     start_with(RetryPolicy::default(), Auth::from_file(&tokens).unwrap()).await
+}
+
+/// A coordinator with tenants `a` (token `aaaa…`) allowed only
+/// `s3://shared/a/` and `b` (`bbbb…`) allowed only `s3://shared/b/`, on one
+/// bucket that holds the album under both prefixes.
+async fn start_shared_bucket() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.yaml");
+    let yaml = "tenants:\n  a: { token: aaaaaaaaaaaaaaaaaaaa, allowed: [\"s3://shared/a/\"] }\n  \
+                b: { token: bbbbbbbbbbbbbbbbbbbb, allowed: [\"s3://shared/b/\"] }\n\
+                workers: { token: wwwwwwwwwwwwwwwwwwww }\n";
+    std::fs::write(&tokens, yaml).unwrap();
+    let server = start_with(RetryPolicy::default(), Auth::from_file(&tokens).unwrap()).await;
+    for location in ["s3://shared/a/corpus/", "s3://shared/b/secret/"] {
+        server._store.put_fixture(location).unwrap();
+    }
+    server
+}
+
+#[tokio::test]
+async fn no_location_reaches_another_tenants_prefix() {
+    let server = start_shared_bucket().await;
+    let (mut a, _) = with_token(&server.channel, "aaaaaaaaaaaaaaaaaaaa");
+    let request = |source: &str, output: &str| pb::SubmitRequest {
+        manifest_yaml: fixture_manifest(),
+        source: source.into(),
+        output: output.into(),
+    };
+    let own = "s3://shared/a/corpus/";
+    for (source, output, field) in [
+        ("s3://shared/a/../b/secret/", "s3://shared/a/out/", "source"),
+        ("s3://shared/a/%2e%2e/b/secret/", "s3://shared/a/out/", "source"),
+        ("s3://shared/a/%2E%2E/b/secret/", "s3://shared/a/out/", "source"),
+        ("s3://shared/a/./../b/secret/", "s3://shared/a/out/", "source"),
+        (own, "s3://shared/a/../b/planted/", "output"),
+        (own, "s3://shared/a/%2e%2e/b/planted/", "output"),
+        (own, "s3://shared/a%2f..%2fb/planted/", "output"),
+        (own, "s3://shared/a/.%2E/b/planted/", "output"),
+    ] {
+        let status = a.submit(request(source, output)).await.unwrap_err();
+        assert!(
+            matches!(status.code(), tonic::Code::InvalidArgument | tonic::Code::PermissionDenied),
+            "{source} -> {output}: {status:?}"
+        );
+        assert!(status.message().contains(field), "{source} -> {output}: names the field: {}", status.message());
+    }
+    // Through the manifest's own fields: a stem, and the output, written
+    // as absolute s3:// locations that climb out of the tenant's prefix.
+    let manifest = fixture_manifest();
+    let stem = "file: 01-chorale-66/bass.flac";
+    assert!(manifest.contains(stem));
+    for (from, to) in [
+        (stem, "file: s3://shared/a/../b/secret/01-chorale-66/bass.flac"),
+        (stem, "file: s3://shared/a/%2e%2e/b/secret/01-chorale-66/bass.flac"),
+        (stem, "file: \"%2e%2e/%2e%2e/b/secret/01-chorale-66/bass.flac\""),
+    ] {
+        let yaml = manifest.replacen(from, to, 1);
+        let status = a
+            .submit(pb::SubmitRequest { manifest_yaml: yaml, source: own.into(), output: String::new() })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(status.code(), tonic::Code::InvalidArgument | tonic::Code::PermissionDenied),
+            "{to}: {status:?}"
+        );
+        assert!(status.message().contains("tracks[0].stems["), "{to}: {}", status.message());
+    }
+    assert!(a.list(pb::ListRequest {}).await.unwrap().into_inner().jobs.is_empty(), "nothing was accepted");
+    let planted = server._store.server.root().join("shared/b/planted");
+    assert!(!planted.exists(), "nothing was written into the other tenant's prefix");
+    // The tenant's own prefix still works.
+    a.submit(request(own, "s3://shared/a/out/")).await.unwrap();
 }
 
 /// A client whose every request carries `token`.
@@ -383,4 +467,86 @@ async fn tls_when_a_certificate_is_configured() {
     if let Ok(plain) = plain {
         assert!(AlbumsClient::new(plain).list(pb::ListRequest {}).await.is_err(), "plain text refused");
     }
+}
+
+#[tokio::test]
+async fn finished_jobs_keep_a_summary_and_their_report_until_the_retention_ends() {
+    let store = AlbumStore::start(&["label-a"]).unwrap();
+    store.put_fixture("s3://label-a/albums/corpus/").unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let settings = Settings { retention: Duration::ZERO, ..Settings::default() };
+    let open = || {
+        Coordinator::open_with(
+            RetryPolicy::default(),
+            Auth::open(),
+            store.stores(),
+            Store::open(state.path()).unwrap(),
+            settings,
+        )
+        .unwrap()
+    };
+    let coordinator = open();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(listener, coordinator.clone(), async {
+        let _ = stopped.await;
+    }));
+    let channel = Channel::from_shared(format!("http://{address}")).unwrap().connect().await.unwrap();
+    let mut albums = AlbumsClient::new(channel.clone());
+    let mut worker = WorkersClient::new(channel);
+
+    // Too big a manifest is refused at once, naming the limit.
+    let padded = format!("{}\n#{}\n", fixture_manifest(), "x".repeat(1 << 20));
+    let status = albums.submit(submit_request(padded)).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("manifest_yaml") && status.message().contains("1048576"), "{status:?}");
+
+    // One album run to the end, one cancelled.
+    let done = albums.submit(submit_request(fixture_manifest())).await.unwrap().into_inner().job.unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let runner = Runner::new(store.stores(), scratch.path().to_path_buf());
+    while let Some(task) = worker.lease(pb::LeaseRequest { worker_id: "w".into() }).await.unwrap().into_inner().task {
+        let result = run_leased(&runner, &task).await.unwrap();
+        let request = pb::CompleteRequest { task: Some(task_ref(&task)), result_json: result, ..Default::default() };
+        assert!(worker.complete(request).await.unwrap().into_inner().accepted);
+    }
+    let cancelled = albums.submit(submit_request(fixture_manifest())).await.unwrap().into_inner().job.unwrap();
+    albums.cancel(pb::CancelRequest { job_id: cancelled.id.clone() }).await.unwrap();
+    let report = |albums: &mut AlbumsClient<Channel>, id: &str| {
+        let (mut albums, id) = (albums.clone(), id.to_owned());
+        async move { albums.report(pb::ReportRequest { job_id: id }).await }
+    };
+    let first = report(&mut albums, &done.id).await.unwrap().into_inner().report_json;
+    assert!(first.contains("Corpus Sessions"));
+    assert_eq!(
+        report(&mut albums, &cancelled.id).await.unwrap_err().code(),
+        tonic::Code::FailedPrecondition,
+        "a cancelled job has no report"
+    );
+
+    // Past the retention (zero here) only the summary is kept.
+    assert_eq!(coordinator.sweep(), 2);
+    let gone = report(&mut albums, &done.id).await.unwrap_err();
+    assert_eq!(gone.code(), tonic::Code::FailedPrecondition);
+    assert!(gone.message().contains("no longer kept"), "{}", gone.message());
+    let summary = albums.get(pb::GetRequest { job_id: done.id.clone() }).await.unwrap().into_inner();
+    assert_eq!(
+        (summary.state(), summary.tasks_done, summary.title.as_str()),
+        (pb::JobState::Succeeded, 10, "Corpus Sessions")
+    );
+
+    // A restarted coordinator loads the finished jobs as their summaries.
+    drop((albums, worker));
+    let _ = stop.send(());
+    let _ = server.await;
+    drop(coordinator);
+    let reopened = open();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(serve(listener, reopened, std::future::pending()));
+    let channel = Channel::from_shared(format!("http://{address}")).unwrap().connect().await.unwrap();
+    let listed = AlbumsClient::new(channel).list(pb::ListRequest {}).await.unwrap().into_inner().jobs;
+    let states: Vec<_> = listed.iter().map(|j| (j.id.clone(), j.state())).collect();
+    assert_eq!(states, [(done.id, pb::JobState::Succeeded), (cancelled.id, pb::JobState::Cancelled)]);
 }

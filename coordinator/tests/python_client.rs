@@ -12,6 +12,8 @@ use lacquer_coordinator::job::RetryPolicy;
 use lacquer_coordinator::server::serve;
 use lacquer_coordinator::service::Coordinator;
 use lacquer_proto::v1 as pb;
+use lacquer_worker::run::Runner;
+use lacquer_worker::testing::run_leased;
 
 fn repository() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -39,11 +41,8 @@ async fn the_python_client_submits_watches_and_fetches_the_report() {
     store.put_fixture("s3://label-a/corpus/").unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let coordinator = Coordinator::new(RetryPolicy::default(), Auth::from_file(&tokens).unwrap(), store.stores());
-    tokio::spawn(serve(listener, coordinator, async {
-        let _ = stopped.await;
-    }));
+    let mut server = tokio::spawn(serve(listener, coordinator.clone(), std::future::pending()));
 
     let report = dir.path().join("report.json");
     let client = tokio::process::Command::new(&python)
@@ -64,19 +63,40 @@ async fn the_python_client_submits_watches_and_fetches_the_report() {
         r.metadata_mut().insert("authorization", header.clone());
         Ok(r)
     });
+    let scratch = tempfile::tempdir().unwrap();
+    let runner = Runner::new(store.stores(), scratch.path().to_path_buf());
+    let mut expected_report = String::new();
     let mut done = 0;
+    let mut restarted = false;
     for _ in 0..600 {
-        match worker.lease(pb::LeaseRequest { worker_id: "w".into() }).await.unwrap().into_inner().task {
+        if done == 3 && !restarted {
+            // The coordinator's server goes away mid-job (its connections
+            // cut, as by a kill) and comes back on the same address: the
+            // client watches again and follows the job to its end.
+            server.abort();
+            let _ = (&mut server).await;
+            tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+            let listener = tokio::net::TcpListener::bind(address).await.unwrap();
+            server = tokio::spawn(serve(listener, coordinator.clone(), std::future::pending()));
+            restarted = true;
+        }
+        let lease = match worker.lease(pb::LeaseRequest { worker_id: "w".into() }).await {
+            Ok(lease) => lease,
+            Err(_) => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        match lease.into_inner().task {
             Some(task) => {
-                let result = if task.stage == pb::Stage::Report as i32 { "{\"from\": \"the worker\"}" } else { "{}" };
+                let result = run_leased(&runner, &task).await.unwrap();
+                if task.stage == pb::Stage::Report as i32 {
+                    expected_report = result.clone();
+                }
                 let task_ref =
                     pb::TaskRef { job_id: task.job_id, stage: task.stage, track: task.track, lease: task.lease };
                 worker
-                    .complete(pb::CompleteRequest {
-                        task: Some(task_ref),
-                        result_json: result.into(),
-                        ..Default::default()
-                    })
+                    .complete(pb::CompleteRequest { task: Some(task_ref), result_json: result, ..Default::default() })
                     .await
                     .unwrap();
                 done += 1;
@@ -95,5 +115,7 @@ async fn the_python_client_submits_watches_and_fetches_the_report() {
     assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("submitted job-000001 (Corpus Sessions), 10 tasks"), "{stdout}");
     assert!(stdout.contains("job-000001 succeeded 10/10"), "{stdout}");
-    assert_eq!(std::fs::read_to_string(&report).unwrap(), "{\"from\": \"the worker\"}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("lost the coordinator"), "the client saw the restart: {stderr}");
+    assert_eq!(std::fs::read_to_string(&report).unwrap(), expected_report);
 }

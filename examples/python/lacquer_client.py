@@ -19,6 +19,7 @@ import importlib
 import os
 import sys
 import tempfile
+import time
 
 import grpc
 from grpc_tools import protoc
@@ -58,6 +59,43 @@ def open_channel(coordinator, ca_cert):
     return grpc.insecure_channel(address)
 
 
+# Codes that mean the connection broke (the coordinator restarting), not
+# that the request was wrong: the watch is opened again.
+TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL,
+             grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED}
+RECONNECT_FOR_S = 600
+
+
+def follow(albums, pb, job, metadata):
+    """Follows a job to its end, watching again with backoff when the
+    connection breaks (for up to RECONNECT_FOR_S); returns its last state."""
+    last, lost_since, wait = job, None, 0.2
+    while True:
+        try:
+            for event in albums.Watch(pb.WatchRequest(job_id=job.id), metadata=metadata):
+                lost_since, wait = None, 0.2
+                if event.job == last:
+                    continue
+                last = event.job
+                state = pb.JobState.Name(last.state).removeprefix("JOB_STATE_").lower()
+                print(f"{last.id} {state} {last.tasks_done}/{last.tasks_total}", flush=True)
+            reason = "the watch ended early"
+        except grpc.RpcError as error:
+            if error.code() not in TRANSIENT:
+                raise
+            reason = f"{error.code().name}: {error.details()}"
+        if last.state != pb.JOB_STATE_RUNNING:
+            return last
+        if lost_since is None:
+            lost_since = time.monotonic()
+            print(f"lost the coordinator ({reason}); reconnecting", file=sys.stderr, flush=True)
+        elif time.monotonic() - lost_since > RECONNECT_FOR_S:
+            sys.exit(f"the coordinator has been unreachable for {RECONNECT_FOR_S} s ({reason}); "
+                     f"{job.id} may still be running")
+        time.sleep(wait)
+        wait = min(wait * 2, 5.0)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("manifest", help="the album manifest (YAML)")
@@ -82,11 +120,10 @@ def main():
             sys.exit(f"{args.manifest}: {error.code().name}: {error.details()}")
         print(f"submitted {job.id} ({job.title}), {job.tasks_total} tasks", flush=True)
 
-        last = job
-        for event in albums.Watch(pb.WatchRequest(job_id=job.id), metadata=metadata):
-            last = event.job
-            state = pb.JobState.Name(last.state).removeprefix("JOB_STATE_").lower()
-            print(f"{last.id} {state} {last.tasks_done}/{last.tasks_total}", flush=True)
+        try:
+            last = follow(albums, pb, job, metadata)
+        except grpc.RpcError as error:
+            sys.exit(f"{job.id}: {error.code().name}: {error.details()}")
         if last.state != pb.JOB_STATE_SUCCEEDED:
             sys.exit(f"{last.id} ended {pb.JobState.Name(last.state)}: {last.error}")
 

@@ -25,6 +25,11 @@ pub enum ConnectError {
     CaCertificate { path: String, reason: String },
 }
 
+/// The largest message a lacquer peer sends or accepts on the `Workers`
+/// service and in replies to clients: a lease carries the probed album
+/// (at most 8 MiB, checked at Submit) and the earlier tasks' results.
+pub const MAX_MESSAGE_BYTES: usize = 32 << 20;
+
 /// Opens a channel to the coordinator at `url`: `http://` in plain text,
 /// `https://` through rustls, trusting the PEM certificates in the file
 /// `ca_cert` when given, else the Mozilla roots.

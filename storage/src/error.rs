@@ -44,6 +44,12 @@ impl StorageError {
         matches!(self, StorageError::Unreachable { .. } | StorageError::Backend { .. } | StorageError::Io { .. })
     }
 
+    /// Whether storage itself could not be reached (as opposed to
+    /// answering): nothing is known about the object; an outage.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, StorageError::Unreachable { .. })
+    }
+
     pub(crate) fn io(location: String, source: std::io::Error) -> Self {
         if source.kind() == std::io::ErrorKind::NotFound {
             StorageError::NotFound { location }

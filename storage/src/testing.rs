@@ -16,7 +16,7 @@ pub const ACCESS_KEY_ID: &str = "lacquer-test-access";
 pub const SECRET_ACCESS_KEY: &str = "lacquer-test-secret-key-0123456789";
 
 pub struct S3Server {
-    child: Child,
+    child: Option<Child>,
     address: SocketAddr,
     root: tempfile::TempDir,
 }
@@ -33,30 +33,38 @@ impl S3Server {
         for _ in 0..5 {
             let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port();
             let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-            let mut child = Command::new(&binary)
-                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-                .args(["--access-key", ACCESS_KEY_ID, "--secret-key", SECRET_ACCESS_KEY])
-                .arg(root.path())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()?;
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                if TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok() {
-                    return Ok(S3Server { child, address, root });
-                }
-                if let Some(status) = child.try_wait()? {
-                    last_error = Some(format!("s3s-fs exited with {status} on port {port}"));
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(25));
+            match spawn(&binary, address, root.path()) {
+                Ok(child) => return Ok(S3Server { child: Some(child), address, root }),
+                Err(error) => last_error = Some(error),
             }
+        }
+        Err(last_error.unwrap_or_else(|| std::io::Error::other("s3s-fs did not start")))
+    }
+
+    /// Stops the server (SIGKILL): an outage. Its data stays.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
-            last_error.get_or_insert_with(|| format!("s3s-fs did not listen on port {port} within 15 s"));
         }
-        Err(std::io::Error::other(last_error.unwrap_or_default()))
+    }
+
+    /// Starts the server again on the same port and data (after [`stop`](Self::stop)).
+    pub fn restart(&mut self) -> std::io::Result<()> {
+        self.stop();
+        let binary = find_binary()?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            match spawn(&binary, self.address, self.root.path()) {
+                Ok(child) => {
+                    self.child = Some(child);
+                    return Ok(());
+                }
+                // The port may linger a moment after the old process.
+                Err(error) if Instant::now() > deadline => return Err(error),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
     }
 
     pub fn endpoint_url(&self) -> String {
@@ -107,9 +115,36 @@ impl S3Server {
 
 impl Drop for S3Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
+}
+
+/// Starts s3s-fs serving `root` on `address`; waits until it listens.
+fn spawn(binary: &std::path::Path, address: SocketAddr, root: &std::path::Path) -> std::io::Result<Child> {
+    let mut child = Command::new(binary)
+        .args(["--host", "127.0.0.1", "--port", &address.port().to_string()])
+        .args(["--access-key", ACCESS_KEY_ID, "--secret-key", SECRET_ACCESS_KEY])
+        .arg(root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let error = loop {
+        if TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok() {
+            return Ok(child);
+        }
+        if let Some(status) = child.try_wait()? {
+            break format!("s3s-fs exited with {status} on port {}", address.port());
+        }
+        if Instant::now() > deadline {
+            break format!("s3s-fs did not listen on port {} within 15 s", address.port());
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    Err(std::io::Error::other(error))
 }
 
 fn find_binary() -> std::io::Result<PathBuf> {

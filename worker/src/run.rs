@@ -9,6 +9,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
 
 use lacquer_pipelines::manifest::{InputRole, StorageRoot, ValidManifest};
 use lacquer_pipelines::report::OutputFile;
@@ -65,17 +66,26 @@ pub struct TaskError {
     /// Whether another attempt may succeed (storage unreachable) or not (a
     /// corrupt input).
     pub retryable: bool,
+    /// Object storage could not be reached: not the task's fault. The
+    /// runner waits and tries again (within its outage budget) before
+    /// such an error is reported.
+    pub unreachable: bool,
 }
 
 impl TaskError {
-    fn fatal(message: impl Into<String>) -> Self {
-        Self { message: message.into(), retryable: false }
+    pub fn fatal(message: impl Into<String>) -> Self {
+        Self { message: message.into(), retryable: false, unreachable: false }
+    }
+
+    /// Local trouble (a scratch disk) that another attempt may not have.
+    fn local(message: impl Into<String>) -> Self {
+        Self { message: message.into(), retryable: true, unreachable: false }
     }
 }
 
 impl From<StorageError> for TaskError {
     fn from(error: StorageError) -> Self {
-        Self { retryable: error.is_retryable(), message: error.to_string() }
+        Self { retryable: error.is_retryable(), unreachable: error.is_unreachable(), message: error.to_string() }
     }
 }
 
@@ -84,32 +94,54 @@ impl From<StageError> for TaskError {
         // A stage fails on its inputs (which do not change between
         // attempts), except for local I/O such as a full scratch disk.
         let retryable = matches!(error, StageError::Io(_));
-        Self { message: error.to_string(), retryable }
+        Self { message: error.to_string(), retryable, unreachable: false }
     }
 }
 
 type Result<T, E = TaskError> = std::result::Result<T, E>;
 
 /// How far a running task is, 0..1, for its heartbeats: inputs fetched
-/// take it to 0.2, the render to 0.9, publishing to 1.
+/// take it to 0.2, the render to 0.9, publishing to 1. While storage is
+/// unreachable, what the task waits for.
 #[derive(Debug, Default)]
-pub struct Progress(AtomicU32);
+pub struct Progress {
+    done: AtomicU32,
+    waiting: std::sync::Mutex<Option<String>>,
+}
 
 impl Progress {
     pub fn get(&self) -> f32 {
-        f32::from_bits(self.0.load(Ordering::Relaxed))
+        f32::from_bits(self.done.load(Ordering::Relaxed))
     }
 
     fn set(&self, done: f32) {
-        self.0.store(done.to_bits(), Ordering::Relaxed);
+        self.done.store(done.to_bits(), Ordering::Relaxed);
+    }
+
+    /// What the task waits for (empty while it works).
+    pub fn waiting(&self) -> String {
+        self.waiting.lock().map(|w| w.clone().unwrap_or_default()).unwrap_or_default()
+    }
+
+    fn wait_for(&self, what: Option<String>) {
+        if let Ok(mut waiting) = self.waiting.lock() {
+            *waiting = what;
+        }
     }
 }
+
+/// How long a task waits for unreachable object storage by default before
+/// it fails (retryably).
+pub const DEFAULT_OUTAGE_BUDGET: Duration = Duration::from_secs(600);
 
 /// Runs tasks; holds the storage backends and the scratch folder.
 #[derive(Debug, Clone)]
 pub struct Runner {
     stores: Arc<Stores>,
     scratch: PathBuf,
+    /// How long a task waits for unreachable storage, trying again with
+    /// backoff, before it fails.
+    outage_budget: Duration,
 }
 
 /// A file the task reads: where it is on this machine, and its hash.
@@ -130,23 +162,77 @@ struct Counts {
 impl Runner {
     /// A runner whose scratch files go under `scratch` (created if needed).
     pub fn new(stores: Arc<Stores>, scratch: PathBuf) -> Self {
-        Self { stores, scratch }
+        Self { stores, scratch, outage_budget: DEFAULT_OUTAGE_BUDGET }
+    }
+
+    /// How long a task waits for unreachable object storage before failing.
+    pub fn with_outage_budget(mut self, budget: Duration) -> Self {
+        self.outage_budget = budget;
+        self
     }
 
     pub fn stores(&self) -> &Arc<Stores> {
         &self.stores
     }
 
-    /// Runs `task` of `album`, telling `progress` how far it is.
+    /// Runs `task` of `album`, telling `progress` how far it is. While
+    /// object storage is unreachable the task waits and starts again, with
+    /// backoff, for up to the outage budget: an outage is not the task's
+    /// fault and spends none of its attempts.
     pub async fn run(&self, album: &ValidManifest, task: Task, inputs: &Inputs, progress: &Progress) -> Result<Done> {
-        std::fs::create_dir_all(&self.scratch).map_err(|e| TaskError {
-            message: format!("cannot create {}: {e}", self.scratch.display()),
-            retryable: true,
-        })?;
-        let scratch = tempfile::Builder::new().prefix("task-").tempdir_in(&self.scratch).map_err(|e| TaskError {
-            message: format!("cannot use {}: {e}", self.scratch.display()),
-            retryable: true,
-        })?;
+        let mut outage: Option<std::time::Instant> = None;
+        let mut wait = Duration::from_millis(500);
+        loop {
+            let error = match self.run_once(album, task, inputs, progress).await {
+                Err(error) if error.unreachable => error,
+                done => {
+                    if outage.is_some() {
+                        metrics::gauge!("lacquer_worker_tasks_waiting_for_storage").decrement(1.0);
+                        tracing::info!("object storage is reachable again");
+                    }
+                    progress.wait_for(None);
+                    return done;
+                }
+            };
+            let since = match outage {
+                Some(since) => since,
+                None => {
+                    metrics::gauge!("lacquer_worker_tasks_waiting_for_storage").increment(1.0);
+                    *outage.insert(std::time::Instant::now())
+                }
+            };
+            let waited = since.elapsed();
+            if waited >= self.outage_budget {
+                metrics::gauge!("lacquer_worker_tasks_waiting_for_storage").decrement(1.0);
+                progress.wait_for(None);
+                return Err(TaskError {
+                    message: format!(
+                        "object storage was unreachable for {} s, the outage budget: {}",
+                        waited.as_secs(),
+                        error.message
+                    ),
+                    ..error
+                });
+            }
+            metrics::counter!("lacquer_worker_storage_retries_total").increment(1);
+            tracing::warn!(error = %error.message, waited_s = waited.as_secs(), "object storage is unreachable; waiting");
+            progress.wait_for(Some(format!(
+                "object storage unreachable for {} s: {}",
+                waited.as_secs(),
+                error.message
+            )));
+            tokio::time::sleep(wait.min(self.outage_budget.saturating_sub(waited))).await;
+            wait = (wait * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    async fn run_once(&self, album: &ValidManifest, task: Task, inputs: &Inputs, progress: &Progress) -> Result<Done> {
+        std::fs::create_dir_all(&self.scratch)
+            .map_err(|e| TaskError::local(format!("cannot create {}: {e}", self.scratch.display())))?;
+        let scratch = tempfile::Builder::new()
+            .prefix("task-")
+            .tempdir_in(&self.scratch)
+            .map_err(|e| TaskError::local(format!("cannot use {}: {e}", self.scratch.display())))?;
         // Dropping this future (the task was cancelled, handed on or handed
         // back) stops the stage's blocking thread at its next block.
         let cancel = RaiseOnDrop(Arc::new(AtomicBool::new(false)));
@@ -235,7 +321,7 @@ impl Run<'_> {
         async move {
             tokio::task::spawn_blocking(move || cancellable(cancel, work))
                 .await
-                .map_err(|e| TaskError { message: format!("the stage stopped: {e}"), retryable: true })?
+                .map_err(|e| TaskError::local(format!("the stage stopped: {e}")))?
         }
     }
 
@@ -297,13 +383,18 @@ impl Run<'_> {
         let name = key.replace('/', "_");
         self.counts.fetched += 1;
         let path = self.scratch.join(format!("in-{}-{name}", self.counts.fetched));
-        let io_error =
-            |e: std::io::Error| TaskError { message: format!("{}: {e}", storage.location(key)), retryable: true };
+        let io_error = |e: std::io::Error| TaskError::local(format!("{}: {e}", path.display()));
+        // A read that breaks off is storage going away mid-object.
+        let read_error = |e: std::io::Error| TaskError {
+            message: format!("{}: {e}", storage.location(key)),
+            retryable: true,
+            unreachable: true,
+        };
         let mut file = tokio::fs::File::create(&path).await.map_err(io_error)?;
         let mut hasher = blake3::Hasher::new();
         let mut buffer = vec![0u8; 1 << 16];
         loop {
-            let n = stream.read(&mut buffer).await.map_err(io_error)?;
+            let n = stream.read(&mut buffer).await.map_err(read_error)?;
             if n == 0 {
                 break;
             }
@@ -333,10 +424,8 @@ impl Run<'_> {
                 lacquer_storage::check_key(key)?;
                 let target = dir.join(key);
                 if let Some(parent) = target.parent() {
-                    std::fs::create_dir_all(parent).map_err(|e| TaskError {
-                        message: format!("cannot create {}: {e}", parent.display()),
-                        retryable: true,
-                    })?;
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| TaskError::local(format!("cannot create {}: {e}", parent.display())))?;
                 }
                 if std::fs::rename(path, &target).is_ok() {
                     self.counts.bytes_written += file.size_bytes;
@@ -344,9 +433,8 @@ impl Run<'_> {
                     continue;
                 }
             }
-            let body = tokio::fs::File::open(path)
-                .await
-                .map_err(|e| TaskError { message: format!("{}: {e}", path.display()), retryable: true })?;
+            let body =
+                tokio::fs::File::open(path).await.map_err(|e| TaskError::local(format!("{}: {e}", path.display())))?;
             self.output.write(key, Box::pin(body), WriteMode::Overwrite).await?;
             self.counts.bytes_written += file.size_bytes;
             published.push(file);
@@ -419,10 +507,10 @@ impl Run<'_> {
         };
         self.progress.set(0.2);
         if fetched.blake3 != mix.blake3() {
-            return Err(TaskError {
-                message: format!("the mix of {} changed since it was made", self.album.manifest.tracks[track].id),
-                retryable: false,
-            });
+            return Err(TaskError::fatal(format!(
+                "the mix of {} changed since it was made",
+                self.album.manifest.tracks[track].id
+            )));
         }
         let output_key = self.tasks.master_key(track);
         let scratch = self.scratch_for(&output_key);

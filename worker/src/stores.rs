@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use lacquer_pipelines::decode::{self, AudioInfo};
 use lacquer_pipelines::manifest::{InputFile, StorageRoot};
-use lacquer_storage::{BlockingReader, LocalStorage, S3Config, S3Credentials, S3Storage, Storage};
+use lacquer_storage::{BlockingReader, LocalStorage, S3Config, S3Credentials, S3Storage, Storage, StorageError};
 use tokio::sync::Semaphore;
 
 /// How to reach S3-compatible storage; credentials come from the standard
@@ -66,7 +66,7 @@ impl Stores {
     }
 
     /// Probes every input, several at a time; `result[i]` is `inputs[i]`'s.
-    pub async fn probe_all(&self, inputs: &[InputFile]) -> Vec<Result<AudioInfo, String>> {
+    pub async fn probe_all(&self, inputs: &[InputFile]) -> Vec<Result<AudioInfo, ProbeError>> {
         const AT_ONCE: usize = 8;
         let limit = Arc::new(Semaphore::new(AT_ONCE));
         let mut tasks = Vec::with_capacity(inputs.len());
@@ -76,26 +76,64 @@ impl Stores {
             let extension = input.object.extension();
             let limit = limit.clone();
             tasks.push(tokio::spawn(async move {
-                let _permit = limit.acquire_owned().await.map_err(|e| e.to_string())?;
+                let _permit = limit.acquire_owned().await.map_err(|e| ProbeError::Bad(e.to_string()))?;
                 probe_object(storage, key, extension).await
             }));
         }
         let mut results = Vec::with_capacity(tasks.len());
         for task in tasks {
-            results.push(task.await.unwrap_or_else(|e| Err(format!("probing stopped: {e}"))));
+            results.push(task.await.unwrap_or_else(|e| Err(ProbeError::Bad(format!("probing stopped: {e}")))));
         }
         results
     }
 }
 
-async fn probe_object(storage: Arc<dyn Storage>, key: String, extension: Option<String>) -> Result<AudioInfo, String> {
-    let reader = BlockingReader::open(storage, &key).await.map_err(|e| match e {
-        lacquer_storage::StorageError::NotFound { .. } => "the file does not exist".to_owned(),
-        other => other.to_string(),
-    })?;
+/// Why an input could not be probed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeError {
+    /// The file is missing, not audio, or damaged: the album's problem.
+    Bad(String),
+    /// Storage could not be reached: says nothing about the file; try again.
+    Unreachable(String),
+}
+
+impl ProbeError {
+    /// The message of either kind, for a caller that reports both alike.
+    pub fn into_message(self) -> String {
+        match self {
+            ProbeError::Bad(message) => message,
+            ProbeError::Unreachable(detail) => format!("object storage was unreachable: {detail}"),
+        }
+    }
+}
+
+fn storage_problem(error: StorageError) -> ProbeError {
+    match error {
+        StorageError::NotFound { .. } => ProbeError::Bad("the file does not exist".to_owned()),
+        error if error.is_unreachable() => ProbeError::Unreachable(error.to_string()),
+        other => ProbeError::Bad(other.to_string()),
+    }
+}
+
+async fn probe_object(
+    storage: Arc<dyn Storage>,
+    key: String,
+    extension: Option<String>,
+) -> Result<AudioInfo, ProbeError> {
+    let reader = BlockingReader::open(storage.clone(), &key).await.map_err(storage_problem)?;
     let size_bytes = reader.size_bytes();
-    tokio::task::spawn_blocking(move || decode::probe(reader, size_bytes, extension.as_deref()))
+    let probed = tokio::task::spawn_blocking(move || decode::probe(reader, size_bytes, extension.as_deref()))
         .await
-        .map_err(|e| format!("probing stopped: {e}"))?
-        .map_err(|e| e.to_string())
+        .map_err(|e| ProbeError::Bad(format!("probing stopped: {e}")))?;
+    match probed {
+        Ok(info) => Ok(info),
+        Err(error) => {
+            // A read that failed half-way looks like a damaged file to the
+            // decoder: ask storage again before blaming the file.
+            match storage.head(&key).await {
+                Err(unreachable) if unreachable.is_unreachable() => Err(storage_problem(unreachable)),
+                _ => Err(ProbeError::Bad(error.to_string())),
+            }
+        }
+    }
 }

@@ -64,3 +64,15 @@ impl AlbumStore {
         ]
     }
 }
+
+/// Runs a leased task for real, as a worker would (for tests that drive
+/// the coordinator's `Workers` service by hand): the result to complete
+/// it with.
+pub async fn run_leased(
+    runner: &crate::run::Runner,
+    assignment: &lacquer_proto::v1::Assignment,
+) -> Result<String, crate::run::TaskError> {
+    let (album, inputs, task) = crate::work::parse_assignment(assignment)?;
+    let progress = crate::run::Progress::default();
+    Ok(runner.run(&album, task, &inputs, &progress).await?.result_json)
+}

@@ -104,6 +104,16 @@ fn stage_from_proto(stage: i32) -> Option<Stage> {
     }
 }
 
+/// The album, the earlier results and the task a lease carries.
+pub fn parse_assignment(a: &pb::Assignment) -> Result<(ValidManifest, Inputs, Task), TaskError> {
+    let album: ValidManifest = serde_json::from_str(&a.album_json)
+        .map_err(|e| TaskError::fatal(format!("the album from the coordinator: {e}")))?;
+    let inputs: Inputs =
+        serde_json::from_str(&a.inputs_json).map_err(|e| TaskError::fatal(format!("the task's inputs: {e}")))?;
+    let stage = stage_from_proto(a.stage).ok_or_else(|| TaskError::fatal(format!("unknown stage {}", a.stage)))?;
+    Ok((album, inputs, Task { stage, track: a.track.map(|t| t as usize) }))
+}
+
 /// What became of a task on this worker.
 enum End {
     Finished(Result<crate::run::Done, TaskError>),
@@ -118,15 +128,7 @@ async fn run_assignment(client: &mut Client, runner: &Runner, a: pb::Assignment,
     async {
         let task_ref = pb::TaskRef { job_id: a.job_id.clone(), stage: a.stage, track: a.track, lease: a.lease };
         let started = Instant::now();
-        let parsed = (|| {
-            let album: ValidManifest = serde_json::from_str(&a.album_json)
-                .map_err(|e| TaskError { message: format!("the album from the coordinator: {e}"), retryable: false })?;
-            let inputs: Inputs = serde_json::from_str(&a.inputs_json)
-                .map_err(|e| TaskError { message: format!("the task's inputs: {e}"), retryable: false })?;
-            let stage = stage_from_proto(a.stage)
-                .ok_or_else(|| TaskError { message: format!("unknown stage {}", a.stage), retryable: false })?;
-            Ok::<_, TaskError>((album, inputs, Task { stage, track: a.track.map(|t| t as usize) }))
-        })();
+        let parsed = parse_assignment(&a);
         info!("started");
         let end = match parsed {
             Err(error) => End::Finished(Err(error)),
@@ -141,7 +143,7 @@ async fn run_assignment(client: &mut Client, runner: &Runner, a: pb::Assignment,
                     tokio::select! {
                         done = &mut running => break End::Finished(done),
                         _ = ticker.tick() => {
-                            let request = pb::HeartbeatRequest { task: Some(task_ref.clone()), progress: progress.get() };
+                            let request = pb::HeartbeatRequest { task: Some(task_ref.clone()), progress: progress.get(), waiting: progress.waiting() };
                             match client.heartbeat(request).await.map(|r| r.into_inner().action()) {
                                 Ok(pb::heartbeat_reply::Action::Stop) => break End::Dropped("the job was cancelled or failed"),
                                 Ok(pb::heartbeat_reply::Action::Stale) => break End::Dropped("the lease went to another worker"),
@@ -270,4 +272,23 @@ fn retryable(status: &tonic::Status) -> bool {
             | tonic::Code::DeadlineExceeded
             | tonic::Code::Aborted
     )
+}
+
+/// Registers every counter at zero, so a series exists before its first
+/// event (a rate over a series that appears late reads nothing).
+pub fn describe_metrics() {
+    for stage in ["mix", "master", "finalize", "report"] {
+        for outcome in ["rendered", "cached", "failed", "dropped", "handed_back"] {
+            metrics::counter!("lacquer_worker_tasks_total", "stage" => stage, "outcome" => outcome).increment(0);
+        }
+    }
+    for name in [
+        "lacquer_worker_bytes_read_total",
+        "lacquer_worker_bytes_written_total",
+        "lacquer_worker_coordinator_errors_total",
+        "lacquer_worker_storage_retries_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    metrics::gauge!("lacquer_worker_tasks_waiting_for_storage").set(0.0);
 }

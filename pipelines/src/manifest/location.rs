@@ -115,11 +115,59 @@ impl fmt::Display for ObjectRef {
     }
 }
 
-/// Splits `bucket/key` (after `s3://`) and checks the bucket name.
+/// Splits `bucket/key` (after `s3://`) and checks the bucket name and the
+/// key: an `s3://` location is taken as written, so a `.` or `..` segment
+/// (percent-encoded or not), an empty segment or a `\\` is refused rather
+/// than resolved — it could only be an attempt to name another prefix.
 fn parse_s3(rest: &str) -> Result<(String, String), String> {
     let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
     check_bucket_name(bucket)?;
+    let segments: Vec<&str> = key.split('/').collect();
+    for (i, segment) in segments.iter().enumerate() {
+        let last = i + 1 == segments.len();
+        if segment.is_empty() && !last {
+            return Err(format!("`s3://{rest}` has an empty segment (`//`)"));
+        }
+        if let Some(reason) = unsafe_segment(segment) {
+            return Err(format!("`s3://{rest}` {reason}; s3:// locations are written without them"));
+        }
+    }
     Ok((bucket.to_owned(), key.to_owned()))
+}
+
+/// Why a path segment may not reach storage: it is `.` or `..` once
+/// percent-decoded, or hides a separator or a NUL.
+fn unsafe_segment(segment: &str) -> Option<&'static str> {
+    let decoded = percent_decoded(segment);
+    if decoded == "." || decoded == ".." {
+        Some("has a `.` or `..` segment")
+    } else if decoded.contains(['/', '\\', '\0']) || segment.contains('\\') {
+        Some("has a `\\`, a NUL or a percent-encoded `/`")
+    } else {
+        None
+    }
+}
+
+/// `%XX` escapes decoded (an escape that is not two hex digits is kept as
+/// written); only used to recognise dangerous segments.
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && let (Some(hi), Some(lo)) =
+                (bytes.get(i + 1).and_then(|&b| hex(b)), bytes.get(i + 2).and_then(|&b| hex(b)))
+        {
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// S3 bucket naming rules: 3..63 characters of lowercase letters, digits,
@@ -142,6 +190,9 @@ fn join_key(prefix: &str, relative: &str) -> Result<String, String> {
     let mut segments: Vec<&str> = prefix.split('/').filter(|s| !s.is_empty()).collect();
     let floor = segments.len();
     for segment in relative.split(['/', '\\']) {
+        if segment.contains('%') && unsafe_segment(segment).is_some() {
+            return Err("has a percent-encoded `.`, `..` or separator, and may not name anything outside".to_owned());
+        }
         match segment {
             "" | "." => {}
             ".." => {
@@ -231,6 +282,34 @@ mod tests {
         assert_eq!(absolute.root.bucket(), Some("other-bucket"));
         assert_eq!(absolute.key, "x/y.flac");
         assert!(StorageRoot::resolve("s3://Bad_Bucket/", &base).unwrap_err().contains("bucket name"));
+        assert!(StorageRoot::resolve("http://example/", &base).is_err());
+    }
+
+    #[test]
+    fn s3_locations_with_dot_segments_are_refused_not_resolved() {
+        let base = local("/albums/a");
+        for bad in [
+            "s3://shared/a/../b/secret/",
+            "s3://label-a/../label-b/",
+            "s3://shared/a/./b/",
+            "s3://shared/a/%2e%2e/b/",
+            "s3://shared/a/%2E./b/",
+            "s3://shared/a/.%2e/",
+            "s3://shared/a%2f..%2fb/",
+            "s3://shared/a/..",
+            "s3://shared/a//b/",
+            "s3://shared/a\\..\\b/",
+        ] {
+            assert!(StorageRoot::resolve(bad, &base).is_err(), "{bad} was accepted as a root");
+            let file = format!("{}x.wav", bad.trim_end_matches('/').to_owned() + "/");
+            assert!(base.object(&file).is_err(), "{file} was accepted as a file");
+        }
+        let root = StorageRoot::resolve("s3://shared/a/", &base).unwrap();
+        for bad in ["%2e%2e/b/x.wav", "x/%2E%2E/%2e%2E/b/x.wav", "a%2f..%2f..%2fb/x.wav"] {
+            assert!(root.object(bad).is_err(), "{bad} was accepted under {root}");
+        }
+        // Names that merely contain dots or percent signs are files like any other.
+        assert_eq!(root.object("take..2/v%41.wav").unwrap().key, "take..2/v%41.wav");
         assert!(StorageRoot::resolve("http://example/", &base).is_err());
     }
 
