@@ -34,8 +34,8 @@ pub enum ResultError {
 #[derive(Debug)]
 pub struct Claimed {
     pub files: Vec<OutputFile>,
-    /// The report's value, which `report.json` under the output must hold.
-    pub report: Option<serde_json::Value>,
+    /// The report, which `report.json` under the output must hold.
+    pub report: Option<AlbumReport>,
 }
 
 fn parse<T: DeserializeOwned>(json: &str) -> Result<T, String> {
@@ -110,7 +110,7 @@ pub fn shape(album: &ValidManifest, task: TaskId, json: &str) -> Result<Claimed,
             if parsed.tracks.len() != tracks {
                 return Err(format!("reports {} tracks of {tracks}", parsed.tracks.len()));
             }
-            report = Some(serde_json::from_str(json).map_err(|e| e.to_string())?);
+            report = Some(parsed);
             Vec::new()
         }
     };
@@ -150,7 +150,9 @@ pub async fn check(
             Err(StorageError::NotFound { .. }) => return Err(refused("report.json is not in storage".into())),
             Err(error) => return Err(storage(error)),
         };
-        let published: serde_json::Value =
+        // Compared as reports, not as JSON text or values: the result went
+        // through a JSON value on its way (f32 figures widened to f64).
+        let published: AlbumReport =
             serde_json::from_slice(&published).map_err(|e| refused(format!("report.json does not parse: {e}")))?;
         if published != report {
             return Err(refused("it differs from the report.json in storage".into()));
