@@ -37,6 +37,9 @@ fn memory_mib(pid: u32) -> (f64, f64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// Each task's real result, by stage and track.
+type Results = std::collections::HashMap<(i32, Option<u32>), String>;
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -98,7 +101,7 @@ async fn main() {
         Arc::new(lacquer_worker::stores::Stores::new(Default::default())),
         scratch.path().to_path_buf(),
     );
-    let known: Arc<tokio::sync::Mutex<std::collections::HashMap<(i32, Option<u32>), String>>> = Arc::default();
+    let known: Arc<tokio::sync::Mutex<Results>> = Arc::default();
     let done = Arc::new(AtomicU64::new(0));
     let stop_at = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();

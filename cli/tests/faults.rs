@@ -79,7 +79,7 @@ fn an_unwritable_store_fails_health_and_recovers_without_a_restart() {
     assert!(submit(&url, out.path()).status.success());
 
     // The disk refuses writes (as a full one would).
-    prlimit_fsize(coordinator.child.id(), "0");
+    prlimit_fsize(coordinator.child.id(), "0:unlimited");
     let refused = submit(&url, out.path());
     let said = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(2), "{said}");
@@ -90,7 +90,7 @@ fn an_unwritable_store_fails_health_and_recovers_without_a_restart() {
     assert!(coordinator.log().contains("cannot be written"), "{}", coordinator.log());
 
     // Writable again: the store reopens by itself within seconds.
-    prlimit_fsize(coordinator.child.id(), "unlimited");
+    prlimit_fsize(coordinator.child.id(), "unlimited:unlimited");
     let took = until("SERVING again", 10, || serving(&url));
     assert!(took < Duration::from_secs(5), "{took:?}");
     assert!(submit(&url, out.path()).status.success(), "{}", coordinator.log());

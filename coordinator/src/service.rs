@@ -73,8 +73,10 @@ struct Inner {
     settings: Settings,
     /// Whether the store takes writes (health says NOT_SERVING otherwise).
     healthy: watch::Sender<bool>,
-    /// Raised when the process drains: watch streams end so it can exit.
+    /// Raised when the process drains (health NOT_SERVING from then on).
     draining: watch::Sender<bool>,
+    /// Bumped to end every open watch stream (its client watches again).
+    watch_epoch: watch::Sender<u64>,
 }
 
 #[derive(Default)]
@@ -192,8 +194,19 @@ impl Coordinator {
         let (changes, _) = watch::channel(0);
         let (healthy, _) = watch::channel(true);
         let (draining, _) = watch::channel(false);
-        let inner =
-            Inner { state: Mutex::new(state), changes, policy, store, auth, stores, settings, healthy, draining };
+        let (watch_epoch, _) = watch::channel(0);
+        let inner = Inner {
+            state: Mutex::new(state),
+            changes,
+            policy,
+            store,
+            auth,
+            stores,
+            settings,
+            healthy,
+            draining,
+            watch_epoch,
+        };
         Self { inner: Arc::new(inner) }
     }
 
@@ -216,6 +229,14 @@ impl Coordinator {
     pub fn drain(&self) {
         self.inner.draining.send_replace(true);
         self.inner.healthy.send_replace(false);
+        self.end_watches();
+    }
+
+    /// Ends every open watch stream with UNAVAILABLE: its client watches
+    /// again (a server being stopped closes its connections only once its
+    /// streams have ended).
+    pub fn end_watches(&self) {
+        self.inner.watch_epoch.send_modify(|epoch| *epoch += 1);
     }
 
     /// Tries to reopen a store that failed a write; true when it is
@@ -622,7 +643,7 @@ impl pb::albums_server::Albums for Coordinator {
         let (sender, receiver) = mpsc::channel(16);
         let coordinator = self.clone();
         let mut changes = self.inner.changes.subscribe();
-        let mut draining = self.inner.draining.subscribe();
+        let mut epoch = self.inner.watch_epoch.subscribe();
         tokio::spawn(async move {
             let mut last = first;
             if sender.send(Ok(pb::JobEvent { job: Some(last.clone()) })).await.is_err() {
@@ -634,7 +655,7 @@ impl pb::albums_server::Albums for Coordinator {
                 tokio::select! {
                     changed = changes.changed() => if changed.is_err() { return },
                     () = sender.closed() => return,
-                    () = async { let _ = draining.wait_for(|draining| *draining).await; } => {
+                    _ = epoch.changed() => {
                         let _ = sender.send(Err(Status::unavailable("the coordinator is shutting down; watch again"))).await;
                         return;
                     }

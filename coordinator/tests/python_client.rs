@@ -42,7 +42,14 @@ async fn the_python_client_submits_watches_and_fetches_the_report() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let coordinator = Coordinator::new(RetryPolicy::default(), Auth::from_file(&tokens).unwrap(), store.stores());
-    let mut server = tokio::spawn(serve(listener, coordinator.clone(), std::future::pending()));
+    let serve_until_stopped = |listener, coordinator: Coordinator| {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, coordinator, async {
+            let _ = stopped.await;
+        }));
+        (stop, server)
+    };
+    let (mut stop, mut server) = serve_until_stopped(listener, coordinator.clone());
 
     let report = dir.path().join("report.json");
     let client = tokio::process::Command::new(&python)
@@ -70,14 +77,16 @@ async fn the_python_client_submits_watches_and_fetches_the_report() {
     let mut restarted = false;
     for _ in 0..600 {
         if done == 3 && !restarted {
-            // The coordinator's server goes away mid-job (its connections
-            // cut, as by a kill) and comes back on the same address: the
-            // client watches again and follows the job to its end.
-            server.abort();
-            let _ = (&mut server).await;
+            // The coordinator's server stops mid-job, as on SIGTERM (watch
+            // streams ended, connections closed), and comes back on the
+            // same address: the client watches again and follows the job
+            // to its end.
+            coordinator.end_watches();
+            let _ = stop.send(());
+            tokio::time::timeout(std::time::Duration::from_secs(10), &mut server).await.unwrap().unwrap().unwrap();
             tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
             let listener = tokio::net::TcpListener::bind(address).await.unwrap();
-            server = tokio::spawn(serve(listener, coordinator.clone(), std::future::pending()));
+            (stop, server) = serve_until_stopped(listener, coordinator.clone());
             restarted = true;
         }
         let lease = match worker.lease(pb::LeaseRequest { worker_id: "w".into() }).await {
