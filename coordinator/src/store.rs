@@ -36,6 +36,14 @@ pub struct StoreError {
     detail: String,
 }
 
+/// redb's page cache: its default (1 GiB) would hold every record the
+/// coordinator ever wrote or read, finished jobs included.
+const CACHE_BYTES: usize = 16 << 20;
+
+fn open_database(path: &Path) -> Result<Database, redb::DatabaseError> {
+    redb::Builder::new().set_cache_size(CACHE_BYTES).create(path)
+}
+
 pub struct Store {
     /// `None` while the database is closed after a failed write.
     db: Mutex<Option<Database>>,
@@ -57,7 +65,7 @@ impl Store {
         let location = path.display().to_string();
         let fail = |detail: String| StoreError { location: location.clone(), detail };
         std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
-        let db = Database::create(&path).map_err(|e| fail(e.to_string()))?;
+        let db = open_database(&path).map_err(|e| fail(e.to_string()))?;
         let store = Self { db: Mutex::new(Some(db)), path, location };
         store.create_tables()?;
         Ok(store)
@@ -88,7 +96,7 @@ impl Store {
         {
             let mut slot = self.db();
             slot.take(); // closed first: redb refuses a second open of one file
-            *slot = Some(Database::create(&self.path).map_err(|e| self.error(e))?);
+            *slot = Some(open_database(&self.path).map_err(|e| self.error(e))?);
         }
         self.create_tables()
     }
@@ -113,7 +121,7 @@ impl Store {
                 tracing::error!(error = %first, "the coordinator's state could not be written; reopening it");
                 metrics::counter!("lacquer_store_errors_total").increment(1);
                 self.db().take();
-                if let Ok(db) = Database::create(&self.path) {
+                if let Ok(db) = open_database(&self.path) {
                     *self.db() = Some(db);
                     if self.write_once(&mut f).is_ok() {
                         return Ok(());
