@@ -144,20 +144,6 @@ fn exit_for(job: &pb::Job) -> ExitCode {
     if job.state() == pb::JobState::Succeeded { ExitCode::SUCCESS } else { ExitCode::from(1) }
 }
 
-/// Whether a call failed for the connection's sake (the coordinator
-/// restarting, a proxy cutting the stream), not for what was asked.
-fn transient(status: &tonic::Status) -> bool {
-    matches!(
-        status.code(),
-        tonic::Code::Unavailable
-            | tonic::Code::Unknown
-            | tonic::Code::Internal
-            | tonic::Code::Cancelled
-            | tonic::Code::DeadlineExceeded
-            | tonic::Code::Aborted
-    )
-}
-
 /// How long `--wait` and `watch` keep reconnecting to a coordinator that
 /// is gone before they give up.
 const RECONNECT_FOR: std::time::Duration = std::time::Duration::from_secs(600);
@@ -203,7 +189,7 @@ async fn follow(client: &mut Client, job_id: &str, json: bool) -> anyhow::Result
         // The watch ended or broke before the job did: watch again.
         let reason = match outcome {
             Ok(()) => "the watch ended early".to_owned(),
-            Err(status) if transient(&status) => status.message().to_owned(),
+            Err(status) if lacquer_proto::is_transient(&status) => status.message().to_owned(),
             Err(status) => return Err(refused(status)),
         };
         let since = *lost_since.get_or_insert_with(|| {

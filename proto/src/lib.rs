@@ -30,6 +30,21 @@ pub enum ConnectError {
 /// (at most 8 MiB, checked at Submit) and the earlier tasks' results.
 pub const MAX_MESSAGE_BYTES: usize = 32 << 20;
 
+/// Whether a call failed for the connection's sake (the coordinator
+/// restarting, a proxy or an h2 error cutting the stream), not for what
+/// was asked: the same call may succeed later.
+pub fn is_transient(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable
+            | tonic::Code::Unknown
+            | tonic::Code::Internal
+            | tonic::Code::Cancelled
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Aborted
+    )
+}
+
 /// Opens a channel to the coordinator at `url`: `http://` in plain text,
 /// `https://` through rustls, trusting the PEM certificates in the file
 /// `ca_cert` when given, else the Mozilla roots.

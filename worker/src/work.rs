@@ -250,7 +250,7 @@ where
                 info!("the coordinator no longer wanted this result (the lease was handed on)");
                 return;
             }
-            Err(status) if retryable(&status) && Instant::now() < give_up => {
+            Err(status) if lacquer_proto::is_transient(&status) && Instant::now() < give_up => {
                 warn!(code = ?status.code(), "cannot report yet; retrying");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(5));
@@ -261,17 +261,6 @@ where
             }
         }
     }
-}
-
-fn retryable(status: &tonic::Status) -> bool {
-    matches!(
-        status.code(),
-        tonic::Code::Unavailable
-            | tonic::Code::Unknown
-            | tonic::Code::Cancelled
-            | tonic::Code::DeadlineExceeded
-            | tonic::Code::Aborted
-    )
 }
 
 /// Registers every counter at zero, so a series exists before its first
