@@ -20,6 +20,18 @@ use tracing::{info, warn};
 /// SIGXFSZ on Linux.
 const XFSZ: i32 = 25;
 
+/// Returns the heap's free pages to the system. glibc's allocator keeps
+/// what was freed (per thread arena) for reuse; after a burst of finished
+/// jobs that would hold the coordinator at its high-water mark.
+#[allow(unsafe_code)]
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// The lacquer coordinator: accepts album manifests from clients, probes
 /// their inputs, and hands their tasks to workers.
 #[derive(Parser)]
@@ -106,10 +118,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(1));
         let mut ticks = 0u64;
+        let (mut running, mut since_finished) = (0, u64::MAX);
         loop {
             every.tick().await;
             housekeeping.recover_store();
             housekeeping.sample_metrics();
+            // Finished jobs leave only a summary: what their records held
+            // goes back to the system, so memory follows the running jobs.
+            // Once more when the idle blocking threads have ended (tokio
+            // keeps them 10 s), as their heap arenas stay.
+            let now_running = housekeeping.running_jobs();
+            since_finished = if now_running < running { 0 } else { since_finished.saturating_add(1) };
+            if since_finished == 0 || since_finished == 12 {
+                release_freed_memory();
+            }
+            running = now_running;
             if ticks.is_multiple_of(60) {
                 let dropped = housekeeping.sweep();
                 if dropped > 0 {
