@@ -41,7 +41,7 @@ impl AudioInfo {
 }
 
 /// Why a file is not usable audio.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum DecodeError {
     #[error("the file is empty (0 bytes)")]
     Empty,
@@ -57,7 +57,19 @@ pub enum DecodeError {
     Io(String),
     #[error("the file has {0} channels; lacquer takes mono or stereo files")]
     TooManyChannels(usize),
+    #[error(
+        "{missing_s:.3} s of audio are missing at {at_s:.3} s (a damaged frame or page): refused rather than let \
+         everything after it run early"
+    )]
+    Gap { at_s: f64, missing_s: f64 },
+    #[error("a sample at {at_s:.3} s is not a number (NaN or infinite): the file is damaged or was written wrongly")]
+    NotFinite { at_s: f64 },
+    #[error("the sample rate is {0} Hz; lacquer reads audio at 8,000 to 384,000 Hz")]
+    SampleRate(u32),
 }
+
+/// The sample rates an input may have.
+pub const INPUT_RATES_HZ: std::ops::RangeInclusive<u32> = 8_000..=384_000;
 
 /// A seekable byte source of known length that symphonia can read.
 struct Source<R> {
@@ -123,6 +135,8 @@ struct Opened {
     format: Box<dyn FormatReader>,
     decoder: Box<dyn Decoder>,
     track_id: u32,
+    /// Seconds per packet timestamp unit.
+    time_base_s: f64,
     info: AudioInfo,
 }
 
@@ -151,6 +165,8 @@ impl Opened {
                     DecodeError::NotAudio("no known audio format found (file too short)".to_owned())
                 }
                 SymphoniaError::IoError(e) => DecodeError::Io(e.to_string()),
+                // A known container whose data is wrong (a CRC mismatch).
+                SymphoniaError::DecodeError(detail) => DecodeError::Damaged(detail.to_owned()),
                 SymphoniaError::Unsupported(_) => DecodeError::NotAudio(
                     "no known audio format found (WAV, FLAC, AIFF, MP3, OGG Vorbis, ALAC)".to_owned(),
                 ),
@@ -167,6 +183,13 @@ impl Opened {
         let codec = codec_name(params.codec);
         let sample_rate_hz =
             params.sample_rate.ok_or_else(|| DecodeError::Damaged("the header gives no sample rate".to_owned()))?;
+        if !INPUT_RATES_HZ.contains(&sample_rate_hz) {
+            return Err(DecodeError::SampleRate(sample_rate_hz));
+        }
+        let time_base_s = params
+            .time_base
+            .filter(|base| base.numer > 0 && base.denom > 0)
+            .map_or(1.0 / f64::from(sample_rate_hz), |base| f64::from(base.numer) / f64::from(base.denom));
         let mut format = format;
         let mut decoder = symphonia::default::get_codecs()
             .make(params, &DecoderOptions::default())
@@ -190,7 +213,7 @@ impl Opened {
             bits_per_sample: params.bits_per_sample.or(decoded_params.bits_per_sample),
             frames: params.n_frames,
         };
-        Ok(Self { format, decoder, track_id: track.id, info })
+        Ok(Self { format, decoder, track_id: track.id, time_base_s, info })
     }
 }
 
@@ -203,6 +226,11 @@ pub struct AudioReader {
     /// Frames of `decoded` already handed out.
     consumed_frames: usize,
     frames_read: u64,
+    /// Frames of all packets decoded so far.
+    frames_decoded: u64,
+    /// Where the next packet should start (packet timestamp units): a
+    /// later start means the demuxer skipped damaged data.
+    next_ts: Option<u64>,
     finished: bool,
 }
 
@@ -216,7 +244,16 @@ impl AudioReader {
         if opened.info.channels > 2 {
             return Err(DecodeError::TooManyChannels(opened.info.channels));
         }
-        Ok(Self { opened, decoded: None, decoded_frames: 0, consumed_frames: 0, frames_read: 0, finished: false })
+        Ok(Self {
+            opened,
+            decoded: None,
+            decoded_frames: 0,
+            consumed_frames: 0,
+            frames_read: 0,
+            frames_decoded: 0,
+            next_ts: None,
+            finished: false,
+        })
     }
 
     pub fn info(&self) -> &AudioInfo {
@@ -268,17 +305,27 @@ impl AudioReader {
                 Err(error) => {
                     return Err(DecodeError::Damaged(format!(
                         "cannot read past {:.3} s: {error}",
-                        self.frames_read as f64 / f64::from(self.opened.info.sample_rate_hz)
+                        self.frames_decoded as f64 / f64::from(self.opened.info.sample_rate_hz)
                     )));
                 }
             };
             if packet.track_id() != self.opened.track_id {
                 continue;
             }
+            if let Some(expected) = self.next_ts
+                && packet.ts() > expected
+            {
+                let base = self.opened.time_base_s;
+                return Err(DecodeError::Gap {
+                    at_s: expected as f64 * base,
+                    missing_s: (packet.ts() - expected) as f64 * base,
+                });
+            }
+            self.next_ts = Some(packet.ts() + packet.dur());
             let decoded = self.opened.decoder.decode(&packet).map_err(|error| {
                 DecodeError::Damaged(format!(
                     "cannot decode the audio at {:.3} s: {error}",
-                    self.frames_read as f64 / f64::from(self.opened.info.sample_rate_hz)
+                    self.frames_decoded as f64 / f64::from(self.opened.info.sample_rate_hz)
                 ))
             })?;
             let frames = decoded.frames();
@@ -291,9 +338,19 @@ impl AudioReader {
             }
             if let Some(buffer) = &mut self.decoded {
                 buffer.copy_planar_ref(decoded);
+                // Float files can hold NaN or infinities; nothing downstream
+                // may see them (filters would spread them, caches keep them).
+                let samples = &buffer.samples()[..frames * self.opened.info.channels];
+                if let Some(index) = samples.iter().position(|s| !s.is_finite()) {
+                    let at_frame = self.frames_decoded + (index % frames) as u64;
+                    return Err(DecodeError::NotFinite {
+                        at_s: at_frame as f64 / f64::from(self.opened.info.sample_rate_hz),
+                    });
+                }
             }
             self.decoded_frames = frames;
             self.consumed_frames = 0;
+            self.frames_decoded += frames as u64;
             return Ok(true);
         }
     }

@@ -548,3 +548,61 @@ pub fn output_file(key: &str, path: &Path) -> Result<OutputFile, StageError> {
     let size_bytes = std::fs::metadata(path).map_err(|e| StageError::Io(format!("{}: {e}", path.display())))?.len();
     Ok(OutputFile { path: key.to_owned(), blake3: hash_file(path)?, size_bytes })
 }
+
+/// The path of the first figure in `result` that is not a finite number
+/// (NaN or an infinity), if any. JSON has no such numbers (`serde_json`
+/// writes them as `null`), and no figure of a task is meaningful as one:
+/// such a result is refused, never recorded.
+pub fn non_finite_figure(result: &impl Serialize) -> Option<String> {
+    fn walk(value: &serde_norway::Value, path: &mut String) -> bool {
+        use serde_norway::Value;
+        match value {
+            Value::Number(n) => n.as_f64().is_some_and(|v| !v.is_finite()),
+            Value::Sequence(items) => items.iter().enumerate().any(|(index, item)| {
+                let length = path.len();
+                path.push_str(&format!("[{index}]"));
+                let found = walk(item, path);
+                if !found {
+                    path.truncate(length);
+                }
+                found
+            }),
+            Value::Mapping(map) => map.iter().any(|(key, item)| {
+                let length = path.len();
+                path.push('.');
+                path.push_str(key.as_str().unwrap_or("?"));
+                let found = walk(item, path);
+                if !found {
+                    path.truncate(length);
+                }
+                found
+            }),
+            Value::Tagged(tagged) => walk(&tagged.value, path),
+            _ => false,
+        }
+    }
+    let value = serde_norway::to_value(result).ok()?;
+    let mut path = String::new();
+    walk(&value, &mut path).then(|| path.trim_start_matches('.').to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_finite_figures_are_found_by_path() {
+        #[derive(Serialize)]
+        struct Figures {
+            gain_db: f64,
+            peaks: Vec<f32>,
+            name: &'static str,
+        }
+        let fine = Figures { gain_db: -1.5, peaks: vec![0.5, 0.25], name: "nan" };
+        assert_eq!(non_finite_figure(&fine), None);
+        let nan = Figures { gain_db: f64::NAN, ..fine };
+        assert_eq!(non_finite_figure(&nan).as_deref(), Some("gain_db"));
+        let inf = Figures { gain_db: 0.0, peaks: vec![0.5, f32::NEG_INFINITY], name: "x" };
+        assert_eq!(non_finite_figure(&inf).as_deref(), Some("peaks[1]"));
+    }
+}

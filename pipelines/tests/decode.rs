@@ -136,3 +136,92 @@ fn more_than_two_channels_is_refused_clearly() {
     assert_eq!(error, DecodeError::TooManyChannels(6));
     assert!(error.to_string().contains("6 channels"));
 }
+
+/// Decodes to the end or the first error.
+fn decode_until_error(bytes: Vec<u8>, extension: &str) -> Result<u64, DecodeError> {
+    let length = bytes.len() as u64;
+    let mut reader = AudioReader::open(Cursor::new(bytes), length, Some(extension))?;
+    let mut block = AudioBlock::new(reader.info().channels, 4096);
+    while reader.read(&mut block, 4096)? > 0 {}
+    Ok(reader.frames_read())
+}
+
+/// `bytes` with 40 bytes flipped from `at`.
+fn damaged(mut bytes: Vec<u8>, at: usize) -> Vec<u8> {
+    for b in &mut bytes[at..at + 40] {
+        *b ^= 0x5a;
+    }
+    bytes
+}
+
+#[test]
+fn a_skipped_damaged_frame_or_page_is_refused_with_its_time() {
+    // symphonia's FLAC reader resyncs past a frame whose CRC fails, and its
+    // Ogg reader past a broken page: the audio after it would run early.
+    let flac = data("reference-24bit.flac");
+    let at = flac.len() * 7 / 10;
+    match decode_until_error(damaged(flac, at), "flac") {
+        Err(DecodeError::Gap { at_s, missing_s }) => {
+            assert!((0.2..0.4).contains(&at_s) && (0.05..0.2).contains(&missing_s), "{at_s} s, {missing_s} s");
+        }
+        other => panic!("a damaged FLAC frame must be refused, got {other:?}"),
+    }
+    // sines-4s.ogg: pages start at bytes 3961, 7181, 10307, 13456.
+    let ogg = data("sines-4s.ogg");
+    assert_eq!(decode_until_error(ogg.clone(), "ogg").unwrap(), 176_400, "undamaged, every frame");
+    let error = decode_until_error(damaged(ogg, 7_500), "ogg").unwrap_err();
+    let DecodeError::Gap { at_s, missing_s } = error else { panic!("{error:?}") };
+    assert!((0.9..1.2).contains(&at_s) && (0.9..1.1).contains(&missing_s), "{at_s} s, {missing_s} s");
+    let message = error.to_string();
+    assert!(message.contains("missing at 1.01") && message.contains("damaged"), "{message}");
+}
+
+#[test]
+fn non_finite_samples_are_refused_at_their_time() {
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let spec = hound::WavSpec {
+            channels: 2,
+            sample_rate: 48_000,
+            bits_per_sample: 32,
+            sample_format: hound::SampleFormat::Float,
+        };
+        let mut cursor = Cursor::new(Vec::new());
+        let mut writer = hound::WavWriter::new(&mut cursor, spec).unwrap();
+        for n in 0..96_000 {
+            writer.write_sample(0.1f32).unwrap();
+            writer.write_sample(if n == 60_000 { bad } else { 0.1 }).unwrap();
+        }
+        writer.finalize().unwrap();
+        let error = decode_until_error(cursor.into_inner(), "wav").unwrap_err();
+        assert_eq!(error, DecodeError::NotFinite { at_s: 1.25 }, "{bad}");
+        assert!(error.to_string().contains("at 1.250 s"), "{error}");
+    }
+}
+
+#[test]
+fn sample_rates_outside_8_to_384_khz_are_refused() {
+    for (rate, accepted) in [(1, false), (7_999, false), (8_000, true), (384_000, true), (384_001, false)] {
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: rate,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut cursor = Cursor::new(Vec::new());
+        let mut writer = hound::WavWriter::new(&mut cursor, spec).unwrap();
+        for _ in 0..16_000 {
+            writer.write_sample(0i16).unwrap();
+        }
+        writer.finalize().unwrap();
+        let bytes = cursor.into_inner();
+        let length = bytes.len() as u64;
+        let probed = lacquer_pipelines::decode::probe(Cursor::new(bytes.clone()), length, Some("wav"));
+        let opened = AudioReader::open(Cursor::new(bytes), length, Some("wav")).map(|_| ());
+        if accepted {
+            assert!(probed.is_ok() && opened.is_ok(), "{rate} Hz");
+        } else {
+            assert_eq!(probed.unwrap_err(), DecodeError::SampleRate(rate));
+            assert_eq!(opened.unwrap_err(), DecodeError::SampleRate(rate));
+        }
+    }
+}

@@ -360,6 +360,11 @@ impl Run<'_> {
 
     /// Records task `key` as done with `outputs` and `result`.
     async fn record<T: Serialize>(&mut self, key: &str, outputs: Vec<OutputFile>, result: &T) -> Result<()> {
+        if let Some(path) = lacquer_pipelines::tasks::non_finite_figure(result) {
+            return Err(TaskError::fatal(format!(
+                "the task's figure `{path}` is not a number (NaN or infinite); nothing was recorded"
+            )));
+        }
         let record = TaskRecord { key: key.to_owned(), outputs, result };
         let bytes = serde_json::to_vec(&record).map_err(|e| TaskError::fatal(format!("cannot encode: {e}")))?;
         self.counts.bytes_written += bytes.len() as u64;
