@@ -217,8 +217,13 @@ async fn follow(client: &mut Client, job_id: &str, json: bool) -> anyhow::Result
 }
 
 pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
-    let manifest_yaml = std::fs::read_to_string(&args.manifest)
-        .with_context(|| format!("cannot read the manifest {}", args.manifest.display()))?;
+    let manifest_yaml = match crate::validate::read_manifest(&args.manifest)? {
+        Ok(text) => text,
+        Err(error) => {
+            eprintln!("{}: {error}", args.manifest.display());
+            return Ok(ExitCode::from(1));
+        }
+    };
     let mut client = args.connection.connect().await?;
     let request = pb::SubmitRequest {
         manifest_yaml,

@@ -63,6 +63,24 @@ pub fn print_problems(manifest: &Path, error: &ManifestError, json: bool) -> any
     Ok(())
 }
 
+/// Reads a manifest file: a regular file (a named pipe would block) of at
+/// most [`manifest::MAX_MANIFEST_BYTES`], in UTF-8. The outer error is for
+/// a file that cannot be read at all; the inner one is a problem with the
+/// manifest, said like the others.
+pub fn read_manifest(path: &Path) -> anyhow::Result<Result<String, ManifestError>> {
+    let cannot_read = || format!("cannot read the manifest {}", path.display());
+    let metadata = std::fs::metadata(path).with_context(cannot_read)?;
+    if !metadata.is_file() {
+        let what = if metadata.is_dir() { "a folder" } else { "not a regular file" };
+        anyhow::bail!("cannot read the manifest {}: it is {what}", path.display());
+    }
+    if let Err(error) = manifest::check_size(usize::try_from(metadata.len()).unwrap_or(usize::MAX)) {
+        return Ok(Err(error));
+    }
+    let bytes = std::fs::read(path).with_context(cannot_read)?;
+    Ok(manifest::manifest_text(&bytes).map(str::to_owned))
+}
+
 /// Parses, checks and probes a local manifest. The outer error is for a
 /// manifest that cannot be read at all.
 pub async fn check_manifest(
@@ -70,7 +88,10 @@ pub async fn check_manifest(
     output_override: Option<&str>,
     s3: S3Options,
 ) -> anyhow::Result<Result<ValidManifest, ManifestError>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the manifest {}", path.display()))?;
+    let text = match read_manifest(path)? {
+        Ok(text) => text,
+        Err(error) => return Ok(Err(error)),
+    };
     let absolute = std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))?;
     let base = StorageRoot::Local { dir: absolute.parent().map(Path::to_path_buf).unwrap_or_default() };
     let checked = match manifest::check(&text, &base, output_override) {

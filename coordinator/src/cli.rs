@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::auth::Auth;
 use crate::job::RetryPolicy;
 use crate::server::{Tls, serve_with_tls};
-use crate::service::{Coordinator, MAX_ALBUM_BYTES, Settings, describe_metrics};
+use crate::service::{Coordinator, Settings, describe_metrics};
 use crate::store::Store;
 use anyhow::Context;
 use clap::Parser;
@@ -65,7 +65,8 @@ struct Args {
     /// report); after them only its summary is kept.
     #[arg(long, env = "LACQUER_RETENTION_DAYS", default_value_t = 7.0)]
     retention_days: f64,
-    /// The largest manifest Submit accepts, in bytes.
+    /// The largest manifest Submit accepts, in bytes (at most 1 MiB, the
+    /// limit of every manifest).
     #[arg(long, env = "LACQUER_MAX_MANIFEST_BYTES", default_value_t = 1 << 20)]
     max_manifest_bytes: usize,
     /// Seconds SIGTERM gives clients and workers to finish their calls
@@ -103,7 +104,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let settings = Settings {
         retention: Duration::from_secs_f64(args.retention_days * 86_400.0),
-        max_manifest_bytes: args.max_manifest_bytes.min(MAX_ALBUM_BYTES),
+        max_manifest_bytes: args.max_manifest_bytes.min(lacquer_pipelines::manifest::MAX_MANIFEST_BYTES),
         ..Settings::default()
     };
     // A file-size limit (RLIMIT_FSIZE) makes a write fail with EFBIG, like

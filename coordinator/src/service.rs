@@ -42,7 +42,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             retention: Duration::from_secs(7 * 24 * 3600),
-            max_manifest_bytes: 1 << 20,
+            max_manifest_bytes: lacquer_pipelines::manifest::MAX_MANIFEST_BYTES,
             max_album_bytes: MAX_ALBUM_BYTES,
         }
     }

@@ -125,23 +125,18 @@ impl<'a> AlbumTasks<'a> {
 
     /// Where track `track`'s rendered mix goes, under the output.
     pub fn mix_key(&self, track: usize) -> String {
-        format!("mix/{}.wav", self.manifest.tracks[track].id)
+        self.manifest.mix_path(track)
     }
 
     /// Where track `track`'s master goes, under the output.
     pub fn master_key(&self, track: usize) -> String {
-        format!("master/{}.wav", self.manifest.tracks[track].id)
+        self.manifest.master_path(track)
     }
 
     /// Where track `track`'s deliverables go, under the output, in the
     /// manifest's order.
     pub fn deliverable_keys(&self, track: usize) -> Vec<String> {
-        let id = &self.manifest.tracks[track].id;
-        self.manifest
-            .effective_deliverables()
-            .iter()
-            .map(|d| format!("{}/{:02}-{id}.{}", d.name, track + 1, d.format.extension()))
-            .collect()
+        self.manifest.effective_deliverables().iter().map(|d| self.manifest.deliverable_path(track, d)).collect()
     }
 
     /// Key of measuring a given mix file with content hash `blake3`.

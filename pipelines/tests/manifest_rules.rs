@@ -198,3 +198,105 @@ fn the_cli_output_override_is_relative_to_the_working_directory() {
     let checked = manifest::check(&text, &base(), None).unwrap();
     assert_eq!(checked.output.unwrap().to_string(), "s3://label-masters/x/");
 }
+
+/// The problems (path and message), after probing finds every file fine
+/// (10 s of stereo each).
+fn problems(text: &str) -> Vec<(String, String)> {
+    let checked = check(text);
+    let probes = checked.inputs.iter().map(|_| Ok(stereo_44k())).collect();
+    match checked.finish(probes) {
+        Ok(_) => Vec::new(),
+        Err(error) => error.problems.into_iter().map(|p| (p.path, p.message)).collect(),
+    }
+}
+
+#[test]
+fn every_output_path_of_an_album_is_its_own() {
+    // Track `x` is first: its default `master` deliverable is
+    // master/01-x.wav, which is where track `01-x`'s master would go.
+    let text = format!(
+        "{HEAD}tracks:\n  - {{ id: x, title: X, mix_file: x.wav }}\n  - {{ id: 01-x, title: Y, mix_file: y.wav }}\n"
+    );
+    let found = problems(&text);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, "tracks[1].id");
+    assert!(found[0].1.contains("master/01-x.wav") && found[0].1.contains("tracks[0]"), "{}", found[0].1);
+    // The same ids are fine when no deliverable shares the masters' folder.
+    let deliverables = "deliverables: [{ name: cd, format: wav, bit_depth: 16 }]\n";
+    assert_eq!(problems(&format!("{text}{deliverables}")), []);
+    // A deliverable named `mix` against a rendered mix.
+    let text = format!(
+        "{HEAD}deliverables: [{{ name: mix, format: wav, bit_depth: 24 }}]\ntracks:\n  - {{ id: a, title: A, stems: [{{ name: s, file: s.wav }}] }}\n  - {{ id: 01-a, title: B, stems: [{{ name: s, file: t.wav }}] }}\n"
+    );
+    let found = problems(&text);
+    assert_eq!(found.iter().map(|p| p.0.as_str()).collect::<Vec<_>>(), ["tracks[1].id"], "{found:?}");
+    assert!(found[0].1.contains("mix/01-a.wav"), "{}", found[0].1);
+}
+
+#[test]
+fn trims_and_fades_must_fit_the_track() {
+    // Every probed file lasts 10 s.
+    let text = format!(
+        "{HEAD}tracks:\n  - {{ id: a, title: A, mix_file: a.wav, trim_start_s: 10 }}\n  - {{ id: b, title: B, mix_file: b.wav, fade_out_s: 10.5 }}\n  - {{ id: c, title: C, mix_file: c.wav, trim_start_s: 4, fade_in_s: 3, fade_out_s: 3.5 }}\n  - {{ id: d, title: D, stems: [{{ name: s, file: s.wav, offset_s: 5 }}], fade_out_s: 14.5 }}\n  - {{ id: e, title: E, mix_file: e.wav, trim_start_s: 9, fade_out_s: 1 }}\n"
+    );
+    let found = problems(&text);
+    let paths: Vec<&str> = found.iter().map(|p| p.0.as_str()).collect();
+    assert_eq!(paths, ["tracks[0].trim_start_s", "tracks[1].fade_out_s", "tracks[2].fade_out_s"], "{found:?}");
+    assert!(found[0].1.contains("nothing would be left"), "{}", found[0].1);
+    assert!(found[1].1.contains("longer than the track (10.000 s)"), "{}", found[1].1);
+    assert!(found[2].1.contains("(6.000 s after trim_start_s)"), "{}", found[2].1);
+}
+
+#[test]
+fn limits_are_refused_at_once_before_any_file_is_opened() {
+    let track = |n: usize| format!("  - {{ id: t{n}, title: T, mix_file: t{n}.wav }}\n");
+    let hundred: String = (0..100).map(track).collect();
+    let checked = check(&format!("{HEAD}tracks:\n{hundred}"));
+    assert!(checked.inputs.is_empty(), "nothing is probed");
+    assert_eq!(checked.problems.len(), 1);
+    assert_eq!(checked.problems[0].path, "tracks");
+    assert!(checked.problems[0].message.contains("100 tracks; at most 99"), "{}", checked.problems[0].message);
+    let ninety_nine: String = (0..99).map(track).collect();
+    assert_eq!(problems(&format!("{HEAD}tracks:\n{ninety_nine}")), []);
+
+    let stems: String = (0..257).map(|n| format!("{{ name: s{n}, file: s.wav }},")).collect();
+    let points: String = (0..10_001).map(|n| format!("[{n}, 0],")).collect();
+    let filters: String = (0..33).map(|_| "{ type: high_pass, freq_hz: 20 },").collect();
+    let long_title = "x".repeat(1025);
+    let text = format!(
+        "version: 1\nalbum: {{ title: {long_title}, artist: A }}\nmaster: {{ eq: [{filters}] }}\ntracks:\n  - {{ id: a, title: A, stems: [{stems}] }}\n  - {{ id: b, title: B, stems: [{{ name: s, file: s.wav, automation: {{ gain_db: [{points}] }} }}] }}\n"
+    );
+    let checked = check(&text);
+    assert!(checked.inputs.is_empty());
+    let mut paths: Vec<&str> = checked.problems.iter().map(|p| p.path.as_str()).collect();
+    paths.sort();
+    assert_eq!(paths, ["album.title", "master.eq", "tracks[0].stems", "tracks[1].stems[0].automation.gain_db"]);
+    let title = checked.problems.iter().find(|p| p.path == "album.title").unwrap();
+    assert_eq!((title.line, title.message.as_str()), (Some(2), "is 1025 bytes long; text is limited to 1024 bytes"));
+}
+
+#[test]
+fn unreadable_manifests_say_where() {
+    let big = format!("{HEAD}# {}\ntracks: []\n", "x".repeat(1 << 20));
+    let error = manifest::parse(&big).unwrap_err();
+    assert!(error.problems[0].message.contains("at most 1048576 (1 MiB)"), "{error}");
+
+    let bomb = "version: 1\na: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]\ng: [*f, *f, *f, *f, *f, *f, *f, *f, *f]\nalbum: { title: T, artist: A }\ntracks: []\n";
+    let problem = &manifest::parse(bomb).unwrap_err().problems[0];
+    assert_eq!((problem.line, problem.column), (Some(3), Some(8)), "{problem}");
+    assert!(problem.message.contains("aliases"), "{problem}");
+
+    let problem = &manifest::parse("# a list\n- version: 1\n").unwrap_err().problems[0];
+    assert_eq!((problem.line, problem.message.contains("found a list")), (Some(2), true), "{problem}");
+    let problem = &manifest::parse("album: {}\nversion: 2\ntracks: []\n").unwrap_err().problems[0];
+    assert_eq!((problem.path.as_str(), problem.line, problem.column), ("version", Some(2), Some(1)), "{problem}");
+
+    let problem = &manifest::manifest_text(b"version: 1\nalbum: \xff\xfe\n").unwrap_err().problems[0];
+    assert_eq!((problem.line, problem.column), (Some(2), Some(8)), "{problem}");
+    assert!(problem.message.contains("0xff"), "{problem}");
+
+    let unknown: String = (0..150).map(|n| format!("  field{n}: 1\n")).collect();
+    let error = manifest::parse(&format!("{HEAD}tracks: []\nmix:\n{unknown}")).unwrap_err();
+    assert_eq!(error.problems.len(), 101, "100 unknown fields, then a stop");
+    assert!(error.problems[100].message.contains("more than 100 unknown fields"));
+}

@@ -6,6 +6,12 @@ pub enum StorageError {
     #[error("not found: {location}")]
     NotFound { location: String },
 
+    #[error("{location} is {what}, not a file")]
+    NotAFile { location: String, what: &'static str },
+
+    #[error("{location} leads outside its folder (to {target}): files are read only from inside it")]
+    OutsideRoot { location: String, target: String },
+
     #[error("already exists: {location} (a finished write published it first)")]
     AlreadyExists { location: String },
 

@@ -40,6 +40,22 @@ impl LocalStorage {
     }
 }
 
+/// What a filesystem entry that is not a regular file is, for messages.
+fn file_kind(file_type: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if file_type.is_dir() {
+        "a folder"
+    } else if file_type.is_fifo() {
+        "a named pipe"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else if file_type.is_block_device() || file_type.is_char_device() {
+        "a device"
+    } else {
+        "not a regular file"
+    }
+}
+
 /// Removes a temporary file unless it was published.
 struct TempFile {
     path: PathBuf,
@@ -62,9 +78,17 @@ impl Storage for LocalStorage {
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
         let path = self.path(key)?;
-        let metadata = tokio::fs::metadata(&path).await.map_err(|e| StorageError::io(self.location(key), e))?;
+        let location = || self.location(key);
+        let metadata = tokio::fs::metadata(&path).await.map_err(|e| StorageError::io(location(), e))?;
         if !metadata.is_file() {
-            return Err(StorageError::NotFound { location: self.location(key) });
+            return Err(StorageError::NotAFile { location: location(), what: file_kind(&metadata.file_type()) });
+        }
+        // A symbolic link (of the file or a folder on the way) must not
+        // lead out of the root, as `..` may not.
+        let real = tokio::fs::canonicalize(&path).await.map_err(|e| StorageError::io(location(), e))?;
+        let real_root = tokio::fs::canonicalize(&self.root).await.map_err(|e| StorageError::io(location(), e))?;
+        if !real.starts_with(&real_root) {
+            return Err(StorageError::OutsideRoot { location: location(), target: real.display().to_string() });
         }
         Ok(ObjectMeta { key: key.to_owned(), size_bytes: metadata.len() })
     }

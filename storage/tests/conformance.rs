@@ -240,6 +240,33 @@ async fn local_backend_conforms() {
     assert!(leftovers.is_empty(), "temporary files left behind: {leftovers:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_files_are_what_they_say_and_stay_inside_the_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("stems/folder.wav")).unwrap();
+    std::fs::write(root.join("stems/inside.wav"), b"inside").unwrap();
+    std::fs::write(dir.path().join("secret.wav"), b"secret").unwrap();
+    std::os::unix::fs::symlink(dir.path().join("secret.wav"), root.join("stems/escape.wav")).unwrap();
+    std::os::unix::fs::symlink(dir.path(), root.join("up")).unwrap();
+    std::os::unix::fs::symlink(root.join("stems/inside.wav"), root.join("stems/alias.wav")).unwrap();
+    assert!(std::process::Command::new("mkfifo").arg(root.join("stems/pipe.wav")).status().unwrap().success());
+    let storage = LocalStorage::new(&root);
+
+    let error = storage.head("stems/folder.wav").await.unwrap_err();
+    assert!(error.to_string().ends_with("stems/folder.wav is a folder, not a file"), "{error}");
+    // A named pipe is refused without opening it (opening would block).
+    let error = storage.read("stems/pipe.wav").await.map(|_| ()).unwrap_err();
+    assert!(error.to_string().ends_with("stems/pipe.wav is a named pipe, not a file"), "{error}");
+    for key in ["stems/escape.wav", "up/secret.wav"] {
+        let error = storage.read_to_bytes(key).await.unwrap_err();
+        assert!(matches!(error, StorageError::OutsideRoot { .. }), "{key}: {error}");
+        assert!(error.to_string().contains("secret.wav") && error.to_string().contains("outside"), "{error}");
+    }
+    // A link that stays inside the root is followed.
+    assert_eq!(storage.read_to_bytes("stems/alias.wav").await.unwrap(), &b"inside"[..]);
+}
+
 fn walk(dir: &std::path::Path) -> Vec<String> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap().flatten() {

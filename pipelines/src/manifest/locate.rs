@@ -11,6 +11,8 @@ use saphyr_parser::{Event, Parser};
 #[derive(Debug, Default)]
 pub struct Locator {
     positions: HashMap<String, (usize, usize)>,
+    /// Where the first alias (`*name`) is used.
+    first_alias: Option<(usize, usize)>,
 }
 
 enum Frame {
@@ -25,9 +27,13 @@ impl Locator {
         let mut positions = HashMap::new();
         let mut stack: Vec<Frame> = Vec::new();
         let mut documents = 0;
+        let mut first_alias = None;
         for item in Parser::new_from_str(text) {
             let Ok((event, span)) = item else { break };
             let here = (span.start.line(), span.start.col() + 1);
+            if matches!(event, Event::Alias(_)) && first_alias.is_none() {
+                first_alias = Some(here);
+            }
             let opens = match &event {
                 Event::DocumentStart(_) => {
                     documents += 1;
@@ -78,7 +84,12 @@ impl Locator {
                 None => {}
             }
         }
-        Self { positions }
+        Self { positions, first_alias }
+    }
+
+    /// Where the first alias (`*name`) is used, if any.
+    pub fn first_alias(&self) -> Option<(usize, usize)> {
+        self.first_alias
     }
 
     /// The position of `path`, or of its nearest ancestor that is written
@@ -89,8 +100,11 @@ impl Locator {
             if let Some(position) = self.positions.get(candidate) {
                 return Some(*position);
             }
-            let cut = candidate.rfind(['.', '['])?;
-            candidate = &candidate[..cut];
+            if candidate.is_empty() {
+                return None;
+            }
+            // A top-level field that is not written points at the root.
+            candidate = &candidate[..candidate.rfind(['.', '[']).unwrap_or(0)];
         }
     }
 }

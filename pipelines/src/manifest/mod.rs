@@ -8,6 +8,7 @@
 //! storage, with [`crate::decode::probe`]; [`Checked::finish`] folds those
 //! results in, so one run reports everything.
 
+mod limits;
 mod locate;
 mod location;
 mod model;
@@ -15,9 +16,13 @@ mod parse;
 mod problem;
 mod validate;
 
+pub use limits::{
+    MAX_AUTOMATION_POINTS, MAX_DELIVERABLES, MAX_FILTERS, MAX_MANIFEST_BYTES, MAX_RETURNS, MAX_STEMS, MAX_TEXT_BYTES,
+    MAX_TRACKS,
+};
 pub use location::{ObjectRef, StorageRoot};
 pub use model::*;
-pub use parse::{MANIFEST_VERSION, parse};
+pub use parse::{MANIFEST_VERSION, check_size, manifest_text, parse};
 pub use problem::{ManifestError, Problem};
 pub use validate::{Checked, InputFile, InputRole, ProbedInput, SAMPLE_RATES_HZ, ValidManifest, is_valid_id, validate};
 

@@ -653,6 +653,21 @@ impl Deliverable {
 impl Manifest {
     /// The deliverables as written, or the default single 24-bit WAV at the
     /// album's rate named `master`.
+    /// Where track `track`'s rendered mix goes, under the output.
+    pub fn mix_path(&self, track: usize) -> String {
+        format!("mix/{}.wav", self.tracks[track].id)
+    }
+
+    /// Where track `track`'s master goes, under the output.
+    pub fn master_path(&self, track: usize) -> String {
+        format!("master/{}.wav", self.tracks[track].id)
+    }
+
+    /// Where track `track`'s file of `deliverable` goes, under the output.
+    pub fn deliverable_path(&self, track: usize, deliverable: &Deliverable) -> String {
+        format!("{}/{:02}-{}.{}", deliverable.name, track + 1, self.tracks[track].id, deliverable.format.extension())
+    }
+
     pub fn effective_deliverables(&self) -> Vec<Deliverable> {
         match &self.deliverables {
             Some(list) => list.clone(),

@@ -5,6 +5,7 @@ use serde_norway::Value;
 
 use serde_path_to_error::Segment;
 
+use super::limits::{MAX_MANIFEST_BYTES, MAX_UNKNOWN_FIELDS};
 use super::locate::Locator;
 use super::model::Manifest;
 use super::problem::{ManifestError, Problem};
@@ -19,13 +20,21 @@ pub const MANIFEST_VERSION: u32 = 1;
 /// wrong type, a missing required field) fails with that first error.
 /// Problems carry their line and column.
 pub fn parse(text: &str) -> Result<(Manifest, Vec<Problem>), ManifestError> {
-    let mut value: Value =
-        serde_norway::from_str(text).map_err(|error| ManifestError::single(syntax_problem(&error)))?;
-    check_version(&value)?;
-    value.apply_merge().map_err(|error| ManifestError::single(syntax_problem(&error)))?;
+    check_size(text.len())?;
     let locator = Locator::new(text);
+    let mut value: Value =
+        serde_norway::from_str(text).map_err(|error| ManifestError::single(syntax_problem(&error, &locator)))?;
+    check_version(&value).map_err(|error| ManifestError::single(locate(&locator, error)))?;
+    value.apply_merge().map_err(|error| ManifestError::single(syntax_problem(&error, &locator)))?;
     let mut unknown_fields = Vec::new();
     loop {
+        if unknown_fields.len() >= MAX_UNKNOWN_FIELDS {
+            unknown_fields.push(Problem::new(
+                "",
+                format!("more than {MAX_UNKNOWN_FIELDS} unknown fields; the rest are not listed (is this a lacquer manifest?)"),
+            ));
+            return Err(ManifestError { problems: unknown_fields });
+        }
         match serde_path_to_error::deserialize::<_, Manifest>(value.clone()) {
             Ok(manifest) => return Ok((manifest, unknown_fields)),
             Err(error) => {
@@ -51,6 +60,34 @@ pub fn parse(text: &str) -> Result<(Manifest, Vec<Problem>), ManifestError> {
             }
         }
     }
+}
+
+/// The text of a manifest file: at most [`MAX_MANIFEST_BYTES`], UTF-8 (a
+/// byte that is not is refused with its line and column).
+pub fn manifest_text(bytes: &[u8]) -> Result<&str, ManifestError> {
+    check_size(bytes.len())?;
+    std::str::from_utf8(bytes).map_err(|error| {
+        let valid = &bytes[..error.valid_up_to()];
+        let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+        let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let column = String::from_utf8_lossy(&valid[line_start..]).chars().count() + 1;
+        let byte = bytes[error.valid_up_to()];
+        ManifestError::single(
+            Problem::new("", format!("is not UTF-8 text: byte 0x{byte:02x} is not a character (is this a manifest?)"))
+                .at(line, column),
+        )
+    })
+}
+
+/// Refuses a manifest larger than [`MAX_MANIFEST_BYTES`].
+pub fn check_size(length_bytes: usize) -> Result<(), ManifestError> {
+    if length_bytes > MAX_MANIFEST_BYTES {
+        return Err(ManifestError::single(Problem::new(
+            "",
+            format!("the manifest is {length_bytes} bytes; at most {MAX_MANIFEST_BYTES} (1 MiB) are read"),
+        )));
+    }
+    Ok(())
 }
 
 /// Gives a problem the line and column of its path, when written.
@@ -88,40 +125,56 @@ fn remove_field(value: &mut Value, segments: &[&Segment], field: &str) -> bool {
     }
 }
 
-fn check_version(value: &Value) -> Result<(), ManifestError> {
+fn check_version(value: &Value) -> Result<(), Problem> {
     let Value::Mapping(top) = value else {
-        let found = if value.is_null() { "an empty file" } else { "something else" };
-        return Err(ManifestError::single(Problem::new(
+        let found = match value {
+            Value::Null => "an empty file",
+            Value::Sequence(_) => "a list",
+            Value::String(_) => "text",
+            Value::Number(_) => "a number",
+            _ => "something else",
+        };
+        return Err(Problem::new(
             "",
             format!("expected a mapping with `version: 1`, `album` and `tracks` at the top level, found {found}"),
-        )));
+        ));
     };
     match top.get("version") {
-        None => Err(ManifestError::single(Problem::new(
+        None => Err(Problem::new(
             "version",
             "required field `version` is missing; this is manifest version 1, so write `version: 1`",
-        ))),
+        )),
         Some(Value::Number(n)) if n.as_u64() == Some(u64::from(MANIFEST_VERSION)) => Ok(()),
-        Some(other) => Err(ManifestError::single(Problem::new(
+        Some(other) => Err(Problem::new(
             "version",
             format!(
                 "unsupported manifest version {}; this build of lacquer reads version {MANIFEST_VERSION}",
                 serde_norway::to_string(other).unwrap_or_default().trim()
             ),
-        ))),
+        )),
     }
 }
 
 /// A YAML syntax error, with its location kept apart from the message.
-fn syntax_problem(error: &serde_norway::Error) -> Problem {
+fn syntax_problem(error: &serde_norway::Error, locator: &Locator) -> Problem {
     let mut message = error.to_string();
     // serde_norway appends " at line L column C".
     if let Some(index) = message.rfind(" at line ") {
         message.truncate(index);
     }
+    let position = match error.location() {
+        Some(location) => Some((location.line(), location.column())),
+        // Aliases expanding beyond the parser's limit: point at the first.
+        None if message.contains("repetition limit") || message.contains("recursion limit") => {
+            message =
+                format!("YAML aliases here expand to more than a manifest may hold ({message}); write the values out");
+            locator.first_alias()
+        }
+        None => None,
+    };
     let problem = Problem::new("", message);
-    match error.location() {
-        Some(location) => problem.at(location.line(), location.column()),
+    match position {
+        Some((line, column)) => problem.at(line, column),
         None => problem,
     }
 }

@@ -61,12 +61,25 @@ pub struct Checked {
 /// `base` (the manifest's folder); `output_override` replaces `output` and
 /// is relative to the working directory. Never stops at the first problem.
 pub fn validate(manifest: Manifest, base: &StorageRoot, output_override: Option<&str>) -> Checked {
+    let beyond_limits = super::limits::problems(&manifest);
+    if !beyond_limits.is_empty() {
+        // Nothing more is looked at, no file is opened.
+        return Checked {
+            manifest,
+            source: None,
+            output: None,
+            inputs: Vec::new(),
+            problems: beyond_limits,
+            locator: None,
+        };
+    }
     let mut check = Checker { problems: Vec::new(), nyquist_limit_hz: 0.45 * f64::from(manifest.album.sample_rate) };
     check.album(&manifest.album);
     check.mix(&manifest.mix);
     check.master_chain("master", &manifest.master);
     check.matching(&manifest);
     check.deliverables(&manifest);
+    check.output_paths(&manifest);
 
     let source = resolve_root(&mut check, "source", manifest.source.as_deref().unwrap_or("."), base);
     let output = match output_override {
@@ -111,6 +124,7 @@ impl Checked {
                 Ok(info) => probed.push(ProbedInput { input, info }),
             }
         }
+        self.problems.extend(length_problems(&self.manifest, &probed));
         if let Some(locator) = &self.locator {
             self.problems = self.problems.into_iter().map(|p| super::parse::locate(locator, p)).collect();
         }
@@ -123,6 +137,50 @@ impl Checked {
             _ => Err(ManifestError { problems: self.problems }),
         }
     }
+}
+
+/// Trims and fades that do not fit the track, once the inputs' lengths
+/// are known (a track lasts to the latest end of its stems, after
+/// `trim_start_s`; the tails of its returns are not counted).
+fn length_problems(manifest: &Manifest, probed: &[ProbedInput]) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for (index, track) in manifest.tracks.iter().enumerate() {
+        let ends: Option<Vec<f64>> = probed
+            .iter()
+            .filter_map(|p| match p.input.role {
+                InputRole::MixFile { track: t } if t == index => Some(p.info.duration_s()),
+                InputRole::Stem { track: t, stem } if t == index => {
+                    let offset_s = track.stems.as_ref().map_or(0.0, |stems| stems[stem].offset_s);
+                    Some(p.info.duration_s().map(|d| offset_s + d))
+                }
+                _ => None,
+            })
+            .collect();
+        // Unknown when an input's header gives no length (or none probed).
+        let Some(end_s) = ends.and_then(|ends| ends.into_iter().reduce(f64::max)) else { continue };
+        let path = format!("tracks[{index}]");
+        if track.trim_start_s >= end_s {
+            problems.push(Problem::new(
+                format!("{path}.trim_start_s"),
+                format!("cuts {} s from a track that lasts {end_s:.3} s: nothing would be left", track.trim_start_s),
+            ));
+            continue;
+        }
+        let length_s = end_s - track.trim_start_s;
+        if track.fade_in_s + track.fade_out_s > length_s {
+            let field = if track.fade_out_s > 0.0 { "fade_out_s" } else { "fade_in_s" };
+            problems.push(Problem::new(
+                format!("{path}.{field}"),
+                format!(
+                    "fades of {} s in and {} s out are longer than the track ({length_s:.3} s{})",
+                    track.fade_in_s,
+                    track.fade_out_s,
+                    if track.trim_start_s > 0.0 { " after trim_start_s" } else { "" }
+                ),
+            ));
+        }
+    }
+    problems
 }
 
 /// An input file with what its header says.
@@ -379,6 +437,39 @@ impl Checker {
             }
             if d.bit_depth == 32 && matches!(d.dither, Some(Dither::Tpdf | Dither::Shaped)) {
                 self.problem(format!("{path}.dither"), "32-bit float needs no dither; use `none` or leave it out");
+            }
+        }
+    }
+
+    /// Every file an album writes has its own path: a track id such as
+    /// `01-x` must not name another track's deliverable (`master/01-x.wav`
+    /// is track `x`'s first in the default `master` deliverable).
+    fn output_paths(&mut self, manifest: &Manifest) {
+        let deliverables = manifest.effective_deliverables();
+        let mut owners: HashMap<String, String> = HashMap::new();
+        for (index, track) in manifest.tracks.iter().enumerate() {
+            if !is_valid_id(&track.id) {
+                continue;
+            }
+            let mut paths = Vec::new();
+            if track.mix_file.is_none() {
+                paths.push((manifest.mix_path(index), "mix".to_owned()));
+            }
+            paths.push((manifest.master_path(index), "master".to_owned()));
+            for d in &deliverables {
+                paths.push((manifest.deliverable_path(index, d), format!("`{}` deliverable", d.name)));
+            }
+            for (path, what) in paths {
+                let owner = format!("tracks[{index}]'s (`{}`) {what}", track.id);
+                match owners.get(&path) {
+                    Some(first) => self.problem(
+                        format!("tracks[{index}].id"),
+                        format!("{owner} would be written to {path}, which is already {first}: rename a track id"),
+                    ),
+                    None => {
+                        owners.insert(path, owner);
+                    }
+                }
             }
         }
     }
