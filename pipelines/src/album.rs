@@ -110,38 +110,82 @@ pub fn tonal_distance_db(a: &[f64], b: &[f64]) -> f64 {
     (bands.iter().map(|&i| (a[i] - b[i]).powi(2)).sum::<f64>() / bands.len() as f64).sqrt()
 }
 
+/// Below this integrated loudness a master is near-silent (a hidden track,
+/// a pause, a noise floor): no music is quieter. Such a track is delivered
+/// as mastered, with no tone or warmth moves, and is kept out of the tone
+/// reference, the album's loudness and the album's spreads: its spectrum
+/// is noise, and matching toward it (or it toward the album) would be
+/// 40 dB of gain on hiss.
+pub const NEAR_SILENT_LUFS: f64 = -50.0;
+
+/// Whether a master is near-silent ([`NEAR_SILENT_LUFS`]).
+pub fn is_near_silent(analysis: &Analysis) -> bool {
+    analysis.integrated_lufs.is_none_or(|lufs| lufs < NEAR_SILENT_LUFS)
+}
+
 pub fn plan_album(tracks: &[PlannedTrack], matching: &Matching, reference: Reference) -> AlbumPlan {
     let balances: Vec<Vec<f64>> = tracks.iter().map(|t| balance_db(t.analysis)).collect();
+    let audible: Vec<usize> = (0..tracks.len()).filter(|&i| !is_near_silent(tracks[i].analysis)).collect();
+    let album_mean = || {
+        let n = audible.len().max(1) as f64;
+        let mean = (0..BAND_CENTRES_HZ.len())
+            .map(|band| audible.iter().map(|&i| balances[i][band]).sum::<f64>() / n)
+            .collect();
+        (mean, audible.iter().map(|&i| tracks[i].analysis.warmth_db).sum::<f64>() / n)
+    };
+    let mut reference_warning = None;
     let (reference_balance_db, reference_warmth_db) = match reference {
-        Reference::Album => {
-            let n = tracks.len().max(1) as f64;
-            let mean =
-                (0..BAND_CENTRES_HZ.len()).map(|band| balances.iter().map(|b| b[band]).sum::<f64>() / n).collect();
-            (mean, tracks.iter().map(|t| t.analysis.warmth_db).sum::<f64>() / n)
+        Reference::Album => album_mean(),
+        Reference::Track(index) if !audible.contains(&index) => {
+            reference_warning = Some((
+                index,
+                "it is the tone reference but near-silent: the album's other tracks are the reference instead"
+                    .to_owned(),
+            ));
+            album_mean()
         }
         Reference::Track(index) => (balances[index].clone(), tracks[index].analysis.warmth_db),
         Reference::File(analysis) => (balance_db(analysis), analysis.warmth_db),
     };
-    let analyses: Vec<&Analysis> = tracks.iter().map(|t| t.analysis).collect();
+    let analyses: Vec<&Analysis> = audible.iter().map(|&i| tracks[i].analysis).collect();
     let album_lufs_before = album_loudness(&analyses).integrated_lufs;
     let album_gain_db = album_lufs_before.map(|lufs| matching.loudness.target_lufs - lufs).unwrap_or(0.0);
 
     let corrections = tracks
         .iter()
         .zip(&balances)
-        .map(|(track, balance)| {
+        .enumerate()
+        .map(|(index, (track, balance))| {
             let mut warnings = Vec::new();
+            if let Some((_, warning)) = reference_warning.as_ref().filter(|(i, _)| *i == index) {
+                warnings.push(warning.clone());
+            }
+            if is_near_silent(track.analysis) {
+                let measured = track.analysis.integrated_lufs;
+                warnings.push(match measured {
+                    Some(lufs) => format!(
+                        "the master is near-silent ({lufs:.1} LUFS, below {NEAR_SILENT_LUFS} LUFS): delivered as mastered, kept out of the album's tone reference and loudness"
+                    ),
+                    None => "the master is silent: delivered as mastered, kept out of the album's tone reference and loudness".to_owned(),
+                });
+                return Correction {
+                    gain_db: 0.0,
+                    target_lufs: measured.unwrap_or(matching.loudness.target_lufs),
+                    warmth_filters: Vec::new(),
+                    tone_filters: Vec::new(),
+                    expected_limiting_db: 0.0,
+                    warnings,
+                };
+            }
             let measured = track.analysis.integrated_lufs;
-            let (target_lufs, gain_db) = match (matching.loudness.mode, measured) {
-                (_, None) => {
-                    warnings.push("the master is silent; no loudness correction".to_owned());
-                    (matching.loudness.target_lufs, 0.0)
-                }
-                (LoudnessMode::Track, Some(lufs)) => {
+            // Audible: measured (near-silent tracks returned above).
+            let lufs = measured.unwrap_or(matching.loudness.target_lufs);
+            let (target_lufs, gain_db) = match matching.loudness.mode {
+                LoudnessMode::Track => {
                     let target = matching.loudness.target_lufs + track.loudness_offset_lu;
                     (target, target - lufs)
                 }
-                (LoudnessMode::Album, Some(lufs)) => (lufs + album_gain_db, album_gain_db),
+                LoudnessMode::Album => (lufs + album_gain_db, album_gain_db),
             };
             let warmth_filters = warmth_shelves(
                 matching.warmth.strength * (reference_warmth_db - track.analysis.warmth_db),
@@ -377,6 +421,43 @@ mod tests {
             tilt_db_per_octave,
             width_db: -10.0,
         }
+    }
+
+    #[test]
+    fn silent_and_near_silent_tracks_are_left_alone_and_kept_out_of_the_references() {
+        let warm = analysis(-16.0, -2.0, -1.0, 14.0);
+        let cool = analysis(-15.0, -2.0, 0.0, 8.0);
+        // Hiss: bright, thin and far off the others.
+        let hiss = analysis(-56.0, -40.0, 3.0, -20.0);
+        let mut silence = analysis(-70.0, -120.0, 0.0, -30.0);
+        silence.integrated_lufs = None;
+        fn planned<'a>(analyses: &[&'a Analysis]) -> Vec<PlannedTrack<'a>> {
+            analyses.iter().map(|a| PlannedTrack { analysis: a, loudness_offset_lu: 0.0 }).collect()
+        }
+        let matching = Matching::default();
+        let alone = plan_album(&planned(&[&warm, &cool]), &matching, Reference::Album);
+        let with_quiet = plan_album(&planned(&[&warm, &hiss, &cool, &silence]), &matching, Reference::Album);
+        assert_eq!(with_quiet.reference_warmth_db, 11.0, "the mean of the audible tracks only");
+        assert_eq!(with_quiet.reference_balance_db, alone.reference_balance_db);
+        assert_eq!(with_quiet.corrections[0], alone.corrections[0], "the audible tracks' moves do not change");
+        assert_eq!(with_quiet.corrections[2], alone.corrections[1]);
+        for (quiet, said) in
+            [(&with_quiet.corrections[1], "near-silent (-56.0 LUFS"), (&with_quiet.corrections[3], "silent")]
+        {
+            assert_eq!((quiet.gain_db, quiet.filters().len(), quiet.expected_limiting_db), (0.0, 0, 0.0));
+            assert!(quiet.warnings[0].contains(said) && quiet.warnings[0].contains("kept out"), "{:?}", quiet.warnings);
+        }
+        assert_eq!(with_quiet.corrections[1].target_lufs, -56.0, "delivered as mastered");
+        // Album mode: the album's loudness is the audible tracks'.
+        let mut album = matching.clone();
+        album.loudness.mode = LoudnessMode::Album;
+        let alone = plan_album(&planned(&[&warm, &cool]), &album, Reference::Album);
+        let with_quiet = plan_album(&planned(&[&warm, &hiss, &cool, &silence]), &album, Reference::Album);
+        assert_eq!(with_quiet.album_lufs_before, alone.album_lufs_before);
+        // A near-silent tone reference gives way to the album.
+        let plan = plan_album(&planned(&[&warm, &hiss, &cool]), &matching, Reference::Track(1));
+        assert_eq!(plan.reference_warmth_db, 11.0);
+        assert!(plan.corrections[1].warnings[0].contains("tone reference but near-silent"));
     }
 
     #[test]

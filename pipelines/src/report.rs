@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::album::{Correction, balance_db, tonal_distance_db};
+use crate::album::{Correction, balance_db, is_near_silent, tonal_distance_db};
 use crate::analysis::{Analysis, BAND_CENTRES_HZ};
 use crate::stages::finalize::FinalizeReport;
 use crate::stages::mix::MixReport;
@@ -76,15 +76,17 @@ impl AlbumFigures {
         fn delivered(t: &TrackReport) -> &Analysis {
             t.finalize.delivered.first().map(|d| &d.analysis).unwrap_or(&t.finalize.render)
         }
+        // Near-silent tracks are not matched, so not counted.
+        let audible = || tracks.iter().filter(|t| !is_near_silent(&t.master));
         AlbumFigures {
             loudness_spread_before_lu: spread(
-                tracks.iter().filter_map(|t| t.master.integrated_lufs.map(|l| l - t.loudness_offset_lu)),
+                audible().filter_map(|t| t.master.integrated_lufs.map(|l| l - t.loudness_offset_lu)),
             ),
             loudness_spread_after_lu: spread(
-                tracks.iter().filter_map(|t| delivered(t).integrated_lufs.map(|l| l - t.loudness_offset_lu)),
+                audible().filter_map(|t| delivered(t).integrated_lufs.map(|l| l - t.loudness_offset_lu)),
             ),
-            warmth_spread_before_db: spread(tracks.iter().map(|t| t.master.warmth_db)),
-            warmth_spread_after_db: spread(tracks.iter().map(|t| delivered(t).warmth_db)),
+            warmth_spread_before_db: spread(audible().map(|t| t.master.warmth_db)),
+            warmth_spread_after_db: spread(audible().map(|t| delivered(t).warmth_db)),
         }
     }
 }
