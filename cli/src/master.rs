@@ -56,7 +56,13 @@ pub async fn run(args: Args, s3: S3Options) -> anyhow::Result<ExitCode> {
     };
     let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
     let runner = Runner::new(Arc::new(Stores::new(s3)), default_scratch(&valid.output));
-    let summary = Album::new(valid, runner, jobs, args.quiet || args.json).run().await?;
+    let summary = match Album::new(valid, runner, jobs, args.quiet || args.json).run().await? {
+        Ok(summary) => summary,
+        Err(failed) => {
+            failed.print(args.json)?;
+            return Ok(ExitCode::from(3));
+        }
+    };
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &summary)?;
@@ -158,31 +164,38 @@ impl Album {
         bar
     }
 
-    /// Runs `stage` for every track at once (within the slots); the
-    /// results in track order.
-    async fn stage<T: DeserializeOwned>(&mut self, stage: Stage, inputs: Inputs) -> anyhow::Result<Vec<T>> {
-        let tracks = self.valid.manifest.tracks.len();
-        let bar = self.bar(stage.name(), tracks);
+    /// Runs `stage` for `tracks` at once (within the slots); each track's
+    /// result, by track index. A failed track does not stop the others:
+    /// what they finish is recorded, and a rerun reuses it.
+    async fn stage<T: DeserializeOwned>(
+        &mut self,
+        stage: Stage,
+        inputs: Inputs,
+        tracks: &[usize],
+    ) -> anyhow::Result<Vec<Option<Result<T, String>>>> {
+        let bar = self.bar(stage.name(), tracks.len());
         let inputs = Arc::new(inputs);
         let mut running = tokio::task::JoinSet::new();
-        for track in 0..tracks {
+        for &track in tracks {
             let (runner, valid, inputs, slots, bar) =
                 (self.runner.clone(), self.valid.clone(), inputs.clone(), self.slots.clone(), bar.clone());
             running.spawn(async move {
                 let _slot = slots.acquire_owned().await?;
                 let done = runner.run(&valid, Task { stage, track: Some(track) }, &inputs, &Progress::default()).await;
                 bar.inc(1);
-                let id = &valid.manifest.tracks[track].id;
-                anyhow::Ok((track, done.map_err(|e| anyhow!("{} of {id}: {e}", stage.name()))?))
+                anyhow::Ok((track, done.map_err(|e| format!("its {} failed: {e}", stage.name()))))
             });
         }
-        let mut results: Vec<Option<T>> = (0..tracks).map(|_| None).collect();
+        let mut results: Vec<Option<Result<T, String>>> = (0..self.valid.manifest.tracks.len()).map(|_| None).collect();
         while let Some(joined) = running.join_next().await {
             let (track, done) = joined??;
-            results[track] = Some(self.count(done)?);
+            results[track] = Some(match done {
+                Ok(done) => Ok(self.count(done)?),
+                Err(error) => Err(error),
+            });
         }
-        bar.finish_with_message("done");
-        Ok(results.into_iter().flatten().collect())
+        bar.finish_with_message(if results.iter().flatten().any(Result::is_err) { "failed" } else { "done" });
+        Ok(results)
     }
 
     fn count<T: DeserializeOwned>(&mut self, done: Done) -> anyhow::Result<T> {
@@ -194,16 +207,37 @@ impl Album {
         Ok(serde_json::from_str(&done.result_json)?)
     }
 
-    async fn run(mut self) -> anyhow::Result<Summary> {
+    /// The whole album; or, when a task fails, what became of each track.
+    async fn run(mut self) -> anyhow::Result<Result<Summary, Failed>> {
         let started = Instant::now();
-        let mixes: Vec<MixResult> = self.stage(Stage::Mix, Inputs::default()).await?;
-        let masters: Vec<MasterResult> =
-            self.stage(Stage::Master, Inputs { mix: some(&mixes), ..Inputs::default() }).await?;
-        let finals: Vec<FinalizeResult> =
-            self.stage(Stage::Finalize, Inputs { master: some(&masters), ..Inputs::default() }).await?;
+        let all: Vec<usize> = (0..self.valid.manifest.tracks.len()).collect();
+        let mut failed = Failed::new(&self.valid);
+        let mixes = self.stage::<MixResult>(Stage::Mix, Inputs::default(), &all).await?;
+        let mixed = failed.note(mixes);
+        // Each track whose mix is done is mastered; the album pass needs
+        // every master.
+        let ready: Vec<usize> = all.iter().copied().filter(|&t| mixed[t].is_some()).collect();
+        let inputs = Inputs { mix: mixed.clone(), ..Inputs::default() };
+        let masters = self.stage::<MasterResult>(Stage::Master, inputs, &ready).await?;
+        let mastered = failed.note(masters);
+        let Some(masters) = mastered.into_iter().collect::<Option<Vec<MasterResult>>>() else {
+            return self.fail(failed, "the album pass needs every track's master").await;
+        };
+        let inputs = Inputs { master: some(&masters), ..Inputs::default() };
+        let finals = self.stage::<FinalizeResult>(Stage::Finalize, inputs, &all).await?;
+        let Some(finals) = failed.note(finals).into_iter().collect::<Option<Vec<FinalizeResult>>>() else {
+            return self.fail(failed, "").await;
+        };
+        let mixes: Vec<MixResult> = mixed.into_iter().flatten().collect();
         let inputs = Inputs { mix: some(&mixes), master: some(&masters), finalize: some(&finals) };
         let report_task = Task { stage: Stage::Report, track: None };
-        let done = self.runner.run(&self.valid, report_task, &inputs, &Progress::default()).await?;
+        let done = match self.runner.run(&self.valid, report_task, &inputs, &Progress::default()).await {
+            Ok(done) => done,
+            Err(error) => {
+                failed.report_error = Some(error.to_string());
+                return self.fail(failed, "").await;
+            }
+        };
         let report: AlbumReport = self.count(done)?;
         let manifest = &self.valid.manifest;
         let audio_seconds =
@@ -213,7 +247,7 @@ impl Album {
             lacquer_pipelines::manifest::StorageRoot::Local { dir } => dir.join("report.html").display().to_string(),
             remote => format!("{remote}report.html"),
         };
-        Ok(Summary {
+        Ok(Ok(Summary {
             output,
             report: report_location,
             tasks: self.rendered + self.cached,
@@ -241,7 +275,124 @@ impl Album {
                 .iter()
                 .flat_map(|t| t.warnings.iter().map(move |w| format!("{}: {w}", t.id)))
                 .collect(),
-        })
+        }))
+    }
+
+    /// Ends a run that could not finish: the files of every track that
+    /// was delivered stay; the report of an earlier run is removed, so no
+    /// report at the output reads as this album, complete.
+    async fn fail(self, mut failed: Failed, waiting: &str) -> anyhow::Result<Result<Summary, Failed>> {
+        for track in &mut failed.tracks {
+            if track.outcome.is_none() {
+                track.outcome = Some(Outcome::Waiting(waiting.to_owned()));
+            }
+        }
+        let storage = self.runner.stores().backend(&self.valid.output).await;
+        for name in ["report.json", "report.html"] {
+            storage.delete(name).await.map_err(|e| anyhow!("cannot remove the earlier {name}: {e}"))?;
+        }
+        Ok(Err(failed))
+    }
+}
+
+/// What became of each track of an album that could not be finished.
+#[derive(Debug, Serialize)]
+struct Failed {
+    output: String,
+    tracks: Vec<TrackOutcome>,
+    /// Why the report failed, when every track was delivered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    report_error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct TrackOutcome {
+    id: String,
+    #[serde(flatten)]
+    outcome: Option<Outcome>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "state", content = "detail", rename_all = "snake_case")]
+enum Outcome {
+    /// Every deliverable written: its files, under the output.
+    Delivered(Vec<String>),
+    /// A task of this track failed: why.
+    Failed(String),
+    /// Not delivered because another track failed (what it waits for).
+    Waiting(String),
+}
+
+impl Failed {
+    fn new(valid: &ValidManifest) -> Self {
+        let tracks = valid.manifest.tracks.iter().map(|t| TrackOutcome { id: t.id.clone(), outcome: None }).collect();
+        Self { output: valid.output.to_string(), tracks, report_error: None }
+    }
+
+    /// Notes what each track's task did; the results of those that
+    /// succeeded.
+    fn note<T: Delivers>(&mut self, results: Vec<Option<Result<T, String>>>) -> Vec<Option<T>> {
+        results
+            .into_iter()
+            .zip(&mut self.tracks)
+            .map(|(result, track)| match result? {
+                Ok(value) => {
+                    if let Some(files) = value.delivered() {
+                        track.outcome = Some(Outcome::Delivered(files));
+                    }
+                    Some(value)
+                }
+                Err(error) => {
+                    track.outcome = Some(Outcome::Failed(error));
+                    None
+                }
+            })
+            .collect()
+    }
+
+    fn print(&self, json: bool) -> anyhow::Result<()> {
+        if json {
+            let mut out = std::io::stdout().lock();
+            serde_json::to_writer_pretty(&mut out, self)?;
+            writeln!(out)?;
+            return Ok(());
+        }
+        let mut err = std::io::stderr().lock();
+        match &self.report_error {
+            Some(error) => writeln!(err, "error: the album was not finished: its report failed: {error}")?,
+            None => {
+                let failed = self.tracks.iter().filter(|t| matches!(t.outcome, Some(Outcome::Failed(_)))).count();
+                let total = self.tracks.len();
+                writeln!(err, "error: the album was not finished: {failed} of {total} tracks failed")?;
+            }
+        }
+        for track in &self.tracks {
+            let said = match &track.outcome {
+                Some(Outcome::Delivered(files)) => format!("delivered: {}", files.join(", ")),
+                Some(Outcome::Failed(error)) => format!("NOT delivered: {error}"),
+                Some(Outcome::Waiting(why)) if !why.is_empty() => format!("not delivered: {why}"),
+                _ => "not delivered".to_owned(),
+            };
+            writeln!(err, "  {:<24} {said}", track.id)?;
+        }
+        writeln!(err, "no report was written to {}: the album is not complete", self.output)?;
+        writeln!(err, "what finished is kept; the same command goes on from there")?;
+        Ok(())
+    }
+}
+
+/// A stage's result that means its track was delivered.
+trait Delivers {
+    fn delivered(&self) -> Option<Vec<String>> {
+        None
+    }
+}
+
+impl Delivers for MixResult {}
+impl Delivers for MasterResult {}
+impl Delivers for FinalizeResult {
+    fn delivered(&self) -> Option<Vec<String>> {
+        Some(self.files.iter().map(|f| f.path.clone()).collect())
     }
 }
 
