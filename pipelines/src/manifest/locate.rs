@@ -13,6 +13,8 @@ pub struct Locator {
     positions: HashMap<String, (usize, usize)>,
     /// Where the first alias (`*name`) is used.
     first_alias: Option<(usize, usize)>,
+    /// Where a second YAML document starts (a manifest is one).
+    second_document: Option<(usize, usize)>,
 }
 
 enum Frame {
@@ -28,6 +30,7 @@ impl Locator {
         let mut stack: Vec<Frame> = Vec::new();
         let mut documents = 0;
         let mut first_alias = None;
+        let mut second_document = None;
         for item in Parser::new_from_str(text) {
             let Ok((event, span)) = item else { break };
             let here = (span.start.line(), span.start.col() + 1);
@@ -38,6 +41,7 @@ impl Locator {
                 Event::DocumentStart(_) => {
                     documents += 1;
                     if documents > 1 {
+                        second_document = Some(here);
                         break;
                     }
                     continue;
@@ -84,7 +88,12 @@ impl Locator {
                 None => {}
             }
         }
-        Self { positions, first_alias }
+        Self { positions, first_alias, second_document }
+    }
+
+    /// Where a second document starts, if any.
+    pub fn second_document(&self) -> Option<(usize, usize)> {
+        self.second_document
     }
 
     /// Where the first alias (`*name`) is used, if any.

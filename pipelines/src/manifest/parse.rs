@@ -92,9 +92,14 @@ pub fn check_size(length_bytes: usize) -> Result<(), ManifestError> {
 
 /// Gives a problem the line and column of its path, when written.
 pub(crate) fn locate(locator: &Locator, problem: Problem) -> Problem {
+    if problem.line.is_some() {
+        return problem;
+    }
     match locator.locate(&problem.path) {
-        Some((line, column)) if problem.line.is_none() => problem.at(line, column),
-        _ => problem,
+        Some((line, column)) => problem.at(line, column),
+        // The whole file, when it has no root node (empty, comments only).
+        None if problem.path.is_empty() => problem.at(1, 1),
+        None => problem,
     }
 }
 
@@ -170,8 +175,14 @@ fn syntax_problem(error: &serde_norway::Error, locator: &Locator) -> Problem {
                 format!("YAML aliases here expand to more than a manifest may hold ({message}); write the values out");
             locator.first_alias()
         }
+        None if message.contains("more than one document") => {
+            message = "holds more than one YAML document (a second `---`); a manifest is one".to_owned();
+            locator.second_document()
+        }
         None => None,
     };
+    // Otherwise the file as a whole.
+    let position = position.or(Some((1, 1)));
     let problem = Problem::new("", message);
     match position {
         Some((line, column)) => problem.at(line, column),
