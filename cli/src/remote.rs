@@ -140,8 +140,10 @@ fn print_job(job: &pb::Job, json: bool) -> anyhow::Result<()> {
 }
 
 /// The exit status a finished job stands for.
+/// 0 for a delivered album; 3, as `lacquer master` says it, for one that
+/// was not finished (failed or cancelled).
 fn exit_for(job: &pb::Job) -> ExitCode {
-    if job.state() == pb::JobState::Succeeded { ExitCode::SUCCESS } else { ExitCode::from(1) }
+    if job.state() == pb::JobState::Succeeded { ExitCode::SUCCESS } else { ExitCode::from(3) }
 }
 
 /// How long `--wait` and `watch` keep reconnecting to a coordinator that

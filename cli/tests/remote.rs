@@ -111,7 +111,7 @@ async fn a_label_submits_follows_and_fetches_the_report() {
     let cancelled = json(&run(strings(&["cancel", &second, "--json"])).await.unwrap());
     assert_eq!(cancelled["state"], "cancelled");
     let waited = waiting.await.unwrap();
-    assert_eq!(waited.status.code(), Some(1), "a cancelled job is not a success");
+    assert_eq!(waited.status.code(), Some(3), "a cancelled job is not a finished album");
 
     // A bad manifest: exit 1 and the field path, as `lacquer validate` says it.
     let bad = dir.path().join("bad.yaml");
