@@ -161,3 +161,36 @@ fn manifests_that_are_not_text_or_too_large_are_problems_with_a_place() {
     assert_eq!(folder.status.code(), Some(2));
     assert!(text(&folder).contains("it is a folder"), "{}", text(&folder));
 }
+
+#[test]
+fn a_silent_track_is_delivered_as_it_is_and_kept_out_of_the_album_match() {
+    let (dir, manifest) = album(|path| {
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 44_100,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut writer = hound::WavWriter::create(path, spec).unwrap();
+        for _ in 0..3 * 44_100 {
+            writer.write_sample(0i16).unwrap();
+        }
+        writer.finalize().unwrap();
+    });
+    let output = lacquer(&["master", "--json", manifest.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", text(&output));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("masters/report.json")).unwrap()).unwrap();
+    let silent = &report["tracks"][1];
+    let warnings = silent["warnings"].to_string();
+    assert!(warnings.contains("silent") && warnings.contains("kept out"), "{warnings}");
+    assert_eq!(silent["correction"]["gain_db"], 0.0);
+    assert_eq!(silent["correction"]["tone_filters"].as_array().unwrap().len(), 0);
+    // The album's spreads are those of the one audible track.
+    assert_eq!(report["album"]["warmth_spread_after_db"], 0.0, "{}", report["album"]);
+    // The audible track is matched to the target, the silent one stays silent.
+    let delivered = |t: &serde_json::Value| t["finalize"]["delivered"][0]["analysis"].clone();
+    let lufs = delivered(&report["tracks"][0])["integrated_lufs"].as_f64().unwrap();
+    assert!((lufs + 14.0).abs() < 0.1, "{lufs}");
+    assert!(delivered(silent)["integrated_lufs"].is_null());
+}

@@ -108,7 +108,7 @@ where
 {
     let mut opened = Opened::new(reader, length_bytes, extension)?;
     let info = opened.info.clone();
-    decode_one_packet(opened.format.as_mut(), opened.decoder.as_mut(), opened.track_id, "its first audio")?;
+    decode_one_packet(opened.format.as_mut(), opened.decoder.as_mut(), opened.track_id, "its first")?;
     // A file cut short still has its full length in the header: look at the
     // last half second to prove the data is all there.
     if let Some(frames) = info.frames {

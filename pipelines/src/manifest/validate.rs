@@ -447,8 +447,10 @@ impl Checker {
     fn output_paths(&mut self, manifest: &Manifest) {
         let deliverables = manifest.effective_deliverables();
         let mut owners: HashMap<String, String> = HashMap::new();
+        let mut ids = BTreeSet::new();
         for (index, track) in manifest.tracks.iter().enumerate() {
-            if !is_valid_id(&track.id) {
+            // A repeated id is a problem of its own, said once.
+            if !is_valid_id(&track.id) || !ids.insert(track.id.as_str()) {
                 continue;
             }
             let mut paths = Vec::new();
