@@ -83,8 +83,11 @@ struct Inner {
 struct State {
     /// Running jobs, whole.
     jobs: BTreeMap<String, Record>,
-    /// Finished jobs: only what clients are shown.
+    /// Finished jobs, when there is no store (which otherwise keeps them:
+    /// nothing of a finished job is held in memory then).
     finished: BTreeMap<String, Finished>,
+    /// Finished jobs by state (for metrics), either way.
+    finished_counts: BTreeMap<&'static str, u64>,
     next_job: u64,
     /// The tenant served last, and per tenant the album served last: the
     /// next lease looks after them, so tenants take turns, and within a
@@ -99,6 +102,7 @@ struct State {
 /// structs were some twelve thousand small allocations scattered over the
 /// heap, which kept its pages resident after the records around them were
 /// freed.
+#[derive(Clone)]
 struct Finished {
     tenant: String,
     finished_ms: u64,
@@ -193,9 +197,13 @@ impl Coordinator {
                 (id, record)
             })
             .collect();
-        let finished =
-            loaded.summaries.iter().filter_map(|(id, bytes)| Some((id.clone(), Finished::decode(bytes)?))).collect();
-        let state = State { jobs, finished, next_job: loaded.next_job, ..State::default() };
+        let mut finished_counts = BTreeMap::new();
+        store.summaries(|_, bytes| {
+            if let Some(finished) = Finished::decode(bytes) {
+                *finished_counts.entry(state_name(finished.state)).or_default() += 1;
+            }
+        })?;
+        let state = State { jobs, finished_counts, next_job: loaded.next_job, ..State::default() };
         Ok(Self::build(policy, auth, stores, Some(store), state, settings))
     }
 
@@ -302,7 +310,10 @@ impl Coordinator {
                 let finished = self.finished(id, &updated);
                 self.persist(id, &updated, Some(&finished.encode()), next_job)?;
                 state.jobs.remove(id);
-                state.finished.insert(id.to_owned(), finished);
+                *state.finished_counts.entry(state_name(finished.state)).or_default() += 1;
+                if self.inner.store.is_none() {
+                    state.finished.insert(id.to_owned(), finished);
+                }
             }
             result
         };
@@ -347,28 +358,27 @@ impl Coordinator {
     /// retention period (their summaries stay); returns how many.
     pub fn sweep(&self) -> usize {
         let cutoff = now_ms().saturating_sub(self.inner.settings.retention.as_millis() as u64);
-        let expired: Vec<String> = {
+        let Some(store) = &self.inner.store else {
             let mut state = self.state();
-            let ids: Vec<String> = state
-                .finished
-                .iter()
-                .filter(|(_, f)| f.kept && f.finished_ms < cutoff)
-                .map(|(id, _)| id.clone())
-                .collect();
-            for id in &ids {
-                if let Some(finished) = state.finished.get_mut(id) {
-                    finished.report_json = None;
-                    finished.kept = false;
-                }
+            let mut dropped = 0;
+            for finished in state.finished.values_mut().filter(|f| f.kept && f.finished_ms < cutoff) {
+                finished.report_json = None;
+                finished.kept = false;
+                dropped += 1;
             }
-            ids
+            return dropped;
+        };
+        let expired = match store.finished_before(cutoff) {
+            Ok(expired) => expired,
+            Err(error) => {
+                tracing::warn!(%error, "cannot look for expired jobs; trying again later");
+                return 0;
+            }
         };
         if expired.is_empty() {
             return 0;
         }
-        if let Some(store) = &self.inner.store
-            && let Err(error) = store.forget(&expired)
-        {
+        if let Err(error) = store.forget(&expired) {
             tracing::warn!(%error, "cannot drop expired jobs' records; trying again later");
             return 0;
         }
@@ -395,14 +405,7 @@ impl Coordinator {
         {
             let state = self.state();
             jobs.insert("running", state.jobs.len() as u64);
-            for finished in state.finished.values() {
-                let name = match finished.state {
-                    pb::JobState::Succeeded => "succeeded",
-                    pb::JobState::Failed => "failed",
-                    _ => "cancelled",
-                };
-                *jobs.entry(name).or_default() += 1;
-            }
+            jobs.extend(state.finished_counts.iter().map(|(name, count)| (*name, *count)));
             for record in state.jobs.values() {
                 for task in record.job.tasks() {
                     let name = match task.status {
@@ -431,17 +434,63 @@ impl Coordinator {
     /// The job as clients see it, or NOT_FOUND (also for another tenant's
     /// job: its existence is not revealed).
     fn view(&self, job_id: &str, tenant: &str) -> Result<pb::Job, Status> {
-        let state = self.state();
-        match (state.jobs.get(job_id), state.finished.get(job_id)) {
-            (Some(record), _) if record.tenant == tenant => Ok(to_proto(job_id, record)),
-            (_, Some(finished)) if finished.tenant == tenant => Ok(finished.view()),
+        if let Some(record) = self.state().jobs.get(job_id) {
+            return match record.tenant == tenant {
+                true => Ok(to_proto(job_id, record)),
+                false => Err(Status::not_found(format!("no job {job_id}"))),
+            };
+        }
+        match self.finished_job(job_id)? {
+            Some(finished) if finished.tenant == tenant => Ok(finished.view()),
             _ => Err(Status::not_found(format!("no job {job_id}"))),
         }
     }
 
+    /// A finished job, from the store or (without one) from memory.
+    fn finished_job(&self, job_id: &str) -> Result<Option<Finished>, Status> {
+        match &self.inner.store {
+            None => Ok(self.state().finished.get(job_id).cloned()),
+            Some(store) => match store.summary(job_id) {
+                Ok(summary) => Ok(summary.and_then(|bytes| Finished::decode(&bytes))),
+                Err(error) => Err(Status::unavailable(format!("cannot read job {job_id}: {error}"))),
+            },
+        }
+    }
+
+    /// A tenant's finished jobs.
+    fn finished_jobs(&self, tenant: &str) -> Result<Vec<(String, Finished)>, Status> {
+        let Some(store) = &self.inner.store else {
+            let state = self.state();
+            return Ok(state
+                .finished
+                .iter()
+                .filter(|(_, f)| f.tenant == tenant)
+                .map(|(id, f)| (id.clone(), f.clone()))
+                .collect());
+        };
+        let mut found = Vec::new();
+        store
+            .summaries(|id, bytes| {
+                if let Some(finished) = Finished::decode(bytes).filter(|f| f.tenant == tenant) {
+                    found.push((id.to_owned(), finished));
+                }
+            })
+            .map_err(|error| Status::unavailable(format!("cannot list finished jobs: {error}")))?;
+        Ok(found)
+    }
+
     /// Whether `job_id` has finished (a worker's word about it is stale).
     fn is_finished(&self, job_id: &str) -> bool {
-        self.state().finished.contains_key(job_id)
+        !self.state().jobs.contains_key(job_id) && self.finished_job(job_id).is_ok_and(|f| f.is_some())
+    }
+}
+
+/// A finished state's name in metrics.
+fn state_name(state: pb::JobState) -> &'static str {
+    match state {
+        pb::JobState::Succeeded => "succeeded",
+        pb::JobState::Failed => "failed",
+        _ => "cancelled",
     }
 }
 
@@ -694,10 +743,11 @@ impl pb::albums_server::Albums for Coordinator {
 
     async fn list(&self, request: Request<pb::ListRequest>) -> Result<Response<pb::ListReply>, Status> {
         let tenant = self.tenant(&request)?.name;
+        let finished = self.finished_jobs(&tenant)?;
+        let mut sorted: BTreeMap<String, pb::Job> = finished.into_iter().map(|(id, f)| (id, f.view())).collect();
         let state = self.state();
-        let running = state.jobs.iter().filter(|(_, r)| r.tenant == tenant).map(|(id, r)| (id, to_proto(id, r)));
-        let finished = state.finished.iter().filter(|(_, f)| f.tenant == tenant).map(|(id, f)| (id, f.view()));
-        let sorted: BTreeMap<&String, pb::Job> = running.chain(finished).collect();
+        sorted
+            .extend(state.jobs.iter().filter(|(_, r)| r.tenant == tenant).map(|(id, r)| (id.clone(), to_proto(id, r))));
         Ok(Response::new(pb::ListReply { jobs: sorted.into_values().collect() }))
     }
 
@@ -714,21 +764,24 @@ impl pb::albums_server::Albums for Coordinator {
         let tenant = self.tenant(&request)?.name;
         let job_id = request.into_inner().job_id;
         let not_yet = || Status::failed_precondition(format!("job {job_id} has not succeeded yet"));
-        let kept = {
-            let state = self.state();
-            match (state.jobs.get(&job_id), state.finished.get(&job_id)) {
-                (Some(record), _) if record.tenant == tenant => return Err(not_yet()),
-                (_, Some(finished)) if finished.tenant == tenant => {
-                    if finished.state != pb::JobState::Succeeded {
-                        return Err(not_yet());
-                    }
-                    if let Some(report_json) = &finished.report_json {
-                        return Ok(Response::new(pb::ReportReply { report_json: report_json.clone() }));
-                    }
-                    finished.kept
+        if let Some(record) = self.state().jobs.get(&job_id) {
+            return Err(if record.tenant == tenant {
+                not_yet()
+            } else {
+                Status::not_found(format!("no job {job_id}"))
+            });
+        }
+        let kept = match self.finished_job(&job_id)? {
+            Some(finished) if finished.tenant == tenant => {
+                if finished.state != pb::JobState::Succeeded {
+                    return Err(not_yet());
                 }
-                _ => return Err(Status::not_found(format!("no job {job_id}"))),
+                if let Some(report_json) = finished.report_json {
+                    return Ok(Response::new(pb::ReportReply { report_json }));
+                }
+                finished.kept
             }
+            _ => return Err(Status::not_found(format!("no job {job_id}"))),
         };
         let gone = || {
             Status::failed_precondition(format!(
@@ -852,13 +905,15 @@ impl pb::workers_server::Workers for Coordinator {
         // (a restarted coordinator gives every lease a full lease instead).
         let reply = {
             let mut state = self.state();
-            if state.finished.contains_key(&job_id) {
-                HeartbeatReply::Stop
-            } else {
-                let record =
-                    state.jobs.get_mut(&job_id).ok_or_else(|| Status::not_found(format!("no job {job_id}")))?;
-                record.job.heartbeat(task, lease, request.progress, &request.waiting, now_ms())
+            match state.jobs.get_mut(&job_id) {
+                Some(record) => Some(record.job.heartbeat(task, lease, request.progress, &request.waiting, now_ms())),
+                None => None,
             }
+        };
+        let reply = match reply {
+            Some(reply) => reply,
+            None if self.is_finished(&job_id) => HeartbeatReply::Stop,
+            None => return Err(Status::not_found(format!("no job {job_id}"))),
         };
         let (action, deadline_unix_ms) = match reply {
             HeartbeatReply::Continue { deadline_ms } => (pb::heartbeat_reply::Action::Continue, deadline_ms),

@@ -52,10 +52,10 @@ pub struct Store {
     location: String,
 }
 
-/// What is loaded at start: running jobs whole, finished ones as summaries.
+/// What is loaded at start: running jobs whole (finished ones stay in the
+/// store: see [`Store::summary`]).
 pub struct Loaded<T> {
     pub running: Vec<(String, T)>,
-    pub summaries: Vec<(String, Vec<u8>)>,
     pub next_job: u64,
 }
 
@@ -167,38 +167,73 @@ impl Store {
 
     /// One job's full record, if it is still kept.
     pub fn job<T: DeserializeOwned>(&self, id: &str) -> Result<Option<T>, StoreError> {
-        let slot = self.db();
-        let db = slot.as_ref().ok_or_else(|| self.error("closed after an earlier write error"))?;
-        let txn = db.begin_read().map_err(|e| self.error(e))?;
-        let jobs = txn.open_table(JOBS).map_err(|e| self.error(e))?;
-        let Some(bytes) = jobs.get(id).map_err(|e| self.error(e))? else { return Ok(None) };
-        serde_json::from_slice(bytes.value()).map(Some).map_err(|e| self.error(format!("job {id}: {e}")))
+        let bytes = self.read(|txn| Ok(txn.open_table(JOBS)?.get(id)?.map(|bytes| bytes.value().to_vec())))?;
+        bytes.map(|bytes| serde_json::from_slice(&bytes).map_err(|e| self.error(format!("job {id}: {e}")))).transpose()
     }
 
-    /// Running jobs whole, finished ones as their summaries, and the job
-    /// counter.
-    pub fn load<T: DeserializeOwned>(&self) -> Result<Loaded<T>, StoreError> {
+    /// Runs `read` on a read transaction.
+    fn read<R>(&self, read: impl FnOnce(&redb::ReadTransaction) -> Result<R, redb::Error>) -> Result<R, StoreError> {
         let slot = self.db();
         let db = slot.as_ref().ok_or_else(|| self.error("closed after an earlier write error"))?;
         let txn = db.begin_read().map_err(|e| self.error(e))?;
-        let mut summaries = Vec::new();
-        for entry in txn.open_table(SUMMARIES).map_err(|e| self.error(e))?.iter().map_err(|e| self.error(e))? {
-            let (id, bytes) = entry.map_err(|e| self.error(e))?;
-            summaries.push((id.value().to_owned(), bytes.value().to_vec()));
-        }
-        let finished: std::collections::BTreeSet<&str> = summaries.iter().map(|(id, _)| id.as_str()).collect();
-        let mut running = Vec::new();
-        for entry in txn.open_table(JOBS).map_err(|e| self.error(e))?.iter().map_err(|e| self.error(e))? {
-            let (id, bytes) = entry.map_err(|e| self.error(e))?;
-            if finished.contains(id.value()) {
-                continue;
+        read(&txn).map_err(|e| self.error(e))
+    }
+
+    /// A finished job's summary.
+    pub fn summary(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(|txn| Ok(txn.open_table(SUMMARIES)?.get(id)?.map(|bytes| bytes.value().to_vec())))
+    }
+
+    /// Hands every finished job's summary to `each`, in id order.
+    pub fn summaries(&self, mut each: impl FnMut(&str, &[u8])) -> Result<(), StoreError> {
+        self.read(|txn| {
+            for entry in txn.open_table(SUMMARIES)?.iter()? {
+                let (id, bytes) = entry?;
+                each(id.value(), bytes.value());
             }
-            let record =
-                serde_json::from_slice(bytes.value()).map_err(|e| self.error(format!("job {}: {e}", id.value())))?;
-            running.push((id.value().to_owned(), record));
-        }
-        let meta = txn.open_table(META).map_err(|e| self.error(e))?;
-        let next_job = meta.get("next_job").map_err(|e| self.error(e))?.map(|v| v.value()).unwrap_or(0);
-        Ok(Loaded { running, summaries, next_job })
+            Ok(())
+        })
+    }
+
+    /// Finished jobs whose full record is still kept, and whose summary's
+    /// first 8 bytes (the finish time, little-endian ms) are before
+    /// `cutoff_ms`.
+    pub fn finished_before(&self, cutoff_ms: u64) -> Result<Vec<String>, StoreError> {
+        self.read(|txn| {
+            let jobs = txn.open_table(JOBS)?;
+            let mut expired = Vec::new();
+            for entry in txn.open_table(SUMMARIES)?.iter()? {
+                let (id, bytes) = entry?;
+                let finished_ms = bytes.value().get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
+                if finished_ms.is_some_and(|ms| ms < cutoff_ms) && jobs.get(id.value())?.is_some() {
+                    expired.push(id.value().to_owned());
+                }
+            }
+            Ok(expired)
+        })
+    }
+
+    /// Running jobs whole, and the job counter.
+    pub fn load<T: DeserializeOwned>(&self) -> Result<Loaded<T>, StoreError> {
+        let records: Vec<(String, Vec<u8>)> = self.read(|txn| {
+            let summaries = txn.open_table(SUMMARIES)?;
+            let mut records = Vec::new();
+            for entry in txn.open_table(JOBS)?.iter()? {
+                let (id, bytes) = entry?;
+                if summaries.get(id.value())?.is_none() {
+                    records.push((id.value().to_owned(), bytes.value().to_vec()));
+                }
+            }
+            Ok(records)
+        })?;
+        let running = records
+            .into_iter()
+            .map(|(id, bytes)| {
+                let record = serde_json::from_slice(&bytes).map_err(|e| self.error(format!("job {id}: {e}")))?;
+                Ok((id, record))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        let next_job = self.read(|txn| Ok(txn.open_table(META)?.get("next_job")?.map(|v| v.value())))?.unwrap_or(0);
+        Ok(Loaded { running, next_job })
     }
 }
