@@ -98,7 +98,7 @@ async fn main() {
     // result, rendered the first time it is met), repeat.
     let scratch = tempfile::tempdir().unwrap();
     let runner = lacquer_worker::run::Runner::new(
-        Arc::new(lacquer_worker::stores::Stores::new(Default::default())),
+        Arc::new(lacquer_runtime::stores::Stores::new(Default::default())),
         scratch.path().to_path_buf(),
     );
     let known: Arc<tokio::sync::Mutex<Results>> = Arc::default();

@@ -12,7 +12,7 @@ use lacquer_pipelines::manifest::StorageRoot;
 use lacquer_storage::{BlockingReader, Storage};
 use serde::Serialize;
 
-use lacquer_worker::stores::{S3Options, Stores};
+use lacquer_runtime::stores::{S3Options, Stores};
 
 const BLOCK_FRAMES: usize = 8192;
 

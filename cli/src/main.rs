@@ -17,7 +17,7 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
     #[command(flatten)]
-    s3: lacquer_worker::stores::S3Options,
+    s3: lacquer_runtime::stores::S3Options,
 }
 
 #[derive(Debug, Subcommand)]

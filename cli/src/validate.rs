@@ -8,7 +8,7 @@ use anyhow::Context;
 use lacquer_pipelines::manifest::{self, InputRole, ManifestError, Problem, StorageRoot, ValidManifest};
 use serde::Serialize;
 
-use lacquer_worker::stores::{ProbeError, S3Options, Stores};
+use lacquer_runtime::stores::{ProbeError, S3Options, Stores};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -156,7 +156,7 @@ async fn clients_speak_tls_to_a_coordinator_they_trust() {
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("https://localhost:{}", listener.local_addr().unwrap().port());
-    let stores = std::sync::Arc::new(lacquer_worker::stores::Stores::new(Default::default()));
+    let stores = std::sync::Arc::new(lacquer_runtime::stores::Stores::new(Default::default()));
     let coordinator = Coordinator::new(RetryPolicy::default(), Auth::open(), stores);
     let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(serve_with_tls(listener, coordinator, Some(tls), async {

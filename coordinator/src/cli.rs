@@ -12,8 +12,8 @@ use crate::service::{Coordinator, Settings, describe_metrics};
 use crate::store::Store;
 use anyhow::Context;
 use clap::Parser;
-use lacquer_worker::stores::{S3Options, Stores};
-use lacquer_worker::telemetry;
+use lacquer_runtime::stores::{S3Options, Stores};
+use lacquer_runtime::telemetry;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 

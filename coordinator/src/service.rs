@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use lacquer_pipelines::manifest::{self, StorageRoot, ValidManifest};
 use lacquer_pipelines::tasks::AlbumTasks;
 use lacquer_proto::v1 as pb;
-use lacquer_worker::stores::{ProbeError, Stores};
+use lacquer_runtime::stores::{ProbeError, Stores};
 use prost::Message;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;

@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::run::Runner;
-use crate::stores::{S3Options, Stores};
-use crate::telemetry;
 use crate::work::{Phase, Settings, work};
 use anyhow::Context;
 use clap::Parser;
 use lacquer_proto::v1::workers_client::WorkersClient;
 use lacquer_proto::{Bearer, ConnectError};
+use lacquer_runtime::stores::{S3Options, Stores};
+use lacquer_runtime::telemetry;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tracing::{error, info, warn};

@@ -8,19 +8,14 @@
 //! - [`work::work`] is the worker process's loop: lease from the
 //!   coordinator, heartbeat, run, report; on SIGTERM finish (or, past the
 //!   grace period, hand back) and stop.
-//! - [`stores::Stores`] maps manifest locations to storage backends and
-//!   probes inputs (the CLI's `validate` and the coordinator's submit use
-//!   it too).
-//! - [`telemetry`]: JSON or text logs and the Prometheus endpoint, for both
-//!   server processes.
+//! - Storage backends and telemetry come from `lacquer-runtime`, shared
+//!   with the coordinator.
 //!
 //! Invariant: a worker keeps no state of its own between tasks; any number
 //! of them can run anywhere.
 
 pub mod cli;
 pub mod run;
-pub mod stores;
-pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod work;

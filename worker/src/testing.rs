@@ -8,7 +8,7 @@ use std::sync::Arc;
 use lacquer_storage::S3Credentials;
 use lacquer_storage::testing::{ACCESS_KEY_ID, S3Server, SECRET_ACCESS_KEY};
 
-use crate::stores::{S3Options, Stores};
+use lacquer_runtime::stores::{S3Options, Stores};
 
 /// The example album's folder (`examples/album-small`).
 pub fn fixture_dir() -> PathBuf {

@@ -444,7 +444,7 @@ async fn tls_when_a_certificate_is_configured() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let stores = std::sync::Arc::new(lacquer_worker::stores::Stores::new(Default::default()));
+    let stores = std::sync::Arc::new(lacquer_runtime::stores::Stores::new(Default::default()));
     let coordinator = Coordinator::new(RetryPolicy::default(), Auth::open(), stores);
     tokio::spawn(serve_with_tls(listener, coordinator, Some(tls), async {
         let _ = stopped.await;
