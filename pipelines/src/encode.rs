@@ -23,7 +23,7 @@ use crate::dsp::dither::{NoiseSource, Quantizer};
 use crate::manifest::{AudioFormat, Dither};
 
 /// What a delivered file says about itself.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct Tags {
     pub title: String,
     pub artist: String,

@@ -112,6 +112,46 @@ pub struct FinalizeResult {
     pub files: Vec<OutputFile>,
 }
 
+/// Everything the master stage reads for one track, and where it writes.
+/// A task's key is its spec, hashed ([`task_key`]), and the stage runs
+/// from the spec: no setting reaches the stage without reaching its key.
+#[derive(Debug, Clone, Serialize)]
+pub struct MasterSpec {
+    pub output_key: String,
+    /// As [`MasterChain::for_track`] gives it.
+    pub chain: MasterChain,
+    pub ceiling_dbtp: f64,
+    pub rate_hz: u32,
+    pub trim_frames: u64,
+    pub mix_blake3: String,
+    pub drive: Drive,
+    /// Written into `master/<id>.wav`.
+    pub tags: Tags,
+}
+
+/// Everything the finalize stage reads for one track, and where it writes
+/// (see [`MasterSpec`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct FinalizeSpec<'a> {
+    pub master_blake3: &'a str,
+    pub correction: &'a Correction,
+    pub settings: FinalizeSettings<'a>,
+    pub deliverables: Vec<DeliverableSpec>,
+    /// Written into every deliverable.
+    pub tags: Tags,
+}
+
+/// One deliverable of one track, resolved.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliverableSpec {
+    pub output_key: String,
+    pub name: String,
+    pub format: crate::manifest::AudioFormat,
+    pub bit_depth: u32,
+    pub rate_hz: u32,
+    pub dither: crate::manifest::Dither,
+}
+
 /// The tasks of one album.
 #[derive(Debug, Clone, Copy)]
 pub struct AlbumTasks<'a> {
@@ -260,30 +300,28 @@ impl<'a> AlbumTasks<'a> {
         self.manifest.matching.loudness.mode == LoudnessMode::Album
     }
 
-    fn master_settings(&self, track: usize, input_gain_db: f64) -> (MasterChain, f64, Drive) {
+    /// Everything mastering track `track` from `mix` with `input_gain_db`
+    /// reads, and where it writes.
+    pub fn master_spec(&self, track: usize, mix: &MixResult, input_gain_db: f64) -> MasterSpec {
         let manifest = self.manifest;
-        let chain = MasterChain::for_track(&manifest.master, manifest.tracks[track].master.as_ref());
-        let drive =
-            Drive { input_gain_db, max_limiter_gain_reduction_db: manifest.matching.max_limiter_gain_reduction_db };
-        (chain, manifest.matching.true_peak_dbtp, drive)
+        MasterSpec {
+            output_key: self.master_key(track),
+            chain: MasterChain::for_track(&manifest.master, manifest.tracks[track].master.as_ref()),
+            ceiling_dbtp: manifest.matching.true_peak_dbtp,
+            rate_hz: manifest.album.sample_rate,
+            trim_frames: mix.trim_frames,
+            mix_blake3: mix.blake3().to_owned(),
+            drive: Drive {
+                input_gain_db,
+                max_limiter_gain_reduction_db: manifest.matching.max_limiter_gain_reduction_db,
+            },
+            tags: self.tags(track),
+        }
     }
 
     /// Key of mastering track `track` from `mix` with `input_gain_db`.
     pub fn master_task(&self, track: usize, mix: &MixResult, input_gain_db: f64) -> String {
-        let (chain, ceiling, drive) = self.master_settings(track, input_gain_db);
-        task_key(
-            "master",
-            &(
-                &chain,
-                ceiling,
-                self.manifest.album.sample_rate,
-                mix.trim_frames,
-                mix.blake3(),
-                input_gain_db,
-                drive.max_limiter_gain_reduction_db,
-                &self.manifest.tracks[track].title,
-            ),
-        )
+        task_key("master", &self.master_spec(track, mix, input_gain_db))
     }
 
     /// Masters track `track` from the mix at `mix_path` into `output`.
@@ -295,15 +333,15 @@ impl<'a> AlbumTasks<'a> {
         mix_path: &Path,
         output: &Path,
     ) -> Result<MasterReport, StageError> {
-        let (chain, ceiling_dbtp, drive) = self.master_settings(track, input_gain_db);
+        let spec = self.master_spec(track, mix, input_gain_db);
         let job = MasterJob {
-            chain: &chain,
-            ceiling_dbtp,
-            rate_hz: self.manifest.album.sample_rate,
-            trim_frames: mix.trim_frames,
-            drive,
+            chain: &spec.chain,
+            ceiling_dbtp: spec.ceiling_dbtp,
+            rate_hz: spec.rate_hz,
+            trim_frames: spec.trim_frames,
+            drive: spec.drive,
         };
-        master_track(&job, mix_path, output, &self.tags(track))
+        master_track(&job, mix_path, output, &spec.tags)
     }
 
     fn tags(&self, track: usize) -> Tags {
@@ -357,45 +395,49 @@ impl<'a> AlbumTasks<'a> {
         Ok(plan_album(&planned, &manifest.matching, reference))
     }
 
-    fn finalize_settings(&self, track: usize) -> FinalizeSettings<'a> {
+    /// Everything finalizing track `track` from `master` with `correction`
+    /// reads, and where it writes.
+    pub fn finalize_spec<'s>(
+        &'s self,
+        track: usize,
+        master: &'s MasterResult,
+        correction: &'s Correction,
+    ) -> FinalizeSpec<'s> {
         let manifest = self.manifest;
         let t = &manifest.tracks[track];
         let chain = MasterChain::for_track(&manifest.master, t.master.as_ref());
-        FinalizeSettings {
-            track_id: &t.id,
-            rate_hz: manifest.album.sample_rate,
-            ceiling_dbtp: manifest.matching.true_peak_dbtp,
-            limiter: chain.limiter.clone().unwrap_or_default(),
-            fade_in_s: t.fade_in_s,
-            fade_out_s: t.fade_out_s,
-            max_limiter_gain_reduction_db: manifest.matching.max_limiter_gain_reduction_db,
+        let deliverables = manifest
+            .effective_deliverables()
+            .iter()
+            .map(|d| DeliverableSpec {
+                output_key: manifest.deliverable_path(track, d),
+                name: d.name.clone(),
+                format: d.format,
+                bit_depth: d.bit_depth,
+                rate_hz: d.sample_rate(&manifest.album),
+                dither: d.dither(),
+            })
+            .collect();
+        FinalizeSpec {
+            master_blake3: &master.file.blake3,
+            correction,
+            settings: FinalizeSettings {
+                track_id: &t.id,
+                rate_hz: manifest.album.sample_rate,
+                ceiling_dbtp: manifest.matching.true_peak_dbtp,
+                limiter: chain.limiter.clone().unwrap_or_default(),
+                fade_in_s: t.fade_in_s,
+                fade_out_s: t.fade_out_s,
+                max_limiter_gain_reduction_db: manifest.matching.max_limiter_gain_reduction_db,
+            },
+            deliverables,
+            tags: self.tags(track),
         }
     }
 
     /// Key of finalizing track `track` from `master` with `correction`.
     pub fn finalize_task(&self, track: usize, master: &MasterResult, correction: &Correction) -> String {
-        let manifest = self.manifest;
-        let t = &manifest.tracks[track];
-        let settings = self.finalize_settings(track);
-        task_key(
-            "finalize",
-            &(
-                &master.file.blake3,
-                correction,
-                &settings.limiter,
-                settings.ceiling_dbtp,
-                settings.fade_in_s,
-                settings.fade_out_s,
-                settings.max_limiter_gain_reduction_db,
-                settings.track_id,
-                settings.rate_hz,
-                &manifest.effective_deliverables(),
-                track,
-                &t.title,
-                &t.isrc,
-                &manifest.album,
-            ),
-        )
+        task_key("finalize", &self.finalize_spec(track, master, correction))
     }
 
     /// Finalizes track `track` from the master at `master_path`, writing
@@ -403,32 +445,33 @@ impl<'a> AlbumTasks<'a> {
     pub fn finalize(
         &self,
         track: usize,
+        master: &MasterResult,
         correction: &Correction,
         master_path: &Path,
         outputs: &[PathBuf],
     ) -> Result<FinalizeReport, StageError> {
-        let manifest = self.manifest;
-        let deliverables = manifest.effective_deliverables();
-        if outputs.len() != deliverables.len() {
+        let spec = self.finalize_spec(track, master, correction);
+        if outputs.len() != spec.deliverables.len() {
             return Err(StageError::Invalid(format!(
                 "{} deliverables, {} output paths",
-                deliverables.len(),
+                spec.deliverables.len(),
                 outputs.len()
             )));
         }
-        let targets: Vec<DeliverableTarget> = deliverables
+        let targets: Vec<DeliverableTarget> = spec
+            .deliverables
             .iter()
             .zip(outputs)
             .map(|(d, path)| DeliverableTarget {
                 name: d.name.clone(),
                 format: d.format,
                 bit_depth: d.bit_depth,
-                rate_hz: d.sample_rate(&manifest.album),
-                dither: d.dither(),
+                rate_hz: d.rate_hz,
+                dither: d.dither,
                 path: path.clone(),
             })
             .collect();
-        finalize_track(master_path, correction, &self.finalize_settings(track), &targets, &self.tags(track))
+        finalize_track(master_path, correction, &spec.settings, &targets, &spec.tags)
     }
 
     /// Key of the report over these results.

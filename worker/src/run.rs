@@ -572,8 +572,11 @@ impl Run<'_> {
             self.tasks.deliverable_keys(track).into_iter().map(|k| (k.clone(), self.scratch_for(&k))).collect();
         let targets: Vec<PathBuf> = files.iter().map(|(_, p)| p.clone()).collect();
         let manifest = self.album.manifest.clone();
+        let master = master.clone();
         let report = self
-            .blocking(move || Ok(AlbumTasks::new(&manifest).finalize(track, &correction, &fetched.path, &targets)?))
+            .blocking(move || {
+                Ok(AlbumTasks::new(&manifest).finalize(track, &master, &correction, &fetched.path, &targets)?)
+            })
             .await?;
         self.progress.set(0.9);
         let published = self.publish(&files).await?;

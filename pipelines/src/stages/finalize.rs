@@ -44,7 +44,7 @@ pub struct DeliverableTarget {
     pub path: PathBuf,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct FinalizeSettings<'a> {
     pub track_id: &'a str,
     pub rate_hz: u32,

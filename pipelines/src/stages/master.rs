@@ -34,7 +34,7 @@ pub struct MasterReport {
 }
 
 /// How the master stage drives the chain.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct Drive {
     /// Gain into the chain (dB).
     pub input_gain_db: f64,
