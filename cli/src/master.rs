@@ -2,8 +2,10 @@
 //! master every track, plan the album pass, finalize every deliverable and
 //! write the report — on all cores, with content-keyed caching.
 //!
-//! Every task runs through the workers' own [`Runner`], so the bytes are
-//! those a cluster would deliver. Each task's key is a BLAKE3 hash of the
+//! The tasks are scheduled by the coordinator's own job machine
+//! (`lacquer_coordinator::job::Job`, over the album's `TaskGraph`), in this
+//! process, and every task runs through the workers' own [`Runner`], so
+//! the order and the bytes are those a cluster would give. Each task's key is a BLAKE3 hash of the
 //! pipeline version, its settings and the content hashes of its inputs; a
 //! finished task is recorded under `<output>/.lacquer/tasks/<key>.json`,
 //! and a later run (or a worker) with the same key reuses it instead of
@@ -18,14 +20,14 @@ use std::time::Instant;
 
 use anyhow::anyhow;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use lacquer_coordinator::job::{Job, JobState, RetryPolicy};
 use lacquer_pipelines::manifest::ValidManifest;
 use lacquer_pipelines::report::AlbumReport;
-use lacquer_pipelines::tasks::{FinalizeResult, MasterResult, MixResult, Stage};
+use lacquer_pipelines::tasks::{FinalizeResult, MasterResult, MixResult, Stage, TaskGraph, TaskId};
 use lacquer_runtime::stores::{S3Options, Stores};
 use lacquer_worker::run::{Done, Inputs, Progress, Runner, Task, default_scratch};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::Semaphore;
 
 use crate::validate::{check_manifest, print_problems};
 #[derive(Debug, clap::Args)]
@@ -139,10 +141,39 @@ struct Album {
     valid: Arc<ValidManifest>,
     runner: Runner,
     /// Tasks at once.
-    slots: Arc<Semaphore>,
+    jobs: usize,
     progress: MultiProgress,
     rendered: usize,
     cached: usize,
+}
+
+/// The results of the album's tasks as they finish, typed: per stage,
+/// track `i`'s at index `i`.
+struct Results {
+    mix: Vec<Option<MixResult>>,
+    master: Vec<Option<MasterResult>>,
+    finalize: Vec<Option<FinalizeResult>>,
+    report: Option<AlbumReport>,
+}
+
+impl Results {
+    fn new(tracks: usize) -> Self {
+        Self { mix: vec![None; tracks], master: vec![None; tracks], finalize: vec![None; tracks], report: None }
+    }
+
+    /// What a task of `stage` reads, as the graph says.
+    fn inputs(&self, stage: Stage) -> Inputs {
+        let mut inputs = Inputs::default();
+        for read in TaskGraph::reads(stage) {
+            match read {
+                Stage::Mix => inputs.mix = self.mix.clone(),
+                Stage::Master => inputs.master = self.master.clone(),
+                Stage::Finalize => inputs.finalize = self.finalize.clone(),
+                Stage::Report => {}
+            }
+        }
+        inputs
+    }
 }
 
 impl Album {
@@ -152,7 +183,7 @@ impl Album {
         } else {
             ProgressDrawTarget::stderr()
         });
-        Self { valid: Arc::new(valid), runner, slots: Arc::new(Semaphore::new(jobs)), progress, rendered: 0, cached: 0 }
+        Self { valid: Arc::new(valid), runner, jobs, progress, rendered: 0, cached: 0 }
     }
 
     fn bar(&self, stage: &str, length: usize) -> ProgressBar {
@@ -164,40 +195,6 @@ impl Album {
         bar
     }
 
-    /// Runs `stage` for `tracks` at once (within the slots); each track's
-    /// result, by track index. A failed track does not stop the others:
-    /// what they finish is recorded, and a rerun reuses it.
-    async fn stage<T: DeserializeOwned>(
-        &mut self,
-        stage: Stage,
-        inputs: Inputs,
-        tracks: &[usize],
-    ) -> anyhow::Result<Vec<Option<Result<T, String>>>> {
-        let bar = self.bar(stage.name(), tracks.len());
-        let inputs = Arc::new(inputs);
-        let mut running = tokio::task::JoinSet::new();
-        for &track in tracks {
-            let (runner, valid, inputs, slots, bar) =
-                (self.runner.clone(), self.valid.clone(), inputs.clone(), self.slots.clone(), bar.clone());
-            running.spawn(async move {
-                let _slot = slots.acquire_owned().await?;
-                let done = runner.run(&valid, Task { stage, track: Some(track) }, &inputs, &Progress::default()).await;
-                bar.inc(1);
-                anyhow::Ok((track, done.map_err(|e| format!("its {} failed: {e}", stage.name()))))
-            });
-        }
-        let mut results: Vec<Option<Result<T, String>>> = (0..self.valid.manifest.tracks.len()).map(|_| None).collect();
-        while let Some(joined) = running.join_next().await {
-            let (track, done) = joined??;
-            results[track] = Some(match done {
-                Ok(done) => Ok(self.count(done)?),
-                Err(error) => Err(error),
-            });
-        }
-        bar.finish_with_message(if results.iter().flatten().any(Result::is_err) { "failed" } else { "done" });
-        Ok(results)
-    }
-
     fn count<T: DeserializeOwned>(&mut self, done: Done) -> anyhow::Result<T> {
         if done.cached {
             self.cached += 1;
@@ -207,38 +204,77 @@ impl Album {
         Ok(serde_json::from_str(&done.result_json)?)
     }
 
-    /// The whole album; or, when a task fails, what became of each track.
+    /// Keeps a finished task's result.
+    fn take(&mut self, task: TaskId, done: Done, results: &mut Results, failed: &mut Failed) -> anyhow::Result<()> {
+        let track = task.track.unwrap_or(0);
+        match task.stage {
+            Stage::Mix => results.mix[track] = Some(self.count(done)?),
+            Stage::Master => results.master[track] = Some(self.count(done)?),
+            Stage::Finalize => {
+                let result: FinalizeResult = self.count(done)?;
+                failed.delivered(track, result.files.iter().map(|f| f.path.clone()).collect());
+                results.finalize[track] = Some(result);
+            }
+            Stage::Report => results.report = Some(self.count(done)?),
+        }
+        Ok(())
+    }
+
+    /// The whole album, driven by the coordinator's own job machine in
+    /// this process: a task is run as soon as the graph allows, `--jobs`
+    /// at once. A failed task is left leased, so what needs it stays
+    /// blocked while every other task still runs (and is recorded: a
+    /// rerun goes on from there). Then the summary; or, when a task
+    /// failed, what became of each track.
     async fn run(mut self) -> anyhow::Result<Result<Summary, Failed>> {
         let started = Instant::now();
-        let all: Vec<usize> = (0..self.valid.manifest.tracks.len()).collect();
+        let graph = TaskGraph::new(&self.valid.manifest);
+        // One attempt (a local failure is not transient); leases that never
+        // run out (no other worker could take a task over).
+        let policy = RetryPolicy { max_attempts: 1, first_backoff_ms: 0, lease_ms: u64::MAX / 2 };
+        let mut job = Job::new(graph, policy);
+        let mut results = Results::new(graph.tracks);
         let mut failed = Failed::new(&self.valid);
-        let mixes = self.stage::<MixResult>(Stage::Mix, Inputs::default(), &all).await?;
-        let mixed = failed.note(mixes);
-        // Each track whose mix is done is mastered; the album pass needs
-        // every master.
-        let ready: Vec<usize> = all.iter().copied().filter(|&t| mixed[t].is_some()).collect();
-        let inputs = Inputs { mix: mixed.clone(), ..Inputs::default() };
-        let masters = self.stage::<MasterResult>(Stage::Master, inputs, &ready).await?;
-        let mastered = failed.note(masters);
-        let Some(masters) = mastered.into_iter().collect::<Option<Vec<MasterResult>>>() else {
-            return self.fail(failed, "the album pass needs every track's master").await;
-        };
-        let inputs = Inputs { master: some(&masters), ..Inputs::default() };
-        let finals = self.stage::<FinalizeResult>(Stage::Finalize, inputs, &all).await?;
-        let Some(finals) = failed.note(finals).into_iter().collect::<Option<Vec<FinalizeResult>>>() else {
-            return self.fail(failed, "").await;
-        };
-        let mixes: Vec<MixResult> = mixed.into_iter().flatten().collect();
-        let inputs = Inputs { mix: some(&mixes), master: some(&masters), finalize: some(&finals) };
-        let report_task = Task { stage: Stage::Report, track: None };
-        let done = match self.runner.run(&self.valid, report_task, &inputs, &Progress::default()).await {
-            Ok(done) => done,
-            Err(error) => {
-                failed.report_error = Some(error.to_string());
-                return self.fail(failed, "").await;
+        let bars: Vec<(Stage, ProgressBar)> = [Stage::Mix, Stage::Master, Stage::Finalize, Stage::Report]
+            .into_iter()
+            .map(|stage| (stage, self.bar(stage.name(), if stage == Stage::Report { 1 } else { graph.tracks })))
+            .collect();
+        let mut running = tokio::task::JoinSet::new();
+        loop {
+            while running.len() < self.jobs {
+                let Some(lease) = job.lease("lacquer-master", 0) else { break };
+                let inputs = results.inputs(lease.task.stage);
+                let (runner, valid) = (self.runner.clone(), self.valid.clone());
+                let task = Task { stage: lease.task.stage, track: lease.task.track };
+                running.spawn(async move {
+                    let done = runner.run(&valid, task, &inputs, &Progress::default()).await;
+                    (lease, done)
+                });
             }
+            let Some(joined) = running.join_next().await else { break };
+            let (lease, done) = joined?;
+            let task = lease.task;
+            if let Some((_, bar)) = bars.iter().find(|(stage, _)| *stage == task.stage) {
+                bar.inc(1);
+            }
+            match done {
+                Ok(done) => {
+                    self.take(task, done, &mut results, &mut failed)?;
+                    job.complete(task, lease.lease);
+                }
+                Err(error) => failed.failed(task, error.to_string()),
+            }
+        }
+        for (_, bar) in &bars {
+            bar.finish_with_message(if *job.state() == JobState::Succeeded { "done" } else { "stopped" });
+        }
+        let (Some(report), Some(masters)) =
+            (results.report.take(), results.master.iter().cloned().collect::<Option<Vec<MasterResult>>>())
+        else {
+            let waiting = if job.masters_done() { "" } else { "the album pass needs every track's master" };
+            return self.fail(failed, waiting).await;
         };
-        let report: AlbumReport = self.count(done)?;
+
         let manifest = &self.valid.manifest;
         let audio_seconds =
             masters.iter().map(|m| m.report.analysis.frames as f64 / f64::from(manifest.album.sample_rate)).sum();
@@ -329,25 +365,19 @@ impl Failed {
         Self { output: valid.output.to_string(), tracks, report_error: None }
     }
 
-    /// Notes what each track's task did; the results of those that
-    /// succeeded.
-    fn note<T: Delivers>(&mut self, results: Vec<Option<Result<T, String>>>) -> Vec<Option<T>> {
-        results
-            .into_iter()
-            .zip(&mut self.tracks)
-            .map(|(result, track)| match result? {
-                Ok(value) => {
-                    if let Some(files) = value.delivered() {
-                        track.outcome = Some(Outcome::Delivered(files));
-                    }
-                    Some(value)
-                }
-                Err(error) => {
-                    track.outcome = Some(Outcome::Failed(error));
-                    None
-                }
-            })
-            .collect()
+    /// Track `track` was delivered as `files`.
+    fn delivered(&mut self, track: usize, files: Vec<String>) {
+        self.tracks[track].outcome = Some(Outcome::Delivered(files));
+    }
+
+    /// `task` failed with `error`.
+    fn failed(&mut self, task: TaskId, error: String) {
+        match task.track {
+            Some(track) => {
+                self.tracks[track].outcome = Some(Outcome::Failed(format!("its {} failed: {error}", task.stage.name())))
+            }
+            None => self.report_error = Some(error),
+        }
     }
 
     fn print(&self, json: bool) -> anyhow::Result<()> {
@@ -379,25 +409,6 @@ impl Failed {
         writeln!(err, "what finished is kept; the same command goes on from there")?;
         Ok(())
     }
-}
-
-/// A stage's result that means its track was delivered.
-trait Delivers {
-    fn delivered(&self) -> Option<Vec<String>> {
-        None
-    }
-}
-
-impl Delivers for MixResult {}
-impl Delivers for MasterResult {}
-impl Delivers for FinalizeResult {
-    fn delivered(&self) -> Option<Vec<String>> {
-        Some(self.files.iter().map(|f| f.path.clone()).collect())
-    }
-}
-
-fn some<T: Clone>(results: &[T]) -> Vec<Option<T>> {
-    results.iter().cloned().map(Some).collect()
 }
 
 /// Peak resident set size of this process (`VmHWM`), on Linux.

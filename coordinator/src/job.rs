@@ -5,12 +5,9 @@
 //! machine answers what to do. Everything it holds is serializable, so a
 //! coordinator restarted from its store continues exactly where it was.
 //!
-//! The task graph of an album: per track, `mix` (stems → mix, or a given
-//! mix file measured) then `master` — after its own mix in `track`
-//! loudness mode, after every mix in `album` mode (one drive for the whole
-//! album); when every `master` is done, the album barrier: `finalize` per
-//! track (each makes the album plan from every master's analysis); then
-//! the `report`.
+//! The tasks and their order come from the album's [`TaskGraph`] (defined
+//! once, in `lacquer_pipelines::tasks`, for this machine and for
+//! `lacquer master`, which drives this machine in-process).
 //!
 //! Exactly once: a task's result is accepted only from its current lease;
 //! a worker whose lease expired (and whose task was leased again) is told
@@ -21,14 +18,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use lacquer_pipelines::tasks::Stage;
-
-/// A task of the job: a stage, and the track it is for (`None` for the report).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct TaskId {
-    pub stage: Stage,
-    pub track: Option<usize>,
-}
+pub use lacquer_pipelines::tasks::{Stage, TaskGraph, TaskId};
 
 /// How retries are paced and bounded.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -142,27 +132,26 @@ pub struct TaskView {
 pub struct Job {
     #[serde(with = "as_pairs")]
     tasks: BTreeMap<TaskId, Task>,
-    tracks: usize,
-    /// Masters wait for every mix (`album` loudness mode), not just their own.
-    masters_need_every_mix: bool,
+    #[serde(flatten)]
+    graph: TaskGraph,
     state: JobState,
     policy: RetryPolicy,
     next_lease: u64,
 }
 
 impl Job {
-    /// A job for an album of `tracks` tracks; `masters_need_every_mix` in
-    /// `album` loudness mode.
-    pub fn new(tracks: usize, masters_need_every_mix: bool, policy: RetryPolicy) -> Self {
-        let mut tasks = BTreeMap::new();
-        let fresh = |state| Task { state, attempts: 0, last_error: None };
-        for track in (0..tracks).map(Some) {
-            tasks.insert(TaskId { stage: Stage::Mix, track }, fresh(TaskState::Ready { not_before_ms: 0 }));
-            tasks.insert(TaskId { stage: Stage::Master, track }, fresh(TaskState::Blocked));
-            tasks.insert(TaskId { stage: Stage::Finalize, track }, fresh(TaskState::Blocked));
-        }
-        tasks.insert(TaskId { stage: Stage::Report, track: None }, fresh(TaskState::Blocked));
-        Self { tasks, tracks, masters_need_every_mix, state: JobState::Running, policy, next_lease: 1 }
+    /// A job running the tasks of `graph`.
+    pub fn new(graph: TaskGraph, policy: RetryPolicy) -> Self {
+        let tasks = graph
+            .tasks()
+            .into_iter()
+            .map(|id| {
+                let state =
+                    if graph.needs(id).is_empty() { TaskState::Ready { not_before_ms: 0 } } else { TaskState::Blocked };
+                (id, Task { state, attempts: 0, last_error: None })
+            })
+            .collect();
+        Self { tasks, graph, state: JobState::Running, policy, next_lease: 1 }
     }
 
     pub fn state(&self) -> &JobState {
@@ -224,7 +213,7 @@ impl Job {
     }
 
     fn all_done(&self, stage: Stage) -> bool {
-        (0..self.tracks).all(|track| self.is_done(TaskId { stage, track: Some(track) }))
+        (0..self.graph.tracks).all(|track| self.is_done(TaskId { stage, track: Some(track) }))
     }
 
     fn is_done(&self, id: TaskId) -> bool {
@@ -279,7 +268,7 @@ impl Job {
         if let Some(entry) = self.tasks.get_mut(&task) {
             entry.state = TaskState::Done;
         }
-        self.release_dependents(task);
+        self.release_dependents();
         if self.is_done(TaskId { stage: Stage::Report, track: None }) {
             self.state = JobState::Succeeded;
         }
@@ -370,25 +359,18 @@ impl Job {
         }
     }
 
-    fn release_dependents(&mut self, done: TaskId) {
-        let every_track = |stage| (0..self.tracks).map(move |track| TaskId { stage, track: Some(track) });
-        let ready: Vec<TaskId> = match done.stage {
-            Stage::Mix if self.masters_need_every_mix => {
-                if self.all_done(Stage::Mix) {
-                    every_track(Stage::Master).collect()
-                } else {
-                    Vec::new()
-                }
-            }
-            Stage::Mix => vec![TaskId { stage: Stage::Master, track: done.track }],
-            Stage::Master if self.all_done(Stage::Master) => every_track(Stage::Finalize).collect(),
-            Stage::Finalize if self.all_done(Stage::Finalize) => vec![TaskId { stage: Stage::Report, track: None }],
-            _ => Vec::new(),
-        };
+    /// Makes ready every blocked task whose needs are now all done.
+    fn release_dependents(&mut self) {
+        let ready: Vec<TaskId> = self
+            .tasks
+            .iter()
+            .filter(|(id, task)| {
+                task.state == TaskState::Blocked && self.graph.needs(**id).iter().all(|need| self.is_done(*need))
+            })
+            .map(|(id, _)| *id)
+            .collect();
         for id in ready {
-            if let Some(entry) = self.tasks.get_mut(&id)
-                && entry.state == TaskState::Blocked
-            {
+            if let Some(entry) = self.tasks.get_mut(&id) {
                 entry.state = TaskState::Ready { not_before_ms: 0 };
             }
         }
@@ -434,7 +416,7 @@ mod tests {
 
     #[test]
     fn the_graph_runs_in_order_to_success() {
-        let mut job = Job::new(3, false, POLICY);
+        let mut job = Job::new(TaskGraph { tracks: 3, masters_need_every_mix: false }, POLICY);
         assert_eq!(job.progress(), (0, 10), "3 mixes, 3 masters, 3 finalize, 1 report");
         let order = drain(&mut job, 0);
         assert_eq!(order.len(), 10);
@@ -451,7 +433,7 @@ mod tests {
 
     #[test]
     fn a_lost_worker_s_task_is_leased_again_and_its_late_result_is_dropped() {
-        let mut job = Job::new(1, false, POLICY);
+        let mut job = Job::new(TaskGraph { tracks: 1, masters_need_every_mix: false }, POLICY);
         let first = job.lease("lost", 0).unwrap();
         assert_eq!(job.lease("w2", 10), None, "nothing else is ready");
         // The lost worker stops heartbeating; its lease runs out.
@@ -468,7 +450,7 @@ mod tests {
 
     #[test]
     fn heartbeats_keep_a_lease_alive() {
-        let mut job = Job::new(1, false, POLICY);
+        let mut job = Job::new(TaskGraph { tracks: 1, masters_need_every_mix: false }, POLICY);
         let lease = job.lease("w1", 0).unwrap();
         for now_ms in (500..5_000).step_by(500) {
             assert_eq!(
@@ -484,7 +466,7 @@ mod tests {
 
     #[test]
     fn retryable_failures_back_off_then_fail_the_job_with_the_task_s_error() {
-        let mut job = Job::new(2, false, POLICY);
+        let mut job = Job::new(TaskGraph { tracks: 2, masters_need_every_mix: false }, POLICY);
         let mut now_ms = 0;
         let mut waits = Vec::new();
         let task = TaskId { stage: Stage::Master, track: Some(0) };
@@ -507,7 +489,7 @@ mod tests {
 
     #[test]
     fn a_permanent_failure_fails_at_once() {
-        let mut job = Job::new(1, false, POLICY);
+        let mut job = Job::new(TaskGraph { tracks: 1, masters_need_every_mix: false }, POLICY);
         let lease = job.lease("w1", 0).unwrap();
         job.fail(lease.task, lease.lease, "stem is not audio", false, 0);
         assert_eq!(*job.state(), JobState::Failed { task: lease.task, reason: "stem is not audio".into() });
@@ -515,7 +497,7 @@ mod tests {
 
     #[test]
     fn cancel_stops_leasing_and_reaches_running_workers() {
-        let mut job = Job::new(2, false, POLICY);
+        let mut job = Job::new(TaskGraph { tracks: 2, masters_need_every_mix: false }, POLICY);
         let running = job.lease("w1", 0).unwrap();
         job.cancel();
         assert_eq!(job.heartbeat(running.task, running.lease, 0.1, "", 10), HeartbeatReply::Stop);
@@ -526,7 +508,7 @@ mod tests {
 
     #[test]
     fn a_restart_from_the_store_continues_the_job() {
-        let mut job = Job::new(2, false, POLICY);
+        let mut job = Job::new(TaskGraph { tracks: 2, masters_need_every_mix: false }, POLICY);
         let done = job.lease("w1", 0).unwrap();
         job.complete(done.task, done.lease);
         let running = job.lease("w1", 0).unwrap();
@@ -551,7 +533,7 @@ mod tests {
 
     #[test]
     fn in_album_loudness_mode_masters_wait_for_every_mix() {
-        let mut job = Job::new(2, true, POLICY);
+        let mut job = Job::new(TaskGraph { tracks: 2, masters_need_every_mix: true }, POLICY);
         let mix0 = job.lease("w1", 0).unwrap();
         assert_eq!(job.complete(mix0.task, mix0.lease), Outcome::Accepted);
         let next = job.lease("w1", 0).unwrap();
@@ -560,7 +542,7 @@ mod tests {
         assert_eq!(job.complete(next.task, next.lease), Outcome::Accepted);
         assert_eq!(job.ready_count(0), 2, "both masters at once");
 
-        let mut per_track = Job::new(2, false, POLICY);
+        let mut per_track = Job::new(TaskGraph { tracks: 2, masters_need_every_mix: false }, POLICY);
         let mix0 = per_track.lease("w1", 0).unwrap();
         per_track.complete(mix0.task, mix0.lease);
         let leased: Vec<TaskId> = std::iter::from_fn(|| per_track.lease("w1", 0)).map(|l| l.task).collect();
@@ -569,7 +551,8 @@ mod tests {
 
     #[test]
     fn a_task_handed_back_is_leased_again_at_once_without_losing_an_attempt() {
-        let mut job = Job::new(1, false, RetryPolicy { max_attempts: 1, ..POLICY });
+        let mut job =
+            Job::new(TaskGraph { tracks: 1, masters_need_every_mix: false }, RetryPolicy { max_attempts: 1, ..POLICY });
         let first = job.lease("leaving", 0).unwrap();
         assert_eq!(job.hand_back(first.task, first.lease), Outcome::Accepted);
         assert_eq!(job.hand_back(first.task, first.lease), Outcome::Stale, "once");

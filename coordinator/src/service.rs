@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lacquer_pipelines::manifest::{self, StorageRoot, ValidManifest};
-use lacquer_pipelines::tasks::AlbumTasks;
 use lacquer_proto::v1 as pb;
 use lacquer_runtime::stores::{ProbeError, Stores};
 use prost::Message;
@@ -20,7 +19,7 @@ use tonic::{Request, Response, Status};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{Auth, Tenant};
-use crate::job::{HeartbeatReply, Job, JobState, Outcome, RetryPolicy, Stage, TaskId, TaskStatus};
+use crate::job::{HeartbeatReply, Job, JobState, Outcome, RetryPolicy, Stage, TaskGraph, TaskId, TaskStatus};
 use crate::results::{self, ResultError};
 use crate::store::{Store, StoreError};
 
@@ -674,12 +673,11 @@ impl pb::albums_server::Albums for Coordinator {
             )));
         }
         let manifest = &album.manifest;
-        let tasks = AlbumTasks::new(manifest);
         let record = Record {
             tenant,
             title: manifest.album.title.clone(),
             track_ids: manifest.tracks.iter().map(|t| t.id.clone()).collect(),
-            job: Job::new(manifest.tracks.len(), tasks.masters_need_every_mix(), self.inner.policy),
+            job: Job::new(TaskGraph::new(manifest), self.inner.policy),
             album,
             results: BTreeMap::new(),
             cached: BTreeSet::new(),
@@ -802,14 +800,8 @@ impl Coordinator {
     /// master, the masters for a finalize (the album plan), all for the
     /// report.
     fn inputs_json(record: &Record, task: TaskId) -> String {
-        let wanted: &[Stage] = match task.stage {
-            Stage::Mix => &[],
-            Stage::Master => &[Stage::Mix],
-            Stage::Finalize => &[Stage::Master],
-            Stage::Report => &[Stage::Mix, Stage::Master, Stage::Finalize],
-        };
         let mut inputs = serde_json::Map::new();
-        for &stage in wanted {
+        for &stage in TaskGraph::reads(task.stage) {
             let results: Vec<serde_json::Value> = (0..record.track_ids.len())
                 .map(|track| {
                     record

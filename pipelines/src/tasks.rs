@@ -54,6 +54,73 @@ impl Stage {
     }
 }
 
+/// A task of an album: a stage, and the track it is for (`None` for the
+/// report).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TaskId {
+    pub stage: Stage,
+    pub track: Option<usize>,
+}
+
+/// The task graph of an album, defined once: the coordinator's job
+/// machine and `lacquer master` both schedule from it, and a task's inputs
+/// are the results of the stages it [`reads`](TaskGraph::reads).
+///
+/// Per track, `mix` (stems → mix, or a given mix file measured), then
+/// `master`: after its own mix in `track` loudness mode, after every mix
+/// in `album` mode (one drive for the whole album). When every master is
+/// done, the album barrier: `finalize` per track (the album plan needs
+/// every master's analysis). Then the `report`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskGraph {
+    pub tracks: usize,
+    /// Masters wait for every mix (`album` loudness mode), not just their own.
+    pub masters_need_every_mix: bool,
+}
+
+impl TaskGraph {
+    pub fn new(manifest: &Manifest) -> Self {
+        Self {
+            tracks: manifest.tracks.len(),
+            masters_need_every_mix: AlbumTasks::new(manifest).masters_need_every_mix(),
+        }
+    }
+
+    /// Every task, in an order that respects the graph (stage by stage,
+    /// lowest track first).
+    pub fn tasks(&self) -> Vec<TaskId> {
+        let per_track = |stage| (0..self.tracks).map(move |track| TaskId { stage, track: Some(track) });
+        per_track(Stage::Mix)
+            .chain(per_track(Stage::Master))
+            .chain(per_track(Stage::Finalize))
+            .chain([TaskId { stage: Stage::Report, track: None }])
+            .collect()
+    }
+
+    /// The tasks `task` waits for.
+    pub fn needs(&self, task: TaskId) -> Vec<TaskId> {
+        let every = |stage| (0..self.tracks).map(move |track| TaskId { stage, track: Some(track) }).collect();
+        match task.stage {
+            Stage::Mix => Vec::new(),
+            Stage::Master if self.masters_need_every_mix => every(Stage::Mix),
+            Stage::Master => vec![TaskId { stage: Stage::Mix, track: task.track }],
+            Stage::Finalize => every(Stage::Master),
+            Stage::Report => every(Stage::Finalize),
+        }
+    }
+
+    /// The stages whose results a task of `stage` reads: its inputs, per
+    /// stage a list with track `i`'s result at index `i`.
+    pub fn reads(stage: Stage) -> &'static [Stage] {
+        match stage {
+            Stage::Mix => &[],
+            Stage::Master => &[Stage::Mix],
+            Stage::Finalize => &[Stage::Master],
+            Stage::Report => &[Stage::Mix, Stage::Master, Stage::Finalize],
+        }
+    }
+}
+
 /// Where finished tasks are recorded, under the album's output.
 pub const RECORDS_DIR: &str = ".lacquer/tasks";
 
