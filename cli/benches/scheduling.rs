@@ -1,6 +1,6 @@
 //! The coordinator under load: the real `lacquer-coordinator` binary with
 //! its redb store on disk, 1,000 albums (the example album: 3 tracks, 13
-//! stems, 10 tasks each) submitted over gRPC, then many simulated workers
+//! stems, 11 tasks each) submitted over gRPC, then many simulated workers
 //! on loopback leasing and completing tasks as fast as they can. The
 //! first time a simulated worker meets a task (stage and track) it renders
 //! it for real, once; every later album's same task is completed with that

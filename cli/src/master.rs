@@ -21,6 +21,7 @@ use std::time::Instant;
 use anyhow::anyhow;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lacquer_coordinator::job::{Job, JobState, RetryPolicy};
+use lacquer_pipelines::album::AlbumPlan;
 use lacquer_pipelines::manifest::ValidManifest;
 use lacquer_pipelines::report::AlbumReport;
 use lacquer_pipelines::tasks::{FinalizeResult, MasterResult, MixResult, Stage, TaskGraph, TaskId};
@@ -153,12 +154,19 @@ struct Results {
     mix: Vec<Option<MixResult>>,
     master: Vec<Option<MasterResult>>,
     finalize: Vec<Option<FinalizeResult>>,
+    plan: Option<AlbumPlan>,
     report: Option<AlbumReport>,
 }
 
 impl Results {
     fn new(tracks: usize) -> Self {
-        Self { mix: vec![None; tracks], master: vec![None; tracks], finalize: vec![None; tracks], report: None }
+        Self {
+            mix: vec![None; tracks],
+            master: vec![None; tracks],
+            finalize: vec![None; tracks],
+            plan: None,
+            report: None,
+        }
     }
 
     /// What a task of `stage` reads, as the graph says.
@@ -168,6 +176,7 @@ impl Results {
             match read {
                 Stage::Mix => inputs.mix = self.mix.clone(),
                 Stage::Master => inputs.master = self.master.clone(),
+                Stage::Plan => inputs.plan = self.plan.clone(),
                 Stage::Finalize => inputs.finalize = self.finalize.clone(),
                 Stage::Report => {}
             }
@@ -210,6 +219,7 @@ impl Album {
         match task.stage {
             Stage::Mix => results.mix[track] = Some(self.count(done)?),
             Stage::Master => results.master[track] = Some(self.count(done)?),
+            Stage::Plan => results.plan = Some(self.count(done)?),
             Stage::Finalize => {
                 let result: FinalizeResult = self.count(done)?;
                 failed.delivered(track, result.files.iter().map(|f| f.path.clone()).collect());
@@ -235,9 +245,12 @@ impl Album {
         let mut job = Job::new(graph, policy);
         let mut results = Results::new(graph.tracks);
         let mut failed = Failed::new(&self.valid);
-        let bars: Vec<(Stage, ProgressBar)> = [Stage::Mix, Stage::Master, Stage::Finalize, Stage::Report]
+        let bars: Vec<(Stage, ProgressBar)> = [Stage::Mix, Stage::Master, Stage::Plan, Stage::Finalize, Stage::Report]
             .into_iter()
-            .map(|stage| (stage, self.bar(stage.name(), if stage == Stage::Report { 1 } else { graph.tracks })))
+            .map(|stage| {
+                let album_level = matches!(stage, Stage::Plan | Stage::Report);
+                (stage, self.bar(stage.name(), if album_level { 1 } else { graph.tracks }))
+            })
             .collect();
         let mut running = tokio::task::JoinSet::new();
         loop {

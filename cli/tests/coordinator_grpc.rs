@@ -108,7 +108,7 @@ async fn an_album_runs_through_its_task_graph() {
     let mut worker = WorkersClient::new(server.channel.clone());
     let job = albums.submit(submit_request(fixture_manifest())).await.unwrap().into_inner().job.unwrap();
     assert_eq!(job.title, "Corpus Sessions");
-    assert_eq!(job.tasks_total, 10, "3 mixes, 3 masters, 3 finalizes, the report");
+    assert_eq!(job.tasks_total, 11, "3 mixes, 3 masters, the plan, 3 finalizes, the report");
     let mut events = albums.watch(pb::WatchRequest { job_id: job.id.clone() }).await.unwrap().into_inner();
     assert!(job.tasks.iter().all(|t| t.waiting.is_empty()));
 
@@ -124,6 +124,8 @@ async fn an_album_runs_through_its_task_graph() {
             let inputs: serde_json::Value = serde_json::from_str(&task.inputs_json).unwrap();
             let masters = inputs["master"].as_array().unwrap();
             assert!(masters.len() == 3 && masters.iter().all(|m| m["file"]["path"].is_string()), "{inputs}");
+            // And the plan, made once: every track's correction.
+            assert_eq!(inputs["plan"]["corrections"].as_array().unwrap().len(), 3, "{inputs}");
             // With the album as probed at submit, every stem found.
             let album: serde_json::Value = serde_json::from_str(&task.album_json).unwrap();
             assert_eq!(album["inputs"].as_array().unwrap().len(), 13, "{album}");
@@ -153,10 +155,11 @@ async fn an_album_runs_through_its_task_graph() {
         assert!(reply.unwrap().into_inner().accepted);
         order.push(stage);
     }
-    assert_eq!(order.len(), 10, "{order:?}");
+    assert_eq!(order.len(), 11, "{order:?}");
     let first_finalize = order.iter().position(|s| *s == pb::Stage::Finalize).unwrap();
     assert_eq!(order.iter().filter(|s| **s == pb::Stage::Master).count(), 3);
-    assert!(order[..first_finalize].iter().all(|s| matches!(s, pb::Stage::Mix | pb::Stage::Master)), "{order:?}");
+    assert!(order[..first_finalize - 1].iter().all(|s| matches!(s, pb::Stage::Mix | pb::Stage::Master)), "{order:?}");
+    assert_eq!(order[first_finalize - 1], pb::Stage::Plan, "the plan, once, at the barrier");
     assert_eq!(order.last(), Some(&pb::Stage::Report));
 
     let mut last = None;
@@ -165,7 +168,7 @@ async fn an_album_runs_through_its_task_graph() {
     }
     let last = last.unwrap();
     assert_eq!(last.state(), pb::JobState::Succeeded, "the watch ends with the job");
-    assert_eq!(last.tasks_done, 10);
+    assert_eq!(last.tasks_done, 11);
     let report = albums.report(pb::ReportRequest { job_id: job.id.clone() }).await.unwrap().into_inner();
     let report: serde_json::Value = serde_json::from_str(&report.report_json).unwrap();
     assert_eq!(report["tracks"].as_array().unwrap().len(), 3, "{report}");
@@ -533,7 +536,7 @@ async fn finished_jobs_keep_a_summary_and_their_report_until_the_retention_ends(
     let summary = albums.get(pb::GetRequest { job_id: done.id.clone() }).await.unwrap().into_inner();
     assert_eq!(
         (summary.state(), summary.tasks_done, summary.title.as_str()),
-        (pb::JobState::Succeeded, 10, "Corpus Sessions")
+        (pb::JobState::Succeeded, 11, "Corpus Sessions")
     );
 
     // A restarted coordinator loads the finished jobs as their summaries.

@@ -52,7 +52,7 @@ fn the_example_album_is_mastered_matched_and_delivered() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("masters");
     let summary = master(&fixture().join("album.yaml"), &out, &[]);
-    assert_eq!(summary["tasks"], 10, "3 mixes, 3 masters, 3 finalizes, the report");
+    assert_eq!(summary["tasks"], 11, "3 mixes, 3 masters, the plan, 3 finalizes, the report");
     let report = report(&out);
     let ceiling = f(&report["true_peak_ceiling_dbtp"]);
     let mut delivered_levels = Vec::new();
@@ -133,10 +133,10 @@ fn runs_are_deterministic_cached_and_incremental() {
 
     let again = master(&fixture().join("album.yaml"), &one, &[]);
     assert_eq!(again["rendered"], 0, "a second run renders nothing: {again}");
-    assert_eq!(again["cached"], 10);
+    assert_eq!(again["cached"], 11);
 
     // One stem's gain changes: only that track's mix and master render
-    // again, plus whatever finalize tasks the album plan moved, and the report.
+    // again, the plan, whatever finalize tasks it moved, and the report.
     let changed = dir.path().join("changed.yaml");
     let text = std::fs::read_to_string(fixture().join("album.yaml")).unwrap();
     let text = text.replace(
@@ -147,7 +147,7 @@ fn runs_are_deterministic_cached_and_incremental() {
     std::fs::write(&changed, text).unwrap();
     let summary = master(&changed, &one, &[]);
     let rendered = summary["rendered"].as_u64().unwrap();
-    assert!((3..=6).contains(&rendered), "mix + master of one track, finalizes, the report: {summary}");
+    assert!((4..=7).contains(&rendered), "mix + master of one track, the plan, finalizes, the report: {summary}");
 }
 
 /// One real recording (the example album's stereo piano) mastered three

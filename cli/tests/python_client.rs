@@ -109,7 +109,7 @@ async fn the_python_client_submits_watches_and_fetches_the_report() {
                     .await
                     .unwrap();
                 done += 1;
-                if done == 10 {
+                if done == 11 {
                     break;
                 }
             }
@@ -117,13 +117,13 @@ async fn the_python_client_submits_watches_and_fetches_the_report() {
             None => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
         }
     }
-    assert_eq!(done, 10, "the client's album was submitted and run");
+    assert_eq!(done, 11, "the client's album was submitted and run");
     let output =
         tokio::time::timeout(std::time::Duration::from_secs(60), client.wait_with_output()).await.unwrap().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
-    assert!(stdout.contains("submitted job-000001 (Corpus Sessions), 10 tasks"), "{stdout}");
-    assert!(stdout.contains("job-000001 succeeded 10/10"), "{stdout}");
+    assert!(stdout.contains("submitted job-000001 (Corpus Sessions), 11 tasks"), "{stdout}");
+    assert!(stdout.contains("job-000001 succeeded 11/11"), "{stdout}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("lost the coordinator"), "the client saw the restart: {stderr}");
     assert_eq!(std::fs::read_to_string(&report).unwrap(), expected_report);

@@ -65,9 +65,9 @@ async fn a_label_submits_follows_and_fetches_the_report() {
     let job = json(&submitted);
     let id = job["id"].as_str().unwrap().to_owned();
     assert_eq!(job["state"], "running");
-    assert_eq!(job["tasks_total"], 10);
+    assert_eq!(job["tasks_total"], 11);
     let status = json(&run(strings(&["status", &id, "--json"])).await.unwrap());
-    assert_eq!(status["tasks"].as_array().unwrap().len(), 10);
+    assert_eq!(status["tasks"].as_array().unwrap().len(), 11);
     assert_eq!(status["tasks"][0]["stage"], "mix");
 
     // `watch` follows the job while a worker runs every task.
@@ -91,7 +91,7 @@ async fn a_label_submits_follows_and_fetches_the_report() {
     let watched = watcher.await.unwrap();
     let last = json(&watched);
     assert_eq!(last["state"], "succeeded");
-    assert_eq!(last["tasks_done"], 10);
+    assert_eq!(last["tasks_done"], 11);
     let report = run(strings(&["report", &id])).await.unwrap();
     assert!(report.status.success());
     assert!(String::from_utf8_lossy(&report.stdout).contains("\"title\":\"Corpus Sessions\""));

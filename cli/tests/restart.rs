@@ -109,7 +109,7 @@ async fn a_job_survives_sigkill_of_the_coordinator() {
     }
     let done = albums.get(pb::GetRequest { job_id: job.id.clone() }).await.unwrap().into_inner();
     assert_eq!(done.state(), pb::JobState::Succeeded);
-    assert_eq!(done.tasks_done, 10);
+    assert_eq!(done.tasks_done, 11);
     let report = albums.report(pb::ReportRequest { job_id: job.id }).await.unwrap().into_inner();
     assert!(report.report_json.contains("\"title\":\"Corpus Sessions\""), "{}", report.report_json);
 }

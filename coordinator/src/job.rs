@@ -324,6 +324,12 @@ impl Job {
     /// gets a full lease from now to reach its worker again. A live worker
     /// heartbeats and goes on; a dead one's lease runs out as usual.
     pub fn restarted(&mut self, now_ms: u64) {
+        // A job stored by an older build may lack tasks its graph now has
+        // (the album plan): they are added, and run when their needs are.
+        for id in self.graph.tasks() {
+            self.tasks.entry(id).or_insert(Task { state: TaskState::Blocked, attempts: 0, last_error: None });
+        }
+        self.release_dependents();
         let renewed = now_ms + self.policy.lease_ms;
         for task in self.tasks.values_mut() {
             if let TaskState::Leased { deadline_ms, .. } = &mut task.state {
@@ -417,9 +423,9 @@ mod tests {
     #[test]
     fn the_graph_runs_in_order_to_success() {
         let mut job = Job::new(TaskGraph { tracks: 3, masters_need_every_mix: false }, POLICY);
-        assert_eq!(job.progress(), (0, 10), "3 mixes, 3 masters, 3 finalize, 1 report");
+        assert_eq!(job.progress(), (0, 11), "3 mixes, 3 masters, the plan, 3 finalize, 1 report");
         let order = drain(&mut job, 0);
-        assert_eq!(order.len(), 10);
+        assert_eq!(order.len(), 11);
         assert_eq!(*job.state(), JobState::Succeeded);
         let position = |stage, track| order.iter().position(|t| *t == TaskId { stage, track }).unwrap();
         for track in 0..3 {
@@ -427,7 +433,8 @@ mod tests {
         }
         let last_master = (0..3).map(|t| position(Stage::Master, Some(t))).max().unwrap();
         let first_finalize = (0..3).map(|t| position(Stage::Finalize, Some(t))).min().unwrap();
-        assert!(last_master < first_finalize, "the album barrier");
+        let plan = position(Stage::Plan, None);
+        assert!(last_master < plan && plan < first_finalize, "the album barrier, then the plan once");
         assert_eq!(order.last(), Some(&TaskId { stage: Stage::Report, track: None }));
     }
 

@@ -5,6 +5,7 @@
 //! is a credential for every tenant's work, so a made-up result is refused
 //! here rather than failing a later task on a missing field.
 
+use lacquer_pipelines::album::AlbumPlan;
 use lacquer_pipelines::manifest::{InputRole, ValidManifest};
 use lacquer_pipelines::report::{AlbumReport, OutputFile};
 use lacquer_pipelines::tasks::{AlbumTasks, FinalizeResult, MasterResult, MixFile, MixResult, Stage};
@@ -101,6 +102,16 @@ pub fn shape(album: &ValidManifest, task: TaskId, json: &str) -> Result<Claimed,
                 expect_path(file, key)?;
             }
             result.files
+        }
+        Stage::Plan => {
+            if task.track.is_some() {
+                return Err("the plan is the album's, not a track's".into());
+            }
+            let plan: AlbumPlan = parse(json)?;
+            if plan.corrections.len() != tracks {
+                return Err(format!("plans {} tracks of {tracks}", plan.corrections.len()));
+            }
+            Vec::new()
         }
         Stage::Report => {
             if task.track.is_some() {

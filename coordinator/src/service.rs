@@ -360,7 +360,7 @@ impl Coordinator {
         let Some(store) = &self.inner.store else {
             let mut state = self.state();
             let mut dropped = 0;
-            for finished in state.finished.values_mut().filter(|f| f.kept && f.finished_ms < cutoff) {
+            for finished in state.finished.values_mut().filter(|f| f.kept && f.finished_ms <= cutoff) {
                 finished.report_json = None;
                 finished.kept = false;
                 dropped += 1;
@@ -496,7 +496,7 @@ fn state_name(state: pb::JobState) -> &'static str {
 /// Registers every counter at zero, so a series exists before its first
 /// event (lease expiries included).
 pub fn describe_metrics() {
-    for stage in [Stage::Mix, Stage::Master, Stage::Finalize, Stage::Report].map(Stage::name) {
+    for stage in [Stage::Mix, Stage::Master, Stage::Plan, Stage::Finalize, Stage::Report].map(Stage::name) {
         for kind in ["retryable", "permanent", "handed_back", "lease_expired"] {
             metrics::counter!("lacquer_task_failures_total", "stage" => stage, "kind" => kind).increment(0);
         }
@@ -526,6 +526,7 @@ fn stage_to_proto(stage: Stage) -> pb::Stage {
     match stage {
         Stage::Mix => pb::Stage::Mix,
         Stage::Master => pb::Stage::Master,
+        Stage::Plan => pb::Stage::Plan,
         Stage::Finalize => pb::Stage::Finalize,
         Stage::Report => pb::Stage::Report,
     }
@@ -535,6 +536,7 @@ fn stage_from_proto(stage: i32) -> Result<Stage, Status> {
     match pb::Stage::try_from(stage) {
         Ok(pb::Stage::Mix) => Ok(Stage::Mix),
         Ok(pb::Stage::Master) => Ok(Stage::Master),
+        Ok(pb::Stage::Plan) => Ok(Stage::Plan),
         Ok(pb::Stage::Finalize) => Ok(Stage::Finalize),
         Ok(pb::Stage::Report) => Ok(Stage::Report),
         _ => Err(Status::invalid_argument(format!("unknown stage {stage}"))),
@@ -801,16 +803,16 @@ impl Coordinator {
     /// report.
     fn inputs_json(record: &Record, task: TaskId) -> String {
         let mut inputs = serde_json::Map::new();
+        let result = |id: TaskId| {
+            record.results.get(&id).and_then(|r| serde_json::from_str(r).ok()).unwrap_or(serde_json::Value::Null)
+        };
         for &stage in TaskGraph::reads(task.stage) {
-            let results: Vec<serde_json::Value> = (0..record.track_ids.len())
-                .map(|track| {
-                    record
-                        .results
-                        .get(&TaskId { stage, track: Some(track) })
-                        .and_then(|r| serde_json::from_str(r).ok())
-                        .unwrap_or(serde_json::Value::Null)
-                })
-                .collect();
+            if stage == Stage::Plan {
+                inputs.insert(stage.name().to_owned(), result(TaskId { stage, track: None }));
+                continue;
+            }
+            let results: Vec<serde_json::Value> =
+                (0..record.track_ids.len()).map(|track| result(TaskId { stage, track: Some(track) })).collect();
             inputs.insert(stage.name().to_owned(), serde_json::Value::Array(results));
         }
         serde_json::Value::Object(inputs).to_string()

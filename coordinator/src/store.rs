@@ -196,8 +196,8 @@ impl Store {
     }
 
     /// Finished jobs whose full record is still kept, and whose summary's
-    /// first 8 bytes (the finish time, little-endian ms) are before
-    /// `cutoff_ms`.
+    /// first 8 bytes (the finish time, little-endian ms) are at or
+    /// before `cutoff_ms`.
     pub fn finished_before(&self, cutoff_ms: u64) -> Result<Vec<String>, StoreError> {
         self.read(|txn| {
             let jobs = txn.open_table(JOBS)?;
@@ -205,7 +205,7 @@ impl Store {
             for entry in txn.open_table(SUMMARIES)?.iter()? {
                 let (id, bytes) = entry?;
                 let finished_ms = bytes.value().get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
-                if finished_ms.is_some_and(|ms| ms < cutoff_ms) && jobs.get(id.value())?.is_some() {
+                if finished_ms.is_some_and(|ms| ms <= cutoff_ms) && jobs.get(id.value())?.is_some() {
                     expired.push(id.value().to_owned());
                 }
             }

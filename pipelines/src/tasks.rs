@@ -38,6 +38,9 @@ pub enum Stage {
     /// Stems → a stereo mix; or a given mix file, measured.
     Mix,
     Master,
+    /// The album plan, once, at the barrier: every track's correction from
+    /// every master's analysis.
+    Plan,
     /// The album pass and every deliverable of one track.
     Finalize,
     Report,
@@ -48,6 +51,7 @@ impl Stage {
         match self {
             Stage::Mix => "mix",
             Stage::Master => "master",
+            Stage::Plan => "plan",
             Stage::Finalize => "finalize",
             Stage::Report => "report",
         }
@@ -69,8 +73,9 @@ pub struct TaskId {
 /// Per track, `mix` (stems → mix, or a given mix file measured), then
 /// `master`: after its own mix in `track` loudness mode, after every mix
 /// in `album` mode (one drive for the whole album). When every master is
-/// done, the album barrier: `finalize` per track (the album plan needs
-/// every master's analysis). Then the `report`.
+/// done, the album barrier: the `plan`, once (every track's correction
+/// from every master's analysis), then `finalize` per track with its
+/// correction. Then the `report`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskGraph {
     pub tracks: usize,
@@ -92,6 +97,7 @@ impl TaskGraph {
         let per_track = |stage| (0..self.tracks).map(move |track| TaskId { stage, track: Some(track) });
         per_track(Stage::Mix)
             .chain(per_track(Stage::Master))
+            .chain([TaskId { stage: Stage::Plan, track: None }])
             .chain(per_track(Stage::Finalize))
             .chain([TaskId { stage: Stage::Report, track: None }])
             .collect()
@@ -104,7 +110,8 @@ impl TaskGraph {
             Stage::Mix => Vec::new(),
             Stage::Master if self.masters_need_every_mix => every(Stage::Mix),
             Stage::Master => vec![TaskId { stage: Stage::Mix, track: task.track }],
-            Stage::Finalize => every(Stage::Master),
+            Stage::Plan => every(Stage::Master),
+            Stage::Finalize => vec![TaskId { stage: Stage::Plan, track: None }],
             Stage::Report => every(Stage::Finalize),
         }
     }
@@ -115,8 +122,9 @@ impl TaskGraph {
         match stage {
             Stage::Mix => &[],
             Stage::Master => &[Stage::Mix],
-            Stage::Finalize => &[Stage::Master],
-            Stage::Report => &[Stage::Mix, Stage::Master, Stage::Finalize],
+            Stage::Plan => &[Stage::Master],
+            Stage::Finalize => &[Stage::Master, Stage::Plan],
+            Stage::Report => &[Stage::Mix, Stage::Master, Stage::Plan, Stage::Finalize],
         }
     }
 }
@@ -436,6 +444,16 @@ impl<'a> AlbumTasks<'a> {
         task_key("measure-reference", &(blake3,))
     }
 
+    /// Key of the album plan over these masters (and the reference file's
+    /// analysis): what the plan reads is the masters' analyses, the
+    /// tracks' loudness offsets and `matching`.
+    pub fn plan_task(&self, masters: &[MasterResult], reference_file: Option<&Analysis>) -> String {
+        let analyses: Vec<&Analysis> = masters.iter().map(|m| &m.report.analysis).collect();
+        let tracks: Vec<(&str, f64)> =
+            self.manifest.tracks.iter().map(|t| (t.id.as_str(), t.loudness_offset_lu)).collect();
+        task_key("plan", &(analyses, tracks, &self.manifest.matching, reference_file))
+    }
+
     /// The album plan: every track's correction, from every master's
     /// analysis (and the reference file's, when the tone reference is one).
     pub fn plan(&self, masters: &[MasterResult], reference_file: Option<&Analysis>) -> Result<AlbumPlan, StageError> {
@@ -542,8 +560,15 @@ impl<'a> AlbumTasks<'a> {
     }
 
     /// Key of the report over these results.
-    pub fn report_task(mixes: &[MixResult], masters: &[MasterResult], finals: &[FinalizeResult]) -> String {
-        task_key("report", &(mixes, masters, finals))
+    pub fn report_task(
+        &self,
+        mixes: &[MixResult],
+        masters: &[MasterResult],
+        plan: &AlbumPlan,
+        finals: &[FinalizeResult],
+    ) -> String {
+        // The report also says the album's and tracks' names and settings.
+        task_key("report", &(mixes, masters, plan, finals, self.manifest))
     }
 
     /// The album report, from every task's result.

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
+use lacquer_pipelines::album::AlbumPlan;
 use lacquer_pipelines::manifest::{InputRole, StorageRoot, ValidManifest};
 use lacquer_pipelines::report::OutputFile;
 use lacquer_pipelines::stages::{AudioInput, StageError, cancellable};
@@ -42,6 +43,9 @@ pub struct Inputs {
     pub master: Vec<Option<MasterResult>>,
     #[serde(default)]
     pub finalize: Vec<Option<FinalizeResult>>,
+    /// The album plan, made once at the barrier.
+    #[serde(default)]
+    pub plan: Option<AlbumPlan>,
 }
 
 /// A finished task.
@@ -254,6 +258,7 @@ impl Runner {
         let (result_json, cached, audio_frames) = match task.stage {
             Stage::Mix => run.mix(track("mix")?).await?,
             Stage::Master => run.master(track("master")?, inputs).await?,
+            Stage::Plan => run.plan(inputs).await?,
             Stage::Finalize => run.finalize(track("finalize")?, inputs).await?,
             Stage::Report => run.report(inputs).await?,
         };
@@ -550,12 +555,44 @@ impl Run<'_> {
         Ok(Some(analysis))
     }
 
-    async fn finalize(&mut self, track: usize, inputs: &Inputs) -> Result<Answer> {
+    async fn plan(&mut self, inputs: &Inputs) -> Result<Answer> {
         let masters = all("master", &inputs.master, &self.track_ids())?;
         let reference = self.reference().await?;
+        let key = self.tasks.plan_task(&masters, reference.as_ref());
+        if let Some(record) = self.cached::<AlbumPlan>(&key).await? {
+            return Ok((to_json(&record.result)?, true, 0));
+        }
         let plan = self.tasks.plan(&masters, reference.as_ref())?;
+        self.record(&key, Vec::new(), &plan).await?;
+        Ok((to_json(&plan)?, false, 0))
+    }
+
+    /// The album plan the barrier made, as the inputs carry it, checked
+    /// against the album. (A job submitted before the plan was a task of
+    /// its own carries none: then it is made here, as it was then.)
+    async fn planned(&mut self, inputs: &Inputs) -> Result<AlbumPlan> {
+        let plan = match &inputs.plan {
+            Some(plan) => plan.clone(),
+            None => {
+                let masters = all("master", &inputs.master, &self.track_ids())?;
+                let reference = self.reference().await?;
+                self.tasks.plan(&masters, reference.as_ref())?
+            }
+        };
+        if plan.corrections.len() != self.album.manifest.tracks.len() {
+            return Err(TaskError::fatal(format!(
+                "the album plan has {} corrections for {} tracks",
+                plan.corrections.len(),
+                self.album.manifest.tracks.len()
+            )));
+        }
+        Ok(plan)
+    }
+
+    async fn finalize(&mut self, track: usize, inputs: &Inputs) -> Result<Answer> {
+        let masters = all("master", &inputs.master, &self.track_ids())?;
         let master = &masters[track];
-        let correction = plan.corrections[track].clone();
+        let correction = self.planned(inputs).await?.corrections[track].clone();
         let key = self.tasks.finalize_task(track, master, &correction);
         if let Some(record) = self.cached::<FinalizeResult>(&key).await? {
             return Ok((to_json(&record.result)?, true, 0));
@@ -591,12 +628,11 @@ impl Run<'_> {
         let mixes = all("mix", &inputs.mix, &ids)?;
         let masters = all("master", &inputs.master, &ids)?;
         let finals = all("finalize", &inputs.finalize, &ids)?;
-        let key = AlbumTasks::report_task(&mixes, &masters, &finals);
+        let plan = self.planned(inputs).await?;
+        let key = self.tasks.report_task(&mixes, &masters, &plan, &finals);
         if let Some(record) = self.cached::<serde_json::Value>(&key).await? {
             return Ok((record.result.to_string(), true, 0));
         }
-        let reference = self.reference().await?;
-        let plan = self.tasks.plan(&masters, reference.as_ref())?;
         let report = self.tasks.report(&mixes, &masters, &plan, &finals)?;
         let json = serde_json::to_vec_pretty(&report).map_err(|e| TaskError::fatal(format!("cannot encode: {e}")))?;
         let html = report.to_html().into_bytes();

@@ -98,6 +98,7 @@ fn stage_from_proto(stage: i32) -> Option<Stage> {
     match pb::Stage::try_from(stage).ok()? {
         pb::Stage::Mix => Some(Stage::Mix),
         pb::Stage::Master => Some(Stage::Master),
+        pb::Stage::Plan => Some(Stage::Plan),
         pb::Stage::Finalize => Some(Stage::Finalize),
         pb::Stage::Report => Some(Stage::Report),
         pb::Stage::Unspecified => None,

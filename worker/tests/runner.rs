@@ -48,7 +48,8 @@ async fn run(runner: &Runner, album: &ValidManifest, stage: Stage, track: Option
     runner.run(album, Task { stage, track }, inputs, &Progress::default()).await.unwrap()
 }
 
-/// Every stage of the album; whether each task was cached, in order.
+/// Every stage of the album; whether each task was cached, in graph order
+/// (mixes, masters, the plan, finalizes, the report).
 async fn whole(runner: &Runner, album: &ValidManifest) -> (Vec<bool>, Vec<FinalizeResult>) {
     let mut cached = Vec::new();
     let mut mixes = Vec::new();
@@ -64,14 +65,18 @@ async fn whole(runner: &Runner, album: &ValidManifest) -> (Vec<bool>, Vec<Finali
         cached.push(done.cached);
         masters.push(Some(serde_json::from_str::<MasterResult>(&done.result_json).unwrap()));
     }
+    let inputs = Inputs { master: masters.clone(), ..Inputs::default() };
+    let done = run(runner, album, Stage::Plan, None, &inputs).await;
+    cached.push(done.cached);
+    let plan = Some(serde_json::from_str(&done.result_json).unwrap());
     let mut finals = Vec::new();
     for t in 0..2 {
-        let inputs = Inputs { master: masters.clone(), ..Inputs::default() };
+        let inputs = Inputs { master: masters.clone(), plan: plan.clone(), ..Inputs::default() };
         let done = run(runner, album, Stage::Finalize, Some(t), &inputs).await;
         cached.push(done.cached);
         finals.push(Some(serde_json::from_str::<FinalizeResult>(&done.result_json).unwrap()));
     }
-    let inputs = Inputs { mix: mixes, master: masters, finalize: finals.clone() };
+    let inputs = Inputs { mix: mixes, master: masters, finalize: finals.clone(), plan };
     cached.push(run(runner, album, Stage::Report, None, &inputs).await.cached);
     (cached, finals.into_iter().flatten().collect())
 }
@@ -86,7 +91,7 @@ async fn every_stage_runs_once_and_is_reused_until_what_it_reads_changes() {
     let out = dir.path().join("masters");
 
     let (cached, finals) = whole(&runner, &valid).await;
-    assert_eq!(cached, [false; 7], "a first run renders everything");
+    assert_eq!(cached, [false; 8], "a first run renders everything");
     for file in ["mix/one.wav", "master/two.wav", "cd/01-one.wav", "lossless/02-two.flac", "report.json"] {
         assert!(out.join(file).is_file(), "{file}");
     }
@@ -94,7 +99,7 @@ async fn every_stage_runs_once_and_is_reused_until_what_it_reads_changes() {
 
     // The same album again: every task is a record hit, nothing renders.
     let (cached, again) = whole(&runner, &valid).await;
-    assert_eq!(cached, [true; 7]);
+    assert_eq!(cached, [true; 8]);
     assert_eq!(again, finals, "the same results, read from the records");
 
     // A published file gone: its task renders again (the record alone is
@@ -102,14 +107,15 @@ async fn every_stage_runs_once_and_is_reused_until_what_it_reads_changes() {
     let before = std::fs::read(out.join("master/one.wav")).unwrap();
     std::fs::remove_file(out.join("master/one.wav")).unwrap();
     let (cached, _) = whole(&runner, &valid).await;
-    assert_eq!(cached, [true, true, false, true, true, true, true]);
+    assert_eq!(cached, [true, true, false, true, true, true, true, true]);
     assert_eq!(std::fs::read(out.join("master/one.wav")).unwrap(), before, "rendering is deterministic");
 
     // One track's ISRC: its master and deliverables carry it, so exactly
-    // those render again; the mixes and the other track do not.
+    // those render again (and the report, which lists it); the mixes, the
+    // plan and the other track do not.
     let changed = album(dir.path(), &MANIFEST.replace("GBXXX2600001", "GBXXX2600009")).await;
     let (cached, _) = whole(&runner, &changed).await;
-    assert_eq!(cached, [true, true, false, true, false, true, false]);
+    assert_eq!(cached, [true, true, false, true, true, false, true, false]);
     let master = std::fs::read(out.join("master/one.wav")).unwrap();
     assert!(master.windows(12).any(|w| w == b"GBXXX2600009"), "the master's tags follow the manifest");
 
@@ -118,5 +124,5 @@ async fn every_stage_runs_once_and_is_reused_until_what_it_reads_changes() {
     // now sounds different), and the report follows.
     stem(&dir.path().join("b.wav"), 2.0, 440.0);
     let (cached, _) = whole(&runner, &changed).await;
-    assert_eq!(cached, [true, false, true, false, false, false, false]);
+    assert_eq!(cached, [true, false, true, false, false, false, false, false]);
 }
