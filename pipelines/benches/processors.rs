@@ -88,13 +88,18 @@ fn bench_processor(c: &mut Criterion, name: &str, mut processor: Box<dyn Process
 
 fn processors(c: &mut Criterion) {
     let one_band = vec![eq_settings()[2].clone()];
-    bench_processor(c, "biquad (one section)", Box::new(FilterChain::new(RATE_HZ, 1, &one_band)), 1);
-    bench_processor(c, "eq 4 bands", Box::new(FilterChain::new(RATE_HZ, 2, &eq_settings())), 2);
-    bench_processor(c, "compressor rms linked", Box::new(Compressor::new(RATE_HZ, 2, &compressor_settings())), 2);
+    bench_processor(c, "biquad (one section)", Box::new(FilterChain::new(RATE_HZ, 1, BLOCK_FRAMES, &one_band)), 1);
+    bench_processor(c, "eq 4 bands", Box::new(FilterChain::new(RATE_HZ, 2, BLOCK_FRAMES, &eq_settings())), 2);
+    bench_processor(
+        c,
+        "compressor rms linked",
+        Box::new(Compressor::new(RATE_HZ, 2, BLOCK_FRAMES, &compressor_settings())),
+        2,
+    );
     let saturation = manifest::Saturation { drive_db: 2.0, mix: 0.3 };
-    bench_processor(c, "saturation 4x", Box::new(Saturation::new(2, BLOCK_FRAMES, &saturation)), 2);
+    bench_processor(c, "saturation 4x", Box::new(Saturation::new(RATE_HZ, 2, BLOCK_FRAMES, &saturation)), 2);
     let stereo = manifest::Stereo { width: 1.05, mono_below_hz: 120.0 };
-    bench_processor(c, "stereo width + mono bass", Box::new(StereoImage::new(RATE_HZ, BLOCK_FRAMES, &stereo)), 2);
+    bench_processor(c, "stereo width + mono bass", Box::new(StereoImage::new(RATE_HZ, 2, BLOCK_FRAMES, &stereo)), 2);
     bench_processor(
         c,
         "true-peak limiter",
@@ -102,9 +107,9 @@ fn processors(c: &mut Criterion) {
         2,
     );
     let reverb = manifest::Reverb { decay_s: 1.8, predelay_ms: 20.0, damping: 0.5, size: 0.7, width: 1.0 };
-    bench_processor(c, "reverb", Box::new(Reverb::new(RATE_HZ, &reverb)), 2);
+    bench_processor(c, "reverb", Box::new(Reverb::new(RATE_HZ, 2, BLOCK_FRAMES, &reverb)), 2);
     let delay = manifest::Delay { time_ms: 120.0, feedback: 0.25, high_cut_hz: 6000.0, ping_pong: true };
-    bench_processor(c, "delay ping-pong", Box::new(Delay::new(RATE_HZ, &delay)), 2);
+    bench_processor(c, "delay ping-pong", Box::new(Delay::new(RATE_HZ, 2, BLOCK_FRAMES, &delay)), 2);
 
     let block = program_block();
     let mut group = c.benchmark_group("processor");
@@ -139,10 +144,10 @@ fn processors(c: &mut Criterion) {
 fn master_chain(c: &mut Criterion) {
     let input = program_block();
     let mut chain: Vec<Box<dyn Processor>> = vec![
-        Box::new(FilterChain::new(RATE_HZ, 2, &eq_settings())),
-        Box::new(Compressor::new(RATE_HZ, 2, &compressor_settings())),
-        Box::new(Saturation::new(2, BLOCK_FRAMES, &manifest::Saturation { drive_db: 2.0, mix: 0.3 })),
-        Box::new(StereoImage::new(RATE_HZ, BLOCK_FRAMES, &manifest::Stereo { width: 1.05, mono_below_hz: 120.0 })),
+        Box::new(FilterChain::new(RATE_HZ, 2, BLOCK_FRAMES, &eq_settings())),
+        Box::new(Compressor::new(RATE_HZ, 2, BLOCK_FRAMES, &compressor_settings())),
+        Box::new(Saturation::new(RATE_HZ, 2, BLOCK_FRAMES, &manifest::Saturation { drive_db: 2.0, mix: 0.3 })),
+        Box::new(StereoImage::new(RATE_HZ, 2, BLOCK_FRAMES, &manifest::Stereo { width: 1.05, mono_below_hz: 120.0 })),
         Box::new(TruePeakLimiter::new(RATE_HZ, 2, BLOCK_FRAMES, &limiter_settings())),
     ];
     let mut work = input.clone();

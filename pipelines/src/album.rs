@@ -244,7 +244,7 @@ fn warmth_shelves(warmth_db: f64, max_db: f64) -> Vec<Filter> {
 
 /// Response in dB of a filter list at every band centre.
 fn response_db(filters: &[Filter]) -> Vec<f64> {
-    let chain = FilterChain::new(DESIGN_RATE_HZ, 1, filters);
+    let chain = FilterChain::new(DESIGN_RATE_HZ, 1, 1, filters);
     BAND_CENTRES_HZ.iter().map(|&f| chain.magnitude_db(f, DESIGN_RATE_HZ)).collect()
 }
 

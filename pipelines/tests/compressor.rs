@@ -52,7 +52,7 @@ fn static_curve_with_steady_sines() {
     for detector in [Detector::Peak, Detector::Rms] {
         let s = settings(detector);
         for input_db in [-40.0, -30.0, -23.0, -21.0, -20.0, -18.0, -15.0, -10.0, -5.0, 0.0] {
-            let mut compressor = Compressor::new(RATE_HZ, 2, &s);
+            let mut compressor = Compressor::new(RATE_HZ, 2, 65_536, &s);
             let signal = sine(input_db, 1000.0, 3.0);
             let out = run(&mut compressor, vec![signal.clone(), signal]);
             let settled = &out[0][out[0].len() - RATE_HZ as usize / 2..];
@@ -90,7 +90,7 @@ fn attack_and_release_time_constants() {
             release_ms,
             ..settings(Detector::Peak)
         };
-        let mut compressor = Compressor::new(RATE_HZ, 1, &s);
+        let mut compressor = Compressor::new(RATE_HZ, 1, 65_536, &s);
         // Settle quiet, then step up to 0 dBFS (20 dB over: -15 dB of gain).
         let quiet = 10f32.powf(-40.0 / 20.0);
         let settle = vec![quiet; RATE_HZ as usize];
@@ -117,7 +117,7 @@ fn attack_and_release_time_constants() {
 
 #[test]
 fn linked_stereo_moves_both_channels_identically() {
-    let mut compressor = Compressor::new(RATE_HZ, 2, &settings(Detector::Rms));
+    let mut compressor = Compressor::new(RATE_HZ, 2, 65_536, &settings(Detector::Rms));
     let loud = sine(-3.0, 440.0, 1.0);
     let quiet = sine(-30.0, 3000.0, 1.0);
     let out = run(&mut compressor, vec![loud.clone(), quiet.clone()]);
@@ -132,7 +132,7 @@ fn linked_stereo_moves_both_channels_identically() {
     }
     assert!(checked > 10_000);
     // Unlinked, the quiet channel is left alone (below the threshold).
-    let mut unlinked = Compressor::new(RATE_HZ, 2, &Settings { stereo_link: false, ..settings(Detector::Rms) });
+    let mut unlinked = Compressor::new(RATE_HZ, 2, 65_536, &Settings { stereo_link: false, ..settings(Detector::Rms) });
     let out = run(&mut unlinked, vec![loud, quiet.clone()]);
     let right_gain_db = peak_db(&out[1][RATE_HZ as usize / 2..]) - peak_db(&quiet[RATE_HZ as usize / 2..]);
     assert!((right_gain_db - 2.0).abs() < 0.05, "only makeup on the quiet channel: {right_gain_db:.3} dB");

@@ -43,7 +43,7 @@ fn measured_response_matches_the_design() {
     let fft = planner.plan_fft_forward(IMPULSE_FRAMES);
     for rate_hz in [44_100u32, 48_000, 96_000] {
         for (name, filters) in cases() {
-            let mut chain = FilterChain::new(rate_hz, 1, &filters);
+            let mut chain = FilterChain::new(rate_hz, 1, IMPULSE_FRAMES, &filters);
             let mut impulse = vec![0f32; IMPULSE_FRAMES];
             impulse[0] = 1.0;
             // In blocks, as a stage would run it.
@@ -74,10 +74,10 @@ fn measured_response_matches_the_design() {
 fn blocks_and_channels_do_not_change_the_result() {
     let filters = vec![filter(FilterType::Peak, 1000.0, Some(2.0), Some(6.0), None)];
     let signal: Vec<f32> = (0..10_000).map(|n| ((n as f32) * 0.37).sin() * 0.5).collect();
-    let mut whole = FilterChain::new(48_000, 2, &filters);
+    let mut whole = FilterChain::new(48_000, 2, IMPULSE_FRAMES, &filters);
     let mut left = signal.clone();
     whole.process_channel(0, &mut left);
-    let mut in_blocks = FilterChain::new(48_000, 2, &filters);
+    let mut in_blocks = FilterChain::new(48_000, 2, IMPULSE_FRAMES, &filters);
     let mut right = signal.clone();
     for block in right.chunks_mut(77) {
         in_blocks.process_channel(1, block);

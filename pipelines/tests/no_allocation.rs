@@ -80,28 +80,39 @@ fn processors() -> Vec<(&'static str, Box<dyn Processor>)> {
           { type: low_pass, freq_hz: 18000 }]",
     );
     vec![
-        ("eq", Box::new(FilterChain::new(RATE_HZ, 2, &filters))),
+        ("eq", Box::new(FilterChain::new(RATE_HZ, 2, MAX_BLOCK_FRAMES, &filters))),
         (
             "compressor",
             Box::new(Compressor::new(
                 RATE_HZ,
                 2,
+                MAX_BLOCK_FRAMES,
                 &yaml("{ threshold_db: -30, ratio: 4, attack_ms: 5, release_ms: 100, knee_db: 6, makeup_db: 3 }"),
             )),
         ),
         (
             "delay",
-            Box::new(Delay::new(RATE_HZ, &yaml("{ time_ms: 350, feedback: 0.5, high_cut_hz: 6000, ping_pong: true }"))),
+            Box::new(Delay::new(
+                RATE_HZ,
+                2,
+                MAX_BLOCK_FRAMES,
+                &yaml("{ time_ms: 350, feedback: 0.5, high_cut_hz: 6000, ping_pong: true }"),
+            )),
         ),
         (
             "reverb",
             Box::new(Reverb::new(
                 RATE_HZ,
+                2,
+                MAX_BLOCK_FRAMES,
                 &yaml("{ decay_s: 2.5, predelay_ms: 20, damping: 0.5, size: 0.8, width: 1.0 }"),
             )),
         ),
-        ("saturation", Box::new(Saturation::new(2, MAX_BLOCK_FRAMES, &yaml("{ drive_db: 9, mix: 0.7 }")))),
-        ("stereo", Box::new(StereoImage::new(RATE_HZ, MAX_BLOCK_FRAMES, &yaml("{ width: 1.3, mono_below_hz: 120 }")))),
+        ("saturation", Box::new(Saturation::new(RATE_HZ, 2, MAX_BLOCK_FRAMES, &yaml("{ drive_db: 9, mix: 0.7 }")))),
+        (
+            "stereo",
+            Box::new(StereoImage::new(RATE_HZ, 2, MAX_BLOCK_FRAMES, &yaml("{ width: 1.3, mono_below_hz: 120 }"))),
+        ),
         (
             "limiter",
             Box::new(TruePeakLimiter::new(

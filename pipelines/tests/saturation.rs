@@ -12,7 +12,7 @@ const ALIAS_LIMIT_DBC: f64 = -90.0;
 const FRAMES: usize = 1 << 16;
 
 fn saturate(settings: &Settings, input: &[f32]) -> Vec<f32> {
-    let mut saturation = Saturation::new(1, 512, settings);
+    let mut saturation = Saturation::new(RATE_HZ as u32, 1, 512, settings);
     let mut out = Vec::new();
     for chunk in input.chunks(512) {
         let mut block = AudioBlock::from_planar(vec![chunk.to_vec()]);
@@ -74,7 +74,7 @@ fn aliasing_stays_below_minus_90_dbc() {
 fn quiet_signals_pass_at_unity_and_mix_zero_is_clean() {
     let input: Vec<f32> = (0..20_000).map(|n| ((n as f64 * 0.05).sin() * 0.001) as f32).collect();
     let settings = Settings { drive_db: 6.0, mix: 1.0 };
-    let latency = Saturation::new(1, 512, &settings).latency_frames();
+    let latency = Saturation::new(RATE_HZ as u32, 1, 512, &settings).latency_frames();
     let output = saturate(&settings, &input);
     for n in 2000..19_000 {
         assert!((output[n + latency] - input[n]).abs() < 2e-6, "frame {n}");

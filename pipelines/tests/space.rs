@@ -74,7 +74,7 @@ fn reverb(decay_s: f64, damping: f64) -> ReverbSettings {
 #[test]
 fn rt60_matches_decay_from_a_third_of_a_second_to_eight() {
     for decay_s in [0.3, 0.8, 1.8, 4.0, 8.0] {
-        let mut processor = Reverb::new(RATE_HZ, &reverb(decay_s, 0.0));
+        let mut processor = Reverb::new(RATE_HZ, 2, 65_536, &reverb(decay_s, 0.0));
         let ir = impulse_response(&mut processor, (f64::from(RATE_HZ) * decay_s * 1.2) as usize + RATE_HZ as usize / 2);
         let measured = rt60_s(&energy(&ir, None));
         assert!((measured / decay_s - 1.0).abs() <= RT60_TOLERANCE, "decay {decay_s} s: RT60 measured {measured:.3} s");
@@ -84,7 +84,7 @@ fn rt60_matches_decay_from_a_third_of_a_second_to_eight() {
 #[test]
 fn damping_keeps_the_mids_and_shortens_the_highs() {
     let decay_s = 2.0;
-    let mut processor = Reverb::new(RATE_HZ, &reverb(decay_s, 0.6));
+    let mut processor = Reverb::new(RATE_HZ, 2, 65_536, &reverb(decay_s, 0.6));
     let ir = impulse_response(&mut processor, RATE_HZ as usize * 3);
     let mids = rt60_s(&energy(&ir, Some((250.0, 1000.0))));
     let highs = rt60_s(&energy(&ir, Some((6000.0, 12_000.0))));
@@ -95,8 +95,8 @@ fn damping_keeps_the_mids_and_shortens_the_highs() {
 #[test]
 fn reverb_is_deterministic_stereo_and_idles_in_silence() {
     let settings = ReverbSettings { decay_s: 1.0, predelay_ms: 20.0, damping: 0.5, size: 0.6, width: 1.0 };
-    let a = impulse_response(&mut Reverb::new(RATE_HZ, &settings), RATE_HZ as usize);
-    let b = impulse_response(&mut Reverb::new(RATE_HZ, &settings), RATE_HZ as usize);
+    let a = impulse_response(&mut Reverb::new(RATE_HZ, 2, 65_536, &settings), RATE_HZ as usize);
+    let b = impulse_response(&mut Reverb::new(RATE_HZ, 2, 65_536, &settings), RATE_HZ as usize);
     assert!(a == b);
     let onset = a[0].iter().position(|s| *s != 0.0).unwrap();
     assert!(onset >= 882, "nothing before the 20 ms predelay ({onset} frames)");
@@ -107,21 +107,22 @@ fn reverb_is_deterministic_stereo_and_idles_in_silence() {
     assert!(correlation.abs() < 0.3, "left and right are decorrelated ({correlation:.2})");
 
     // After the tail dies, it stops working and outputs exact zeros.
-    let mut processor = Reverb::new(RATE_HZ, &settings);
+    let mut processor = Reverb::new(RATE_HZ, 2, 65_536, &settings);
     impulse_response(&mut processor, RATE_HZ as usize * 6);
     assert!(processor.is_idle(), "idle after the tail");
     let mut silence = AudioBlock::new(2, 1024);
     processor.process(&mut silence);
     assert!(silence.channels().all(|c| c.iter().all(|&s| s == 0.0)));
     // Mono width: identical channels.
-    let narrow = impulse_response(&mut Reverb::new(RATE_HZ, &ReverbSettings { width: 0.0, ..settings }), 20_000);
+    let narrow =
+        impulse_response(&mut Reverb::new(RATE_HZ, 2, 65_536, &ReverbSettings { width: 0.0, ..settings }), 20_000);
     assert!(narrow[0] == narrow[1]);
 }
 
 #[test]
 fn delay_echoes_are_exact_darker_and_bounce() {
     let settings = DelaySettings { time_ms: 120.0, feedback: 0.5, high_cut_hz: 5000.0, ping_pong: false };
-    let mut delay = Delay::new(RATE_HZ, &settings);
+    let mut delay = Delay::new(RATE_HZ, 2, 65_536, &settings);
     assert_eq!(delay.delay_frames(), 5292, "120 ms at 44.1 kHz");
     let ir = impulse_response(&mut delay, 5292 * 4);
     assert_eq!(ir[0][5292], 1.0, "the first echo is the input, exactly 5292 frames late");
@@ -131,7 +132,7 @@ fn delay_echoes_are_exact_darker_and_bounce() {
     let second_peak = ir[0][10_584..15_876].iter().fold(0f32, |m, s| m.max(s.abs()));
     assert!(second_peak < 0.45, "and is darker: smeared by the high cut ({second_peak:.3})");
 
-    let mut ping_pong = Delay::new(RATE_HZ, &DelaySettings { ping_pong: true, ..settings });
+    let mut ping_pong = Delay::new(RATE_HZ, 2, 65_536, &DelaySettings { ping_pong: true, ..settings });
     let ir = impulse_response(&mut ping_pong, 5292 * 4);
     let energy_in = |c: &Vec<f32>, echo: usize| -> f64 {
         c[echo * 5292..(echo + 1) * 5292].iter().map(|s| f64::from(*s).powi(2)).sum()

@@ -10,7 +10,7 @@ const RATE_HZ: u32 = 44_100;
 const FLATNESS_DB: f64 = 0.1;
 
 fn run(settings: &Stereo, left: &[f32], right: &[f32]) -> (Vec<f32>, Vec<f32>) {
-    let mut stereo = StereoImage::new(RATE_HZ, 1024, settings);
+    let mut stereo = StereoImage::new(RATE_HZ, 2, 1024, settings);
     let (mut out_left, mut out_right) = (Vec::new(), Vec::new());
     for start in (0..left.len()).step_by(1024) {
         let end = (start + 1024).min(left.len());

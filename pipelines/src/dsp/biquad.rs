@@ -126,7 +126,7 @@ pub struct FilterChain {
 
 impl FilterChain {
     /// The chain of a manifest `eq` list.
-    pub fn new(rate_hz: u32, channels: usize, filters: &[Filter]) -> Self {
+    pub fn new(rate_hz: u32, channels: usize, _max_block_frames: usize, filters: &[Filter]) -> Self {
         Self::from_sections(channels, filters.iter().flat_map(|f| sections(f, rate_hz)).collect())
     }
 

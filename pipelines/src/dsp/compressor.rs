@@ -65,7 +65,7 @@ struct Ballistics {
 }
 
 impl Compressor {
-    pub fn new(rate_hz: u32, channels: usize, settings: &Settings) -> Self {
+    pub fn new(rate_hz: u32, channels: usize, _max_block_frames: usize, settings: &Settings) -> Self {
         let gain_channels = if settings.stereo_link { 1 } else { channels };
         Self {
             curve: StaticCurve {
@@ -276,7 +276,7 @@ mod tests {
                 detector: Detector::Peak,
                 stereo_link: true,
             };
-            let compressor = Compressor::new(48_000, 2, &settings);
+            let compressor = Compressor::new(48_000, 2, 1024, &settings);
             for tenth_db in -600..=100 {
                 let level_db = f64::from(tenth_db) / 10.0;
                 let want = static_curve_db(level_db, -20.0, ratio, knee_db) - level_db;

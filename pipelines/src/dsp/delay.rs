@@ -19,7 +19,8 @@ pub struct Delay {
 }
 
 impl Delay {
-    pub fn new(rate_hz: u32, settings: &Settings) -> Self {
+    pub fn new(rate_hz: u32, channels: usize, _max_block_frames: usize, settings: &Settings) -> Self {
+        debug_assert_eq!(channels, 2, "a delay return is stereo");
         let frames = ms_to_frames(settings.time_ms, rate_hz).max(1);
         let section: Coefficients =
             design(FilterType::LowPass, settings.high_cut_hz, std::f64::consts::FRAC_1_SQRT_2, 0.0, rate_hz);

@@ -1,7 +1,9 @@
 //! The DSP processors every stage is built from.
 //!
 //! One contract for all of them: `new(rate_hz, channels, max_block_frames,
-//! settings)` allocates and precomputes; [`Processor::process`] and
+//! settings)` — the same four arguments for every processor, though not
+//! each needs all (a filter keeps no block buffer; a return's reverb is
+//! stereo) — allocates and precomputes; [`Processor::process`] and
 //! [`Processor::reset`] never allocate; [`Processor::latency_frames`] says
 //! how late the output is, so chains can be aligned before they are summed.
 //! Audio is planar `f32` in an [`AudioBlock`]; filter state is `f64` where
@@ -185,12 +187,12 @@ pub(crate) mod tests {
         let delay: manifest::Delay =
             serde_norway::from_str("{time_ms: 120, feedback: 0.4, ping_pong: true}").expect("delay");
         vec![
-            Box::new(FilterChain::new(rate_hz, 2, &filters)),
-            Box::new(Compressor::new(rate_hz, 2, &compressor)),
-            Box::new(Saturation::new(2, 1024, &saturation)),
-            Box::new(StereoImage::new(rate_hz, 1024, &stereo)),
-            Box::new(Reverb::new(rate_hz, &reverb)),
-            Box::new(Delay::new(rate_hz, &delay)),
+            Box::new(FilterChain::new(rate_hz, 2, 1024, &filters)),
+            Box::new(Compressor::new(rate_hz, 2, 1024, &compressor)),
+            Box::new(Saturation::new(rate_hz, 2, 1024, &saturation)),
+            Box::new(StereoImage::new(rate_hz, 2, 1024, &stereo)),
+            Box::new(Reverb::new(rate_hz, 2, 1024, &reverb)),
+            Box::new(Delay::new(rate_hz, 2, 1024, &delay)),
             Box::new(TruePeakLimiter::new(
                 rate_hz,
                 2,

@@ -36,7 +36,8 @@ pub struct Reverb {
 }
 
 impl Reverb {
-    pub fn new(rate_hz: u32, settings: &Settings) -> Self {
+    pub fn new(rate_hz: u32, channels: usize, _max_block_frames: usize, settings: &Settings) -> Self {
+        debug_assert_eq!(channels, 2, "a reverb return is stereo");
         let scale = 0.4 + 1.2 * settings.size;
         let mut lengths = [0usize; LINES];
         for (length, base_ms) in lengths.iter_mut().zip(BASE_LENGTHS_MS) {

@@ -44,7 +44,7 @@ super::wide_fn! {
 }
 
 impl Saturation {
-    pub fn new(channels: usize, max_block_frames: usize, settings: &Settings) -> Self {
+    pub fn new(_rate_hz: u32, channels: usize, max_block_frames: usize, settings: &Settings) -> Self {
         let latency = BlockOversampler::latency_frames();
         Self {
             drive: db_to_gain(settings.drive_db) as f32,

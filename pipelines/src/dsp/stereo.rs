@@ -30,7 +30,8 @@ struct Crossover {
 }
 
 impl StereoImage {
-    pub fn new(rate_hz: u32, _max_block_frames: usize, settings: &Settings) -> Self {
+    pub fn new(rate_hz: u32, channels: usize, _max_block_frames: usize, settings: &Settings) -> Self {
+        debug_assert_eq!(channels, 2, "stereo width works on stereo");
         let crossover = (settings.mono_below_hz > 0.0).then(|| {
             let high = design(FilterType::HighPass, settings.mono_below_hz, FRAC_1_SQRT_2, 0.0, rate_hz);
             Crossover {

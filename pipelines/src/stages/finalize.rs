@@ -103,7 +103,7 @@ fn render(
     let total_frames = master_frames(master)?;
     let rate = f64::from(rate_hz);
     let mut renderer = Renderer {
-        eq: FilterChain::new(rate_hz, 2, &correction.filters()),
+        eq: FilterChain::new(rate_hz, 2, BLOCK_FRAMES, &correction.filters()),
         gain: db_to_gain(gain_db) as f32,
         limiter: TruePeakLimiter::new(
             rate_hz,

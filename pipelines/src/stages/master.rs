@@ -50,16 +50,16 @@ const MAX_PASSES: u32 = 3;
 pub fn build_chain(chain: &MasterChain, ceiling_dbtp: f64, rate_hz: u32) -> (Vec<Box<dyn Processor>>, TruePeakLimiter) {
     let mut processors: Vec<Box<dyn Processor>> = Vec::new();
     if let Some(eq) = chain.eq.as_ref().filter(|eq| !eq.is_empty()) {
-        processors.push(Box::new(FilterChain::new(rate_hz, 2, eq)));
+        processors.push(Box::new(FilterChain::new(rate_hz, 2, BLOCK_FRAMES, eq)));
     }
     if let Some(compressor) = &chain.compressor {
-        processors.push(Box::new(Compressor::new(rate_hz, 2, compressor)));
+        processors.push(Box::new(Compressor::new(rate_hz, 2, BLOCK_FRAMES, compressor)));
     }
     if let Some(saturation) = &chain.saturation {
-        processors.push(Box::new(Saturation::new(2, BLOCK_FRAMES, saturation)));
+        processors.push(Box::new(Saturation::new(rate_hz, 2, BLOCK_FRAMES, saturation)));
     }
     if let Some(stereo) = &chain.stereo {
-        processors.push(Box::new(StereoImage::new(rate_hz, BLOCK_FRAMES, stereo)));
+        processors.push(Box::new(StereoImage::new(rate_hz, 2, BLOCK_FRAMES, stereo)));
     }
     let limiter = chain.limiter.clone().unwrap_or_default();
     let limiter = TruePeakLimiter::new(

@@ -259,10 +259,10 @@ fn render_stem(
             }
         }
         if !stem.eq.is_empty() {
-            eq.get_or_insert_with(|| FilterChain::new(rate_hz, channels, &stem.eq)).process(work);
+            eq.get_or_insert_with(|| FilterChain::new(rate_hz, channels, BLOCK_FRAMES, &stem.eq)).process(work);
         }
         if let Some(settings) = &stem.compressor {
-            compressor.get_or_insert_with(|| Compressor::new(rate_hz, channels, settings)).process(work);
+            compressor.get_or_insert_with(|| Compressor::new(rate_hz, channels, BLOCK_FRAMES, settings)).process(work);
         }
         if gain_lane.is_some() {
             for channel in work.channels_mut() {
@@ -322,11 +322,11 @@ fn render_stem(
 /// Runs a return bus through its effect, EQ and gain, and adds it to the sum.
 fn render_return(rate_hz: u32, settings: &Return, mut bus: Stereo, sum: &mut Stereo) -> Result<(), StageError> {
     let mut effect: Box<dyn Processor> = match (&settings.reverb, &settings.delay) {
-        (Some(reverb), _) => Box::new(Reverb::new(rate_hz, reverb)),
-        (None, Some(delay)) => Box::new(Delay::new(rate_hz, delay)),
+        (Some(reverb), _) => Box::new(Reverb::new(rate_hz, 2, BLOCK_FRAMES, reverb)),
+        (None, Some(delay)) => Box::new(Delay::new(rate_hz, 2, BLOCK_FRAMES, delay)),
         (None, None) => return Ok(()),
     };
-    let mut eq = (!settings.eq.is_empty()).then(|| FilterChain::new(rate_hz, 2, &settings.eq));
+    let mut eq = (!settings.eq.is_empty()).then(|| FilterChain::new(rate_hz, 2, BLOCK_FRAMES, &settings.eq));
     let gain = db_to_gain(settings.gain_db) as f32;
     let floor = db_to_gain(TAIL_FLOOR_DBFS) as f32;
     let max_frames = bus.len() + (MAX_TAIL_S * f64::from(rate_hz)) as usize;
