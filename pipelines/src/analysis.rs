@@ -13,7 +13,7 @@ use ebur128::{EbuR128, Mode};
 use realfft::{RealFftPlanner, RealToComplex};
 use serde::{Deserialize, Serialize};
 
-use crate::dsp::AudioBlock;
+use crate::audio::AudioBlock;
 
 /// 1/3-octave band centres (ISO 266 nominal), 20 Hz to 20 kHz.
 pub const BAND_CENTRES_HZ: [f64; 31] = [

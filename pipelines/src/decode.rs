@@ -17,7 +17,7 @@ use symphonia::core::io::{MediaSource, MediaSourceStream};
 use symphonia::core::meta::MetadataOptions;
 use symphonia::core::probe::Hint;
 
-use crate::dsp::AudioBlock;
+use crate::audio::AudioBlock;
 
 /// What the header of an audio file says.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -18,7 +18,7 @@ use flacenc::config;
 use flacenc::error::Verify;
 use flacenc::source::{Context, Fill, FrameBuf};
 
-use crate::dsp::AudioBlock;
+use crate::audio::AudioBlock;
 use crate::dsp::dither::{NoiseSource, Quantizer};
 use crate::manifest::{AudioFormat, Dither};
 

@@ -8,6 +8,7 @@
 
 pub mod album;
 pub mod analysis;
+pub mod audio;
 pub mod decode;
 pub mod dsp;
 pub mod encode;

@@ -11,7 +11,7 @@
 use std::io::{Read, Seek};
 
 use crate::decode::{AudioReader, DecodeError};
-use crate::dsp::AudioBlock;
+use crate::audio::AudioBlock;
 use crate::dsp::resample::StreamResampler;
 use crate::encode::EncodeError;
 
