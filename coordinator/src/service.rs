@@ -522,25 +522,8 @@ pub fn describe_metrics() {
 /// The album's report task.
 const REPORT: TaskId = TaskId { stage: Stage::Report, track: None };
 
-fn stage_to_proto(stage: Stage) -> pb::Stage {
-    match stage {
-        Stage::Mix => pb::Stage::Mix,
-        Stage::Master => pb::Stage::Master,
-        Stage::Plan => pb::Stage::Plan,
-        Stage::Finalize => pb::Stage::Finalize,
-        Stage::Report => pb::Stage::Report,
-    }
-}
-
 fn stage_from_proto(stage: i32) -> Result<Stage, Status> {
-    match pb::Stage::try_from(stage) {
-        Ok(pb::Stage::Mix) => Ok(Stage::Mix),
-        Ok(pb::Stage::Master) => Ok(Stage::Master),
-        Ok(pb::Stage::Plan) => Ok(Stage::Plan),
-        Ok(pb::Stage::Finalize) => Ok(Stage::Finalize),
-        Ok(pb::Stage::Report) => Ok(Stage::Report),
-        _ => Err(Status::invalid_argument(format!("unknown stage {stage}"))),
-    }
+    lacquer_proto::stage(stage).ok_or_else(|| Status::invalid_argument(format!("unknown stage {stage}")))
 }
 
 fn to_proto(id: &str, record: &Record) -> pb::Job {
@@ -563,7 +546,7 @@ fn to_proto(id: &str, record: &Record) -> pb::Job {
             .job
             .tasks()
             .map(|task| pb::Task {
-                stage: stage_to_proto(task.id.stage).into(),
+                stage: pb::Stage::from(task.id.stage).into(),
                 track_id: task.id.track.and_then(|t| record.track_ids.get(t)).cloned().unwrap_or_default(),
                 state: match task.status {
                     TaskStatus::Blocked => pb::TaskState::Blocked,
@@ -869,12 +852,11 @@ impl pb::workers_server::Workers for Coordinator {
                 }
                 record.job.lease(&worker, now).map(|lease| pb::Assignment {
                     job_id: id.clone(),
-                    stage: stage_to_proto(lease.task.stage).into(),
+                    stage: pb::Stage::from(lease.task.stage).into(),
                     track: lease.task.track.map(|t| t as u32),
                     lease: lease.lease,
                     attempt: lease.attempt,
                     deadline_unix_ms: lease.deadline_ms,
-                    manifest_yaml: String::new(),
                     inputs_json: Self::inputs_json(record, lease.task),
                     album_json: serde_json::to_string(&record.album).unwrap_or_default(),
                 })

@@ -1,7 +1,6 @@
-//! The generated lacquer.v1 types and service stubs, and how a client
-//! reaches a coordinator. The generated types stay in this crate: the
-//! coordinator, the worker and the CLI convert them to and from their
-//! domain types by hand.
+//! The generated lacquer.v1 types and service stubs, their conversions to
+//! and from the domain's types (here, once, for the coordinator and the
+//! workers alike), and how a client reaches a coordinator.
 
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
@@ -12,6 +11,34 @@ pub mod v1 {
 
     /// The encoded file descriptors, for gRPC reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("lacquer_v1_descriptor");
+}
+
+/// A task's stage on the wire.
+impl From<lacquer_pipelines::tasks::Stage> for v1::Stage {
+    fn from(stage: lacquer_pipelines::tasks::Stage) -> Self {
+        use lacquer_pipelines::tasks::Stage;
+        match stage {
+            Stage::Mix => v1::Stage::Mix,
+            Stage::Master => v1::Stage::Master,
+            Stage::Plan => v1::Stage::Plan,
+            Stage::Finalize => v1::Stage::Finalize,
+            Stage::Report => v1::Stage::Report,
+        }
+    }
+}
+
+/// A stage as it came over the wire (an `i32`, as prost keeps enums):
+/// `None` for a value this build does not know.
+pub fn stage(raw: i32) -> Option<lacquer_pipelines::tasks::Stage> {
+    use lacquer_pipelines::tasks::Stage;
+    match v1::Stage::try_from(raw).ok()? {
+        v1::Stage::Mix => Some(Stage::Mix),
+        v1::Stage::Master => Some(Stage::Master),
+        v1::Stage::Plan => Some(Stage::Plan),
+        v1::Stage::Finalize => Some(Stage::Finalize),
+        v1::Stage::Report => Some(Stage::Report),
+        v1::Stage::Unspecified => None,
+    }
 }
 
 /// Why a coordinator could not be reached.

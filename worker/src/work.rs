@@ -91,18 +91,7 @@ async fn slot_loop(
 }
 
 fn stage_name(stage: i32) -> &'static str {
-    stage_from_proto(stage).map_or("unknown", Stage::name)
-}
-
-fn stage_from_proto(stage: i32) -> Option<Stage> {
-    match pb::Stage::try_from(stage).ok()? {
-        pb::Stage::Mix => Some(Stage::Mix),
-        pb::Stage::Master => Some(Stage::Master),
-        pb::Stage::Plan => Some(Stage::Plan),
-        pb::Stage::Finalize => Some(Stage::Finalize),
-        pb::Stage::Report => Some(Stage::Report),
-        pb::Stage::Unspecified => None,
-    }
+    lacquer_proto::stage(stage).map_or("unknown", Stage::name)
 }
 
 /// The album, the earlier results and the task a lease carries.
@@ -111,7 +100,7 @@ pub fn parse_assignment(a: &pb::Assignment) -> Result<(ValidManifest, Inputs, Ta
         .map_err(|e| TaskError::fatal(format!("the album from the coordinator: {e}")))?;
     let inputs: Inputs =
         serde_json::from_str(&a.inputs_json).map_err(|e| TaskError::fatal(format!("the task's inputs: {e}")))?;
-    let stage = stage_from_proto(a.stage).ok_or_else(|| TaskError::fatal(format!("unknown stage {}", a.stage)))?;
+    let stage = lacquer_proto::stage(a.stage).ok_or_else(|| TaskError::fatal(format!("unknown stage {}", a.stage)))?;
     Ok((album, inputs, Task { stage, track: a.track.map(|t| t as usize) }))
 }
 

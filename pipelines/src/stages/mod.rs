@@ -10,8 +10,8 @@
 
 use std::io::{Read, Seek};
 
-use crate::decode::{AudioReader, DecodeError};
 use crate::audio::AudioBlock;
+use crate::decode::{AudioReader, DecodeError};
 use crate::dsp::resample::StreamResampler;
 use crate::encode::EncodeError;
 
