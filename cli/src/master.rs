@@ -26,9 +26,8 @@ use lacquer_pipelines::manifest::ValidManifest;
 use lacquer_pipelines::report::AlbumReport;
 use lacquer_pipelines::tasks::{FinalizeResult, MasterResult, MixResult, Stage, TaskGraph, TaskId};
 use lacquer_runtime::stores::{S3Options, Stores};
-use lacquer_worker::run::{Done, Inputs, Progress, Runner, Task, default_scratch};
+use lacquer_worker::run::{Done, Inputs, Progress, Runner, Task, TaskResult, default_scratch};
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use crate::validate::{check_manifest, print_problems};
 #[derive(Debug, clap::Args)]
@@ -204,28 +203,23 @@ impl Album {
         bar
     }
 
-    fn count<T: DeserializeOwned>(&mut self, done: Done) -> anyhow::Result<T> {
+    /// Keeps a finished task's result, as typed as the Runner gave it.
+    fn take(&mut self, task: TaskId, done: Done, results: &mut Results, failed: &mut Failed) -> anyhow::Result<()> {
         if done.cached {
             self.cached += 1;
         } else {
             self.rendered += 1;
         }
-        Ok(serde_json::from_str(&done.result_json)?)
-    }
-
-    /// Keeps a finished task's result.
-    fn take(&mut self, task: TaskId, done: Done, results: &mut Results, failed: &mut Failed) -> anyhow::Result<()> {
         let track = task.track.unwrap_or(0);
-        match task.stage {
-            Stage::Mix => results.mix[track] = Some(self.count(done)?),
-            Stage::Master => results.master[track] = Some(self.count(done)?),
-            Stage::Plan => results.plan = Some(self.count(done)?),
-            Stage::Finalize => {
-                let result: FinalizeResult = self.count(done)?;
+        match done.result {
+            TaskResult::Mix(result) => results.mix[track] = Some(result),
+            TaskResult::Master(result) => results.master[track] = Some(result),
+            TaskResult::Plan(plan) => results.plan = Some(plan),
+            TaskResult::Finalize(result) => {
                 failed.delivered(track, result.files.iter().map(|f| f.path.clone()).collect());
                 results.finalize[track] = Some(result);
             }
-            Stage::Report => results.report = Some(self.count(done)?),
+            TaskResult::Report(report) => results.report = Some(*report),
         }
         Ok(())
     }

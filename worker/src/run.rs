@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use lacquer_pipelines::album::AlbumPlan;
 use lacquer_pipelines::manifest::{InputRole, StorageRoot, ValidManifest};
-use lacquer_pipelines::report::OutputFile;
+use lacquer_pipelines::report::{AlbumReport, OutputFile};
 use lacquer_pipelines::stages::{AudioInput, StageError, cancellable};
 use lacquer_pipelines::tasks::{
     AlbumTasks, FinalizeResult, MasterResult, MixFile, MixResult, Stage, TaskRecord, record_key,
@@ -48,12 +48,56 @@ pub struct Inputs {
     pub plan: Option<AlbumPlan>,
 }
 
+/// A task's result, typed: `lacquer master` keeps it as it is; a worker
+/// sends it to the coordinator as JSON ([`TaskResult::to_json`]: the
+/// inner result, untagged).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum TaskResult {
+    Mix(MixResult),
+    Master(MasterResult),
+    Plan(AlbumPlan),
+    Finalize(FinalizeResult),
+    Report(Box<AlbumReport>),
+}
+
+impl TaskResult {
+    pub fn to_json(&self) -> std::result::Result<String, TaskError> {
+        serde_json::to_string(self).map_err(|e| TaskError::fatal(format!("cannot encode the result: {e}")))
+    }
+}
+
+impl From<MixResult> for TaskResult {
+    fn from(result: MixResult) -> Self {
+        TaskResult::Mix(result)
+    }
+}
+impl From<MasterResult> for TaskResult {
+    fn from(result: MasterResult) -> Self {
+        TaskResult::Master(result)
+    }
+}
+impl From<AlbumPlan> for TaskResult {
+    fn from(result: AlbumPlan) -> Self {
+        TaskResult::Plan(result)
+    }
+}
+impl From<FinalizeResult> for TaskResult {
+    fn from(result: FinalizeResult) -> Self {
+        TaskResult::Finalize(result)
+    }
+}
+impl From<AlbumReport> for TaskResult {
+    fn from(result: AlbumReport) -> Self {
+        TaskResult::Report(Box::new(result))
+    }
+}
+
 /// A finished task.
 #[derive(Debug, Clone)]
 pub struct Done {
-    /// The stage's result (a [`MixResult`], [`MasterResult`],
-    /// [`FinalizeResult`] or the album report) as JSON.
-    pub result_json: String,
+    /// The stage's result.
+    pub result: TaskResult,
     /// Whether the key was already recorded, so nothing was rendered.
     pub cached: bool,
     /// Seconds of audio the task rendered (0 when cached).
@@ -255,7 +299,7 @@ impl Runner {
                 .filter(|&t| t < album.manifest.tracks.len())
                 .ok_or_else(|| TaskError::fatal(format!("a {what} task needs a track of the album")))
         };
-        let (result_json, cached, audio_frames) = match task.stage {
+        let (result, cached, audio_frames) = match task.stage {
             Stage::Mix => run.mix(track("mix")?).await?,
             Stage::Master => run.master(track("master")?, inputs).await?,
             Stage::Plan => run.plan(inputs).await?,
@@ -264,7 +308,7 @@ impl Runner {
         };
         let rate_hz = f64::from(album.manifest.album.sample_rate);
         Ok(Done {
-            result_json,
+            result,
             cached,
             audio_seconds: if cached { 0.0 } else { audio_frames as f64 / rate_hz },
             bytes_read: run.counts.bytes_read,
@@ -295,13 +339,9 @@ struct Run<'a> {
     progress: &'a Progress,
 }
 
-/// A task's answer: its result as JSON, whether it was cached, and the
-/// frames of audio it covers.
-type Answer = (String, bool, u64);
-
-fn to_json<T: Serialize>(value: &T) -> Result<String> {
-    serde_json::to_string(value).map_err(|e| TaskError::fatal(format!("cannot encode the result: {e}")))
-}
+/// A task's answer: its result, whether it was cached, and the frames of
+/// audio it covers.
+type Answer = (TaskResult, bool, u64);
 
 fn all<T: Clone>(what: &str, items: &[Option<T>], tracks: &[String]) -> Result<Vec<T>> {
     (0..tracks.len())
@@ -459,7 +499,7 @@ impl Run<'_> {
             let fetched = self.fetch(&root, &source_key).await?;
             let key = self.tasks.measure_mix_task(track, &fetched.blake3);
             if let Some(record) = self.cached::<MixResult>(&key).await? {
-                return Ok((to_json(&record.result)?, true, 0));
+                return Ok((record.result.into(), true, 0));
             }
             let (manifest, path) = (manifest.clone(), fetched.path.clone());
             let result = self
@@ -468,7 +508,8 @@ impl Run<'_> {
                 })
                 .await?;
             self.record(&key, Vec::new(), &result).await?;
-            return Ok((to_json(&result)?, false, result.frames));
+            let frames = result.frames;
+            return Ok((result.into(), false, frames));
         }
         let stems = manifest.tracks[track].stems.as_deref().unwrap_or_default().len();
         let mut fetched = Vec::with_capacity(stems);
@@ -481,7 +522,7 @@ impl Run<'_> {
         let hashes: Vec<String> = fetched.iter().map(|f| f.blake3.clone()).collect();
         let key = self.tasks.mix_task(track, &hashes);
         if let Some(record) = self.cached::<MixResult>(&key).await? {
-            return Ok((to_json(&record.result)?, true, 0));
+            return Ok((record.result.into(), true, 0));
         }
         let output_key = self.tasks.mix_key(track);
         let scratch = self.scratch_for(&output_key);
@@ -498,7 +539,7 @@ impl Run<'_> {
         let frames = report.frames;
         let result = AlbumTasks::mixed(report, files[0].clone());
         self.record(&key, files, &result).await?;
-        Ok((to_json(&result)?, false, frames))
+        Ok((result.into(), false, frames))
     }
 
     async fn master(&mut self, track: usize, inputs: &Inputs) -> Result<Answer> {
@@ -506,7 +547,7 @@ impl Run<'_> {
         let mix = inputs.mix.get(track).cloned().flatten().ok_or_else(|| TaskError::fatal("the mix is not done"))?;
         let key = self.tasks.master_task(track, &mix, drive_db);
         if let Some(record) = self.cached::<MasterResult>(&key).await? {
-            return Ok((to_json(&record.result)?, true, 0));
+            return Ok((record.result.into(), true, 0));
         }
         let fetched = match &mix.file {
             MixFile::Rendered(file) => self.fetch(&self.album.output.clone(), &file.path).await?,
@@ -535,7 +576,7 @@ impl Run<'_> {
         let frames = report.analysis.frames;
         let result = MasterResult { report, file: files[0].clone() };
         self.record(&key, files, &result).await?;
-        Ok((to_json(&result)?, false, frames))
+        Ok((result.into(), false, frames))
     }
 
     /// The tone reference file's analysis, when the plan needs one.
@@ -560,11 +601,11 @@ impl Run<'_> {
         let reference = self.reference().await?;
         let key = self.tasks.plan_task(&masters, reference.as_ref());
         if let Some(record) = self.cached::<AlbumPlan>(&key).await? {
-            return Ok((to_json(&record.result)?, true, 0));
+            return Ok((record.result.into(), true, 0));
         }
         let plan = self.tasks.plan(&masters, reference.as_ref())?;
         self.record(&key, Vec::new(), &plan).await?;
-        Ok((to_json(&plan)?, false, 0))
+        Ok((plan.into(), false, 0))
     }
 
     /// The album plan the barrier made, as the inputs carry it, checked
@@ -595,7 +636,7 @@ impl Run<'_> {
         let correction = self.planned(inputs).await?.corrections[track].clone();
         let key = self.tasks.finalize_task(track, master, &correction);
         if let Some(record) = self.cached::<FinalizeResult>(&key).await? {
-            return Ok((to_json(&record.result)?, true, 0));
+            return Ok((record.result.into(), true, 0));
         }
         let fetched = self.fetch(&self.album.output.clone(), &master.file.path).await?;
         self.progress.set(0.2);
@@ -620,7 +661,7 @@ impl Run<'_> {
         let frames = report.render.frames;
         let result = FinalizeResult { report, files: published.clone() };
         self.record(&key, published, &result).await?;
-        Ok((to_json(&result)?, false, frames))
+        Ok((result.into(), false, frames))
     }
 
     async fn report(&mut self, inputs: &Inputs) -> Result<Answer> {
@@ -630,8 +671,8 @@ impl Run<'_> {
         let finals = all("finalize", &inputs.finalize, &ids)?;
         let plan = self.planned(inputs).await?;
         let key = self.tasks.report_task(&mixes, &masters, &plan, &finals);
-        if let Some(record) = self.cached::<serde_json::Value>(&key).await? {
-            return Ok((record.result.to_string(), true, 0));
+        if let Some(record) = self.cached::<AlbumReport>(&key).await? {
+            return Ok((record.result.into(), true, 0));
         }
         let report = self.tasks.report(&mixes, &masters, &plan, &finals)?;
         let json = serde_json::to_vec_pretty(&report).map_err(|e| TaskError::fatal(format!("cannot encode: {e}")))?;
@@ -644,9 +685,8 @@ impl Run<'_> {
             self.counts.bytes_written += size_bytes;
             outputs.push(OutputFile { path: name.to_owned(), blake3, size_bytes });
         }
-        let value = serde_json::to_value(&report).map_err(|e| TaskError::fatal(format!("cannot encode: {e}")))?;
-        self.record(&key, outputs, &value).await?;
-        Ok((value.to_string(), false, 0))
+        self.record(&key, outputs, &report).await?;
+        Ok((report.into(), false, 0))
     }
 }
 

@@ -74,5 +74,5 @@ pub async fn run_leased(
 ) -> Result<String, crate::run::TaskError> {
     let (album, inputs, task) = crate::work::parse_assignment(assignment)?;
     let progress = crate::run::Progress::default();
-    Ok(runner.run(&album, task, &inputs, &progress).await?.result_json)
+    runner.run(&album, task, &inputs, &progress).await?.result.to_json()
 }

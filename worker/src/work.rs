@@ -106,10 +106,32 @@ pub fn parse_assignment(a: &pb::Assignment) -> Result<(ValidManifest, Inputs, Ta
 
 /// What became of a task on this worker.
 enum End {
-    Finished(Result<crate::run::Done, TaskError>),
+    Finished(Result<Finished, TaskError>),
     /// The coordinator said stop (cancelled, failed) or stale (handed on).
     Dropped(&'static str),
     HandedBack,
+}
+
+/// A finished task as the coordinator is told of it: its result as JSON,
+/// and what the run counted.
+struct Finished {
+    result_json: String,
+    cached: bool,
+    audio_seconds: f64,
+    bytes_read: u64,
+    bytes_written: u64,
+}
+
+impl Finished {
+    fn new(done: crate::run::Done) -> Result<Self, TaskError> {
+        Ok(Self {
+            result_json: done.result.to_json()?,
+            cached: done.cached,
+            audio_seconds: done.audio_seconds,
+            bytes_read: done.bytes_read,
+            bytes_written: done.bytes_written,
+        })
+    }
 }
 
 async fn run_assignment(client: &mut Client, runner: &Runner, a: pb::Assignment, phase: &mut watch::Receiver<Phase>) {
@@ -131,7 +153,7 @@ async fn run_assignment(client: &mut Client, runner: &Runner, a: pb::Assignment,
                 let mut watching = true;
                 loop {
                     tokio::select! {
-                        done = &mut running => break End::Finished(done),
+                        done = &mut running => break End::Finished(done.and_then(Finished::new)),
                         _ = ticker.tick() => {
                             let request = pb::HeartbeatRequest { task: Some(task_ref.clone()), progress: progress.get(), waiting: progress.waiting() };
                             match client.heartbeat(request).await.map(|r| r.into_inner().action()) {

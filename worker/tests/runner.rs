@@ -6,9 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use lacquer_pipelines::manifest::{self, StorageRoot, ValidManifest};
-use lacquer_pipelines::tasks::{FinalizeResult, MasterResult, MixResult, Stage};
+use lacquer_pipelines::tasks::{FinalizeResult, Stage};
 use lacquer_runtime::stores::{S3Options, Stores};
-use lacquer_worker::run::{Done, Inputs, Progress, Runner, Task};
+use lacquer_worker::run::{Done, Inputs, Progress, Runner, Task, TaskResult};
 
 /// A mono 24-bit WAV of a quiet two-tone signal.
 fn stem(path: &Path, seconds: f64, freq_hz: f64) {
@@ -56,25 +56,29 @@ async fn whole(runner: &Runner, album: &ValidManifest) -> (Vec<bool>, Vec<Finali
     for t in 0..2 {
         let done = run(runner, album, Stage::Mix, Some(t), &Inputs::default()).await;
         cached.push(done.cached);
-        mixes.push(Some(serde_json::from_str::<MixResult>(&done.result_json).unwrap()));
+        let TaskResult::Mix(mix) = done.result else { panic!() };
+        mixes.push(Some(mix));
     }
     let mut masters = Vec::new();
     for t in 0..2 {
         let inputs = Inputs { mix: mixes.clone(), ..Inputs::default() };
         let done = run(runner, album, Stage::Master, Some(t), &inputs).await;
         cached.push(done.cached);
-        masters.push(Some(serde_json::from_str::<MasterResult>(&done.result_json).unwrap()));
+        let TaskResult::Master(master) = done.result else { panic!() };
+        masters.push(Some(master));
     }
     let inputs = Inputs { master: masters.clone(), ..Inputs::default() };
     let done = run(runner, album, Stage::Plan, None, &inputs).await;
     cached.push(done.cached);
-    let plan = Some(serde_json::from_str(&done.result_json).unwrap());
+    let TaskResult::Plan(plan) = done.result else { panic!() };
+    let plan = Some(plan);
     let mut finals = Vec::new();
     for t in 0..2 {
         let inputs = Inputs { master: masters.clone(), plan: plan.clone(), ..Inputs::default() };
         let done = run(runner, album, Stage::Finalize, Some(t), &inputs).await;
         cached.push(done.cached);
-        finals.push(Some(serde_json::from_str::<FinalizeResult>(&done.result_json).unwrap()));
+        let TaskResult::Finalize(result) = done.result else { panic!() };
+        finals.push(Some(result));
     }
     let inputs = Inputs { mix: mixes, master: masters, finalize: finals.clone(), plan };
     cached.push(run(runner, album, Stage::Report, None, &inputs).await.cached);
