@@ -21,6 +21,8 @@ use serde::Deserialize;
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
+use crate::error::ServiceError;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TenantEntry {
@@ -132,11 +134,11 @@ impl Auth {
         match metadata.get("authorization") {
             None => Ok(None),
             Some(value) => {
-                let value = value.to_str().map_err(|_| Status::unauthenticated("authorization: not text"))?;
+                let value = value.to_str().map_err(|_| ServiceError::unauthenticated("authorization: not text"))?;
                 value
                     .strip_prefix("Bearer ")
                     .map(Some)
-                    .ok_or_else(|| Status::unauthenticated("authorization: expected `Bearer <token>`"))
+                    .ok_or_else(|| ServiceError::unauthenticated("authorization: expected `Bearer <token>`"))
             }
         }
     }
@@ -146,15 +148,15 @@ impl Auth {
         let Some(file) = &self.file else {
             return Ok(Tenant { name: "local".into(), allowed: Vec::new(), anywhere: true });
         };
-        let token = Self::bearer(metadata)?.ok_or_else(|| Status::unauthenticated("no bearer token"))?;
+        let token = Self::bearer(metadata)?.ok_or_else(|| ServiceError::unauthenticated("no bearer token"))?;
         if constant_time_eq(token, &file.workers.token) {
-            return Err(Status::permission_denied("the worker token cannot act for a tenant"));
+            return Err(ServiceError::not_allowed("the worker token cannot act for a tenant"));
         }
         file.tenants
             .iter()
             .find(|(_, t)| constant_time_eq(token, &t.token))
             .map(|(name, t)| Tenant { name: name.clone(), allowed: t.allowed.clone(), anywhere: false })
-            .ok_or_else(|| Status::unauthenticated("unknown token"))
+            .ok_or_else(|| ServiceError::unauthenticated("unknown token"))
     }
 
     /// Checks that a request comes from a worker.
@@ -162,8 +164,8 @@ impl Auth {
         let Some(file) = &self.file else { return Ok(()) };
         match Self::bearer(metadata)? {
             Some(token) if constant_time_eq(token, &file.workers.token) => Ok(()),
-            Some(_) => Err(Status::permission_denied("not the worker token")),
-            None => Err(Status::unauthenticated("no bearer token")),
+            Some(_) => Err(ServiceError::not_allowed("not the worker token")),
+            None => Err(ServiceError::unauthenticated("no bearer token")),
         }
     }
 }

@@ -19,6 +19,7 @@ use tonic::{Request, Response, Status};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{Auth, Tenant};
+use crate::error::ServiceError;
 use crate::job::{HeartbeatReply, Job, JobState, Outcome, RetryPolicy, Stage, TaskGraph, TaskId, TaskStatus};
 use crate::results::{self, ResultError};
 use crate::store::{Store, StoreError};
@@ -298,7 +299,7 @@ impl Coordinator {
             let next_job = state.next_job;
             let record = match state.jobs.get_mut(id) {
                 Some(record) if tenant.is_none_or(|t| t == record.tenant) => record,
-                _ => return Err(Status::not_found(format!("no job {id}"))),
+                _ => return Err(ServiceError::no_job(id)),
             };
             let mut updated = record.clone();
             let result = event(&mut updated);
@@ -343,7 +344,7 @@ impl Coordinator {
                     tracing::error!(%error, "the coordinator's state cannot be written: NOT_SERVING until it can");
                 }
                 metrics::gauge!("lacquer_store_writable").set(0.0);
-                Err(Status::unavailable(format!("nothing was changed: {error}")))
+                Err(ServiceError::unavailable(format!("nothing was changed: {error}")))
             }
         }
     }
@@ -436,12 +437,12 @@ impl Coordinator {
         if let Some(record) = self.state().jobs.get(job_id) {
             return match record.tenant == tenant {
                 true => Ok(to_proto(job_id, record)),
-                false => Err(Status::not_found(format!("no job {job_id}"))),
+                false => Err(ServiceError::no_job(job_id)),
             };
         }
         match self.finished_job(job_id)? {
             Some(finished) if finished.tenant == tenant => Ok(finished.view()),
-            _ => Err(Status::not_found(format!("no job {job_id}"))),
+            _ => Err(ServiceError::no_job(job_id)),
         }
     }
 
@@ -451,7 +452,7 @@ impl Coordinator {
             None => Ok(self.state().finished.get(job_id).cloned()),
             Some(store) => match store.summary(job_id) {
                 Ok(summary) => Ok(summary.and_then(|bytes| Finished::decode(&bytes))),
-                Err(error) => Err(Status::unavailable(format!("cannot read job {job_id}: {error}"))),
+                Err(error) => Err(ServiceError::unavailable(format!("cannot read job {job_id}: {error}"))),
             },
         }
     }
@@ -474,7 +475,7 @@ impl Coordinator {
                     found.push((id.to_owned(), finished));
                 }
             })
-            .map_err(|error| Status::unavailable(format!("cannot list finished jobs: {error}")))?;
+            .map_err(|error| ServiceError::unavailable(format!("cannot list finished jobs: {error}")))?;
         Ok(found)
     }
 
@@ -523,7 +524,7 @@ pub fn describe_metrics() {
 const REPORT: TaskId = TaskId { stage: Stage::Report, track: None };
 
 fn stage_from_proto(stage: i32) -> Result<Stage, Status> {
-    lacquer_proto::stage(stage).ok_or_else(|| Status::invalid_argument(format!("unknown stage {stage}")))
+    lacquer_proto::stage(stage).ok_or_else(|| ServiceError::invalid(format!("unknown stage {stage}")))
 }
 
 fn to_proto(id: &str, record: &Record) -> pb::Job {
@@ -586,7 +587,7 @@ fn root(field: &str, text: &str) -> Result<Option<StorageRoot>, Status> {
         return Ok(None);
     }
     let cwd = StorageRoot::Local { dir: std::path::PathBuf::from("/") };
-    StorageRoot::resolve(text, &cwd).map(Some).map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
+    StorageRoot::resolve(text, &cwd).map(Some).map_err(|e| ServiceError::invalid(format!("{field}: {e}")))
 }
 
 #[tonic::async_trait]
@@ -597,7 +598,7 @@ impl pb::albums_server::Albums for Coordinator {
         let request = request.into_inner();
         let limit = self.inner.settings.max_manifest_bytes;
         if request.manifest_yaml.len() > limit {
-            return Err(Status::invalid_argument(format!(
+            return Err(ServiceError::invalid(format!(
                 "manifest_yaml: {} bytes, more than the {limit} a manifest may have",
                 request.manifest_yaml.len()
             )));
@@ -605,11 +606,11 @@ impl pb::albums_server::Albums for Coordinator {
         let source = root("source", &request.source)?;
         let base = source.clone().unwrap_or(StorageRoot::Local { dir: std::path::PathBuf::from(".") });
         let output = if request.output.is_empty() { None } else { Some(request.output.as_str()) };
-        let checked = manifest::check(&request.manifest_yaml, &base, output)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let checked =
+            manifest::check(&request.manifest_yaml, &base, output).map_err(|e| ServiceError::invalid(e.to_string()))?;
         if !checked.problems.is_empty() {
             let error = manifest::ManifestError { problems: checked.problems };
-            return Err(Status::invalid_argument(error.to_string()));
+            return Err(ServiceError::invalid(error.to_string()));
         }
         // Every location the manifest names must be the tenant's to use.
         let mut refused = Vec::new();
@@ -627,7 +628,7 @@ impl pb::albums_server::Albums for Coordinator {
             }
         }
         if !refused.is_empty() {
-            return Err(Status::permission_denied(format!(
+            return Err(ServiceError::not_allowed(format!(
                 "tenant {} may not use: {}",
                 caller.name,
                 refused.join("; ")
@@ -641,7 +642,7 @@ impl pb::albums_server::Albums for Coordinator {
                 Ok(info) => Ok(info),
                 Err(ProbeError::Unreachable(detail)) => {
                     metrics::counter!("lacquer_storage_unreachable_total", "during" => "submit").increment(1);
-                    return Err(Status::unavailable(format!(
+                    return Err(ServiceError::unavailable(format!(
                         "object storage was unreachable while checking {} ({}): {detail}; nothing was submitted, try again",
                         input.field, input.object
                     )));
@@ -649,10 +650,10 @@ impl pb::albums_server::Albums for Coordinator {
                 Err(ProbeError::Bad(reason)) => Err(reason),
             });
         }
-        let album = checked.finish(probes).map_err(|error| Status::invalid_argument(error.to_string()))?;
+        let album = checked.finish(probes).map_err(|error| ServiceError::invalid(error.to_string()))?;
         let album_bytes = serde_json::to_vec(&album).map(|b| b.len()).unwrap_or(usize::MAX);
         if album_bytes > self.inner.settings.max_album_bytes {
-            return Err(Status::invalid_argument(format!(
+            return Err(ServiceError::invalid(format!(
                 "the album is {album_bytes} bytes as workers receive it, more than {}; shorten its texts or split it",
                 self.inner.settings.max_album_bytes
             )));
@@ -708,7 +709,7 @@ impl pb::albums_server::Albums for Coordinator {
                     changed = changes.changed() => if changed.is_err() { return },
                     () = sender.closed() => return,
                     _ = epoch.changed() => {
-                        let _ = sender.send(Err(Status::unavailable("the coordinator is shutting down; watch again"))).await;
+                        let _ = sender.send(Err(ServiceError::unavailable("the coordinator is shutting down; watch again"))).await;
                         return;
                     }
                 }
@@ -746,13 +747,9 @@ impl pb::albums_server::Albums for Coordinator {
     async fn report(&self, request: Request<pb::ReportRequest>) -> Result<Response<pb::ReportReply>, Status> {
         let tenant = self.tenant(&request)?.name;
         let job_id = request.into_inner().job_id;
-        let not_yet = || Status::failed_precondition(format!("job {job_id} has not succeeded yet"));
+        let not_yet = || ServiceError::not_now(format!("job {job_id} has not succeeded yet"));
         if let Some(record) = self.state().jobs.get(&job_id) {
-            return Err(if record.tenant == tenant {
-                not_yet()
-            } else {
-                Status::not_found(format!("no job {job_id}"))
-            });
+            return Err(if record.tenant == tenant { not_yet() } else { ServiceError::no_job(&job_id) });
         }
         let kept = match self.finished_job(&job_id)? {
             Some(finished) if finished.tenant == tenant => {
@@ -764,16 +761,16 @@ impl pb::albums_server::Albums for Coordinator {
                 }
                 finished.kept
             }
-            _ => return Err(Status::not_found(format!("no job {job_id}"))),
+            _ => return Err(ServiceError::no_job(&job_id)),
         };
         let gone = || {
-            Status::failed_precondition(format!(
+            ServiceError::not_now(format!(
                 "job {job_id}'s report is no longer kept here (finished jobs keep only a summary after the \
                  retention period); report.json is in its output"
             ))
         };
         let Some(store) = self.inner.store.as_ref().filter(|_| kept) else { return Err(gone()) };
-        let record: Option<Record> = store.job(&job_id).map_err(|e| Status::unavailable(e.to_string()))?;
+        let record: Option<Record> = store.job(&job_id).map_err(|e| ServiceError::unavailable(e.to_string()))?;
         let report = record.and_then(|mut r| r.results.remove(&REPORT)).ok_or_else(gone)?;
         Ok(Response::new(pb::ReportReply { report_json: report }))
     }
@@ -802,7 +799,7 @@ impl Coordinator {
     }
 
     fn task_ref(task: Option<pb::TaskRef>) -> Result<(String, TaskId, u64), Status> {
-        let task = task.ok_or_else(|| Status::invalid_argument("task: missing"))?;
+        let task = task.ok_or_else(|| ServiceError::invalid("task: missing"))?;
         let id = TaskId { stage: stage_from_proto(task.stage)?, track: task.track.map(|t| t as usize) };
         Ok((task.job_id, id, task.lease))
     }
@@ -814,7 +811,7 @@ impl pb::workers_server::Workers for Coordinator {
         self.worker(&request)?;
         let worker = request.into_inner().worker_id;
         if worker.is_empty() {
-            return Err(Status::invalid_argument("worker_id: empty"));
+            return Err(ServiceError::invalid("worker_id: empty"));
         }
         let now = now_ms();
         // Fair shares: tenants take turns, and within a tenant its albums do.
@@ -889,7 +886,7 @@ impl pb::workers_server::Workers for Coordinator {
         let reply = match reply {
             Some(reply) => reply,
             None if self.is_finished(&job_id) => HeartbeatReply::Stop,
-            None => return Err(Status::not_found(format!("no job {job_id}"))),
+            None => return Err(ServiceError::no_job(&job_id)),
         };
         let (action, deadline_unix_ms) = match reply {
             HeartbeatReply::Continue { deadline_ms } => (pb::heartbeat_reply::Action::Continue, deadline_ms),
@@ -910,7 +907,7 @@ impl pb::workers_server::Workers for Coordinator {
         // what the lease is for (no change yet), then look in storage.
         let (album, name) = {
             let state = self.state();
-            let record = state.jobs.get(&job_id).ok_or_else(|| Status::not_found(format!("no job {job_id}")))?;
+            let record = state.jobs.get(&job_id).ok_or_else(|| ServiceError::no_job(&job_id))?;
             if !record.job.holds(task, lease) {
                 return Ok(Response::new(pb::CompleteReply { accepted: false }));
             }
@@ -920,14 +917,14 @@ impl pb::workers_server::Workers for Coordinator {
         match results::check(&album, task, &name, &request.result_json, output.as_ref()).await {
             Ok(()) => {}
             Err(ResultError::Storage { source, .. }) => {
-                return Err(Status::unavailable(format!("cannot check the result of {name} yet: {source}")));
+                return Err(ServiceError::unavailable(format!("cannot check the result of {name} yet: {source}")));
             }
             Err(refused @ ResultError::Refused { .. }) => {
                 let reason = refused.to_string();
                 tracing::warn!(job = %job_id, task = %name, %reason, "a result was refused");
                 metrics::counter!("lacquer_results_refused_total", "stage" => task.stage.name()).increment(1);
                 self.update(&job_id, None, |record| record.job.fail(task, lease, &reason, true, now_ms()))?;
-                return Err(Status::invalid_argument(reason));
+                return Err(ServiceError::invalid(reason));
             }
         }
         let outcome = self.update(&job_id, None, |record| {
