@@ -27,10 +27,11 @@ use crate::analysis::{Analysis, BAND_CENTRES_HZ};
 use crate::encode::Tags;
 use crate::manifest::{LoudnessMode, Manifest, MasterChain, ToneReference};
 use crate::report::{AlbumFigures, AlbumReport, OutputFile, TrackReport, distance_to};
+use crate::stages::StageError;
 use crate::stages::finalize::{DeliverableTarget, FinalizeReport, FinalizeSettings, finalize_track};
 use crate::stages::master::{Drive, MasterJob, MasterReport, master_track};
-use crate::stages::mix::{MixReport, mix_track};
-use crate::stages::{AudioInput, StageError};
+use crate::stages::mix::MixReport;
+pub use crate::stages::mix::MixSpec;
 
 /// What a task does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -284,33 +285,32 @@ impl<'a> AlbumTasks<'a> {
         })
     }
 
-    /// Key of mixing track `track` from stems with these content hashes
-    /// (`stem_hashes[i]` is `stems[i]`'s).
-    pub fn mix_task(&self, track: usize, stem_hashes: &[String]) -> String {
+    /// Everything mixing track `track` from stems with these content
+    /// hashes (`stem_hashes[i]` is `stems[i]`'s) reads, and where it writes.
+    pub fn mix_spec(&self, track: usize, stem_hashes: &[String]) -> MixSpec {
         let manifest = self.manifest;
         let t = &manifest.tracks[track];
-        task_key(
-            "mix",
-            &(
-                t.id.as_str(),
-                &t.stems,
-                &t.returns,
-                t.trim_start_s,
-                &manifest.mix,
-                manifest.album.sample_rate,
-                stem_hashes,
-                &manifest.album.title,
-                &manifest.album.artist,
-                &t.title,
-            ),
-        )
+        MixSpec {
+            output_key: self.mix_key(track),
+            rate_hz: manifest.album.sample_rate,
+            mix: manifest.mix.clone(),
+            track_id: t.id.clone(),
+            stems: t.stems.clone().unwrap_or_default(),
+            returns: t.returns.clone().unwrap_or_default(),
+            trim_start_s: t.trim_start_s,
+            stem_hashes: stem_hashes.to_vec(),
+            tags: Tags {
+                title: t.title.clone(),
+                artist: manifest.album.artist.clone(),
+                album: manifest.album.title.clone(),
+                ..Tags::default()
+            },
+        }
     }
 
-    /// Mixes track `track` from its stems into `output` (a local file that
-    /// will be published as `published`, whose hash and size the caller
-    /// fills in).
-    pub fn mix(&self, track: usize, stems: Vec<Option<AudioInput>>, output: &Path) -> Result<MixReport, StageError> {
-        mix_track(self.manifest, track, stems, output)
+    /// Key of mixing track `track` from stems with these content hashes.
+    pub fn mix_task(&self, track: usize, stem_hashes: &[String]) -> String {
+        task_key("mix", &self.mix_spec(track, stem_hashes))
     }
 
     /// The result of a rendered mix once published as `file`.

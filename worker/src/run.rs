@@ -14,9 +14,10 @@ use std::time::Duration;
 use lacquer_pipelines::album::AlbumPlan;
 use lacquer_pipelines::manifest::{InputRole, StorageRoot, ValidManifest};
 use lacquer_pipelines::report::{AlbumReport, OutputFile};
+use lacquer_pipelines::stages::mix::mix_track;
 use lacquer_pipelines::stages::{AudioInput, StageError, cancellable};
 use lacquer_pipelines::tasks::{
-    AlbumTasks, FinalizeResult, MasterResult, MixFile, MixResult, Stage, TaskRecord, record_key,
+    AlbumTasks, FinalizeResult, MasterResult, MixFile, MixResult, Stage, TaskRecord, record_key, task_key,
 };
 use lacquer_storage::{Storage, StorageError, WriteMode};
 use serde::de::DeserializeOwned;
@@ -520,18 +521,19 @@ impl Run<'_> {
         }
         self.progress.set(0.2);
         let hashes: Vec<String> = fetched.iter().map(|f| f.blake3.clone()).collect();
-        let key = self.tasks.mix_task(track, &hashes);
+        let spec = self.tasks.mix_spec(track, &hashes);
+        let key = task_key("mix", &spec);
         if let Some(record) = self.cached::<MixResult>(&key).await? {
             return Ok((record.result.into(), true, 0));
         }
-        let output_key = self.tasks.mix_key(track);
+        let output_key = spec.output_key.clone();
         let scratch = self.scratch_for(&output_key);
-        let (manifest, target) = (manifest.clone(), scratch.clone());
+        let target = scratch.clone();
         let paths: Vec<PathBuf> = fetched.into_iter().map(|f| f.path).collect();
         let report = self
             .blocking(move || {
                 let stems = paths.iter().map(|p| AudioInput::open_file(p).map(Some)).collect::<Result<Vec<_>, _>>()?;
-                Ok(AlbumTasks::new(&manifest).mix(track, stems, &target)?)
+                Ok(mix_track(&spec, stems, &target)?)
             })
             .await?;
         self.progress.set(0.9);

@@ -25,7 +25,7 @@ use crate::dsp::reverb::Reverb;
 use crate::dsp::units::{db_to_gain, gain_to_db};
 use crate::dsp::{AudioBlock, Processor};
 use crate::encode::{Encoder, Tags};
-use crate::manifest::{Manifest, Return, Stem};
+use crate::manifest::{MixSettings, Return, Stem};
 
 /// Where return tails end.
 const TAIL_FLOOR_DBFS: f64 = -96.0;
@@ -45,28 +45,38 @@ pub struct MixReport {
     pub warnings: Vec<String>,
 }
 
-/// Mixes track `track_index` of `manifest` from its stems (`stems[i]` is
-/// `tracks[track_index].stems[i]`'s file; muted stems may be `None`) and
-/// writes the 32-bit float mix to `output`.
-pub fn mix_track(
-    manifest: &Manifest,
-    track_index: usize,
-    stems: Vec<Option<AudioInput>>,
-    output: &Path,
-) -> Result<MixReport, StageError> {
-    let track = &manifest.tracks[track_index];
-    let rate_hz = manifest.album.sample_rate;
-    let stem_settings = track.stems.as_deref().unwrap_or_default();
+/// Everything the mix stage reads for one track, and where it writes: its
+/// task's key is this, hashed (see `tasks::MasterSpec`).
+#[derive(Debug, Clone, Serialize)]
+pub struct MixSpec {
+    pub output_key: String,
+    pub rate_hz: u32,
+    pub mix: MixSettings,
+    pub track_id: String,
+    pub stems: Vec<Stem>,
+    pub returns: BTreeMap<String, Return>,
+    pub trim_start_s: f64,
+    /// The content hash of each stem's file, in `stems` order.
+    pub stem_hashes: Vec<String>,
+    /// Written into `mix/<id>.wav`.
+    pub tags: Tags,
+}
+
+/// Mixes a track as `spec` says from its stems (`stems[i]` is
+/// `spec.stems[i]`'s file; muted stems may be `None`) and writes the
+/// 32-bit float mix to `output`.
+pub fn mix_track(spec: &MixSpec, stems: Vec<Option<AudioInput>>, output: &Path) -> Result<MixReport, StageError> {
+    let rate_hz = spec.rate_hz;
+    let stem_settings = &spec.stems;
     if stems.len() != stem_settings.len() {
         return Err(StageError::Invalid(format!(
             "track {}: {} stem files for {} stems",
-            track.id,
+            spec.track_id,
             stems.len(),
             stem_settings.len()
         )));
     }
-    let empty_returns = BTreeMap::new();
-    let returns = track.returns.as_ref().unwrap_or(&empty_returns);
+    let returns = &spec.returns;
     // Scratch files sit beside the output (the same disk).
     let scratch_dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let mut sum = Stereo::new(scratch_dir)?;
@@ -81,9 +91,9 @@ pub fn mix_track(
             continue;
         }
         let Some(input) = input else {
-            return Err(StageError::Invalid(format!("track {}: stem {} has no file", track.id, stem.name)));
+            return Err(StageError::Invalid(format!("track {}: stem {} has no file", spec.track_id, stem.name)));
         };
-        let clipped = render_stem(manifest, track_index, stem, input, &mut sum, &mut buses)?;
+        let clipped = render_stem(spec, stem, input, &mut sum, &mut buses)?;
         if clipped > 0 {
             warnings.push(format!("stem `{}` clips on input: {clipped} samples at or above full scale", stem.name));
         }
@@ -104,20 +114,15 @@ pub fn mix_track(
     }
     let peak_before_dbfs = gain_to_db(f64::from(peak));
     let headroom_gain_db = if peak > 0.0 {
-        manifest.mix.headroom_dbfs - peak_before_dbfs
+        spec.mix.headroom_dbfs - peak_before_dbfs
     } else {
         warnings.push("the mix is silent".to_owned());
         0.0
     };
     let gain = db_to_gain(headroom_gain_db) as f32;
-    let tags = Tags {
-        title: track.title.clone(),
-        artist: manifest.album.artist.clone(),
-        album: manifest.album.title.clone(),
-        ..Tags::default()
-    };
+    let tags = &spec.tags;
     let mut analyzer = crate::analysis::Analyzer::new(rate_hz, 2).map_err(|e| StageError::Invalid(e.to_string()))?;
-    let mut encoder = Encoder::create(output, float_wav(rate_hz, 2), &tags)?;
+    let mut encoder = Encoder::create(output, float_wav(rate_hz, 2), tags)?;
     for start in (0..frames).step_by(BLOCK_FRAMES) {
         block.set_frames((frames - start).min(BLOCK_FRAMES));
         sum.read(start, &mut block)?;
@@ -127,7 +132,7 @@ pub fn mix_track(
         analyzer.add(&block).map_err(|e| StageError::Invalid(e.to_string()))?;
         encoder.write(&block)?;
     }
-    encoder.finish(&tags, None)?;
+    encoder.finish(tags, None)?;
     let integrated_lufs = analyzer.finish().map_err(|e| StageError::Invalid(e.to_string()))?.integrated_lufs;
     let frames = frames as u64;
     Ok(MixReport { frames, peak_before_dbfs, headroom_gain_db, integrated_lufs, warnings })
@@ -211,22 +216,20 @@ fn scratch_error(e: std::io::Error) -> StageError {
 /// Renders one stem into the sum and its sends; returns how many input
 /// samples were at or above full scale.
 fn render_stem(
-    manifest: &Manifest,
-    track_index: usize,
+    spec: &MixSpec,
     stem: &Stem,
     input: AudioInput,
     sum: &mut Stereo,
     buses: &mut BTreeMap<&str, Stereo>,
 ) -> Result<usize, StageError> {
-    let track = &manifest.tracks[track_index];
-    let rate_hz = manifest.album.sample_rate;
+    let rate_hz = spec.rate_hz;
     let rate = f64::from(rate_hz);
     // Position of the stem's first frame on the trimmed timeline (may be negative).
-    let start_frame = ((stem.offset_s - track.trim_start_s) * rate).round() as i64;
+    let start_frame = ((stem.offset_s - spec.trim_start_s) * rate).round() as i64;
     let polarity = if stem.polarity_invert { -1.0 } else { 1.0 };
     let static_gain = (polarity * db_to_gain(stem.gain_db)) as f32;
-    let mut gain_lane = stem.automation.gain_db.as_ref().map(|points| Lane::new(points, rate_hz, track.trim_start_s));
-    let mut pan_lane = stem.automation.pan.as_ref().map(|points| Lane::new(points, rate_hz, track.trim_start_s));
+    let mut gain_lane = stem.automation.gain_db.as_ref().map(|points| Lane::new(points, rate_hz, spec.trim_start_s));
+    let mut pan_lane = stem.automation.pan.as_ref().map(|points| Lane::new(points, rate_hz, spec.trim_start_s));
     let sends: Vec<(String, f32)> =
         stem.sends.iter().map(|(name, db)| (name.clone(), db_to_gain(*db) as f32)).collect();
 
@@ -287,11 +290,8 @@ fn render_stem(
             }
             match pan_lane.as_mut() {
                 None => {
-                    let (gain_left, gain_right) = if channels == 1 {
-                        pan_gains(stem.pan, manifest.mix.pan_law_db)
-                    } else {
-                        balance_gains(stem.pan)
-                    };
+                    let (gain_left, gain_right) =
+                        if channels == 1 { pan_gains(stem.pan, spec.mix.pan_law_db) } else { balance_gains(stem.pan) };
                     for (l, r) in left.iter_mut().zip(right.iter_mut()) {
                         *l *= gain_left;
                         *r *= gain_right;
@@ -302,7 +302,7 @@ fn render_stem(
                     lane.fill_values(position, &mut pans);
                     for ((l, r), pan) in left.iter_mut().zip(right.iter_mut()).zip(&pans) {
                         let (gain_left, gain_right) = if channels == 1 {
-                            pan_gains(f64::from(*pan), manifest.mix.pan_law_db)
+                            pan_gains(f64::from(*pan), spec.mix.pan_law_db)
                         } else {
                             balance_gains(f64::from(*pan))
                         };
