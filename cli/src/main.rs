@@ -12,13 +12,19 @@ mod validate;
 /// Master whole albums consistently: every song matched in loudness,
 /// warmth and tone, never squashed.
 #[derive(Debug, Parser)]
-#[command(name = "lacquer", version, about, long_about = None)]
+#[command(name = "lacquer", version, about, long_about = None, after_help = EXIT_STATUSES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
     #[command(flatten)]
     s3: lacquer_runtime::stores::S3Options,
 }
+
+/// What every command's exit status means (the README says the same).
+const EXIT_STATUSES: &str = "Exit status: 0 done (valid, or delivered); 1 the manifest has problems, each printed \
+with its field, line and column; 2 the command could not run (unreadable manifest file, bad arguments, storage or \
+coordinator unreachable); 3 the album was not finished (a track failed in `master`, or the job failed or was \
+cancelled for `submit --wait` and `watch`)";
 
 #[derive(Debug, Subcommand)]
 enum Command {

@@ -191,6 +191,7 @@ fn help_says_what_each_command_does() {
     let output = lacquer(&["--help"]);
     assert!(output.status.success());
     assert!(text(&output).contains("validate"));
+    assert!(text(&output).contains("Exit status: 0 done") && text(&output).contains("3 the album was not finished"));
     let output = lacquer(&["validate", "--help"]);
     assert!(text(&output).contains("--json"), "{}", text(&output));
 }

@@ -68,30 +68,23 @@ impl TaskResult {
     }
 }
 
-impl From<MixResult> for TaskResult {
-    fn from(result: MixResult) -> Self {
-        TaskResult::Mix(result)
-    }
+/// Each stage's result is a `TaskResult`.
+macro_rules! task_result_from {
+    ($($variant:ident($type:ty) => $wrap:expr),* $(,)?) => {
+        $(impl From<$type> for TaskResult {
+            fn from(result: $type) -> Self {
+                TaskResult::$variant($wrap(result))
+            }
+        })*
+    };
 }
-impl From<MasterResult> for TaskResult {
-    fn from(result: MasterResult) -> Self {
-        TaskResult::Master(result)
-    }
-}
-impl From<AlbumPlan> for TaskResult {
-    fn from(result: AlbumPlan) -> Self {
-        TaskResult::Plan(result)
-    }
-}
-impl From<FinalizeResult> for TaskResult {
-    fn from(result: FinalizeResult) -> Self {
-        TaskResult::Finalize(result)
-    }
-}
-impl From<AlbumReport> for TaskResult {
-    fn from(result: AlbumReport) -> Self {
-        TaskResult::Report(Box::new(result))
-    }
+
+task_result_from! {
+    Mix(MixResult) => std::convert::identity,
+    Master(MasterResult) => std::convert::identity,
+    Plan(AlbumPlan) => std::convert::identity,
+    Finalize(FinalizeResult) => std::convert::identity,
+    Report(AlbumReport) => Box::new,
 }
 
 /// A finished task.
