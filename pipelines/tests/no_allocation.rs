@@ -9,7 +9,6 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use lacquer_pipelines::dsp::biquad::FilterChain;
 use lacquer_pipelines::dsp::compressor::Compressor;
@@ -22,14 +21,16 @@ use lacquer_pipelines::dsp::{AudioBlock, Processor};
 
 struct Counting;
 
+// Both the switch and the tally are per thread: tests run side by side,
+// and another test's allocations must not count against this one's.
 thread_local! {
     static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
 }
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
 
 fn count() {
     if COUNTING.with(Cell::get) {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        ALLOCATIONS.with(|n| n.set(n.get() + 1));
     }
 }
 
@@ -57,11 +58,11 @@ static ALLOCATOR: Counting = Counting;
 
 /// Allocations `work` makes on this thread.
 fn allocations_in(work: impl FnOnce()) -> usize {
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let before = ALLOCATIONS.with(Cell::get);
     COUNTING.with(|c| c.set(true));
     work();
     COUNTING.with(|c| c.set(false));
-    ALLOCATIONS.load(Ordering::Relaxed) - before
+    ALLOCATIONS.with(Cell::get) - before
 }
 
 const RATE_HZ: u32 = 48_000;
