@@ -6,10 +6,87 @@
 //! outputs), which keeps low-frequency filters quiet and accurate in `f32`
 //! audio and leaves one multiply and one subtraction on the recursion.
 
+use serde::{Deserialize, Serialize};
 use std::f64::consts::PI;
 
 use super::{AudioBlock, Processor};
-use crate::manifest::{Filter, FilterType};
+
+/// The filter types of an `eq` list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FilterType {
+    HighPass,
+    LowPass,
+    LowShelf,
+    HighShelf,
+    Peak,
+    Notch,
+}
+
+impl FilterType {
+    pub fn name(self) -> &'static str {
+        match self {
+            FilterType::HighPass => "high_pass",
+            FilterType::LowPass => "low_pass",
+            FilterType::LowShelf => "low_shelf",
+            FilterType::HighShelf => "high_shelf",
+            FilterType::Peak => "peak",
+            FilterType::Notch => "notch",
+        }
+    }
+
+    /// Shelves and peaks need a gain; passes and notches have none.
+    pub fn takes_gain(self) -> bool {
+        matches!(self, FilterType::LowShelf | FilterType::HighShelf | FilterType::Peak)
+    }
+
+    /// Only passes can be 24 dB/oct.
+    pub fn takes_slope(self) -> bool {
+        matches!(self, FilterType::HighPass | FilterType::LowPass)
+    }
+
+    /// Q when none is given: Butterworth for passes and shelves, a musical
+    /// bell for peaks, a narrow cut for notches.
+    pub fn default_q(self) -> f64 {
+        match self {
+            FilterType::Peak => 1.0,
+            FilterType::Notch => 8.0,
+            _ => std::f64::consts::FRAC_1_SQRT_2,
+        }
+    }
+}
+
+/// One filter of an `eq` list. Which fields apply depends on `type`; the
+/// validator rejects fields that mean nothing for the type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filter {
+    #[serde(rename = "type")]
+    pub kind: FilterType,
+    /// 10 Hz .. 0.45 × the working sample rate.
+    pub freq_hz: f64,
+    /// 0.1..30; default from [`FilterType::default_q`].
+    #[serde(default)]
+    pub q: Option<f64>,
+    /// -24..+24; required for shelves and peaks.
+    #[serde(default)]
+    pub gain_db: Option<f64>,
+    /// 12 (default) or 24, passes only.
+    #[serde(default)]
+    pub slope_db_oct: Option<u32>,
+}
+
+impl Filter {
+    pub fn q(&self) -> f64 {
+        self.q.unwrap_or_else(|| self.kind.default_q())
+    }
+    pub fn gain_db(&self) -> f64 {
+        self.gain_db.unwrap_or(0.0)
+    }
+    pub fn slope_db_oct(&self) -> u32 {
+        self.slope_db_oct.unwrap_or(12)
+    }
+}
 
 /// Normalised biquad coefficients (`a0` = 1).
 #[derive(Debug, Clone, Copy, PartialEq)]

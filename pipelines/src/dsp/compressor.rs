@@ -13,7 +13,63 @@
 
 use super::units::{fast_exp2, fast_log2, one_pole_coefficient};
 use super::{AudioBlock, Processor};
-use crate::manifest::{Compressor as Settings, Detector};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Detector {
+    Rms,
+    Peak,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default = "default_threshold_db")]
+    pub threshold_db: f64,
+    #[serde(default = "default_ratio")]
+    pub ratio: f64,
+    #[serde(default = "default_attack_ms")]
+    pub attack_ms: f64,
+    #[serde(default = "default_release_ms")]
+    pub release_ms: f64,
+    #[serde(default = "default_knee_db")]
+    pub knee_db: f64,
+    #[serde(default)]
+    pub makeup_db: f64,
+    #[serde(default = "default_detector")]
+    pub detector: Detector,
+    #[serde(default = "default_true")]
+    pub stereo_link: bool,
+}
+
+fn default_threshold_db() -> f64 {
+    -18.0
+}
+
+fn default_ratio() -> f64 {
+    2.0
+}
+
+fn default_attack_ms() -> f64 {
+    10.0
+}
+
+fn default_release_ms() -> f64 {
+    150.0
+}
+
+fn default_knee_db() -> f64 {
+    6.0
+}
+
+fn default_detector() -> Detector {
+    Detector::Rms
+}
+
+fn default_true() -> bool {
+    true
+}
 
 /// Averaging time of the RMS detector.
 pub const RMS_WINDOW_MS: f64 = 10.0;

@@ -3,10 +3,36 @@
 //! feedback path, optionally bouncing between left and right. The output is
 //! wet only: it is a return.
 
+use super::biquad::FilterType;
 use super::biquad::{Coefficients, FilterChain, design};
 use super::units::ms_to_frames;
 use super::{AudioBlock, Processor};
-use crate::manifest::{Delay as Settings, FilterType};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default = "default_delay_time_ms")]
+    pub time_ms: f64,
+    #[serde(default = "default_feedback")]
+    pub feedback: f64,
+    #[serde(default = "default_high_cut_hz")]
+    pub high_cut_hz: f64,
+    #[serde(default)]
+    pub ping_pong: bool,
+}
+
+fn default_delay_time_ms() -> f64 {
+    120.0
+}
+
+fn default_feedback() -> f64 {
+    0.25
+}
+
+fn default_high_cut_hz() -> f64 {
+    6000.0
+}
 
 pub struct Delay {
     lines: [Vec<f32>; 2],

@@ -7,7 +7,16 @@
 //! from a crate so that its sequence can never change under us: the same
 //! seed (derived from the track id) gives bit-identical files forever.
 
-use crate::manifest::Dither as DitherKind;
+use serde::{Deserialize, Serialize};
+
+/// How a deliverable is requantized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dither {
+    None,
+    Tpdf,
+    Shaped,
+}
 
 /// Error-feedback filter of the shaped dither: Lipshitz, Vanderkooy and
 /// Wannamaker's 5-tap E-weighted design for 44.1 kHz.
@@ -55,7 +64,7 @@ impl NoiseSource {
 /// Turns `f32` samples into integers of `bits` bits.
 #[derive(Debug, Clone)]
 pub struct Quantizer {
-    kind: DitherKind,
+    kind: Dither,
     scale: f64,
     max: f64,
     min: f64,
@@ -66,7 +75,7 @@ pub struct Quantizer {
 
 impl Quantizer {
     /// `bits` is 16 or 24; `seed` makes the dither reproducible.
-    pub fn new(kind: DitherKind, bits: u32, channels: usize, seed: u64) -> Self {
+    pub fn new(kind: Dither, bits: u32, channels: usize, seed: u64) -> Self {
         let scale = f64::from(1u32 << (bits - 1));
         Self {
             kind,
@@ -83,9 +92,9 @@ impl Quantizer {
     pub fn quantize(&mut self, channel: usize, sample: f32) -> i32 {
         let x = f64::from(sample) * self.scale;
         let value = match self.kind {
-            DitherKind::None => x.round(),
-            DitherKind::Tpdf => (x + self.noise.triangular()).round(),
-            DitherKind::Shaped => {
+            Dither::None => x.round(),
+            Dither::Tpdf => (x + self.noise.triangular()).round(),
+            Dither::Shaped => {
                 let errors = &mut self.errors[channel];
                 let wanted = x - SHAPING.iter().zip(errors.iter()).map(|(c, e)| c * e).sum::<f64>();
                 let value = (wanted + self.noise.triangular()).round().clamp(self.min, self.max);
@@ -126,14 +135,14 @@ mod tests {
 
     #[test]
     fn full_scale_and_beyond_clamps() {
-        let mut q = Quantizer::new(DitherKind::Tpdf, 16, 1, 1);
+        let mut q = Quantizer::new(Dither::Tpdf, 16, 1, 1);
         assert_eq!(q.quantize(0, 2.0), 32_767);
         assert_eq!(q.quantize(0, -2.0), -32_768);
-        let mut q = Quantizer::new(DitherKind::Shaped, 24, 1, 1);
+        let mut q = Quantizer::new(Dither::Shaped, 24, 1, 1);
         for _ in 0..1000 {
             assert!((-8_388_608..=8_388_607).contains(&q.quantize(0, 1.5)));
         }
-        let mut none = Quantizer::new(DitherKind::None, 24, 1, 1);
+        let mut none = Quantizer::new(Dither::None, 24, 1, 1);
         assert_eq!(none.quantize(0, 0.5), 4_194_304);
     }
 }

@@ -8,6 +8,10 @@
 //! how late the output is, so chains can be aligned before they are summed.
 //! Audio is planar `f32` in an [`AudioBlock`]; filter state is `f64` where
 //! precision needs it. Units live in names.
+//!
+//! Each processor's module owns its settings type (`Settings`, or
+//! `Filter` for the EQ), with its defaults; the manifest composes these
+//! types into the YAML contract, so `dsp` never reaches up into it.
 
 /// Defines a function whose body is compiled twice: as written, and for
 /// AVX2 (eight `f32` lanes instead of four), the latter run when the CPU
@@ -94,7 +98,7 @@ pub(crate) mod tests {
     use super::saturation::Saturation;
     use super::stereo::StereoImage;
     use super::{AudioBlock, Processor};
-    use crate::manifest;
+    use super::{biquad, compressor, delay, reverb, saturation, stereo};
 
     thread_local! {
         /// Set by a test to run every [`wide_fn`] in its portable form.
@@ -104,17 +108,17 @@ pub(crate) mod tests {
     /// Every processor, hot enough that each of its paths runs.
     fn every_processor() -> Vec<Box<dyn Processor>> {
         let rate_hz = 44_100;
-        let filters: Vec<manifest::Filter> = serde_norway::from_str(
+        let filters: Vec<biquad::Filter> = serde_norway::from_str(
             "[{type: high_pass, freq_hz: 30}, {type: low_shelf, freq_hz: 120, gain_db: 2}, \
               {type: peak, freq_hz: 3000, q: 1.5, gain_db: -2}, {type: high_shelf, freq_hz: 9000, gain_db: 1.5}]",
         )
         .expect("filters");
-        let compressor: manifest::Compressor =
+        let compressor: compressor::Settings =
             serde_norway::from_str("{threshold_db: -24, ratio: 3, attack_ms: 5, release_ms: 80}").expect("compressor");
-        let saturation: manifest::Saturation = serde_norway::from_str("{drive_db: 6, mix: 0.5}").expect("saturation");
-        let stereo: manifest::Stereo = serde_norway::from_str("{width: 1.3, mono_below_hz: 150}").expect("stereo");
-        let reverb: manifest::Reverb = serde_norway::from_str("{decay_s: 1.5, predelay_ms: 12}").expect("reverb");
-        let delay: manifest::Delay =
+        let saturation: saturation::Settings = serde_norway::from_str("{drive_db: 6, mix: 0.5}").expect("saturation");
+        let stereo: stereo::Settings = serde_norway::from_str("{width: 1.3, mono_below_hz: 150}").expect("stereo");
+        let reverb: reverb::Settings = serde_norway::from_str("{decay_s: 1.5, predelay_ms: 12}").expect("reverb");
+        let delay: delay::Settings =
             serde_norway::from_str("{time_ms: 120, feedback: 0.4, ping_pong: true}").expect("delay");
         vec![
             Box::new(FilterChain::new(rate_hz, 2, 1024, &filters)),

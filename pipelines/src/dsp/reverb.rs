@@ -11,7 +11,42 @@
 
 use super::units::ms_to_frames;
 use super::{AudioBlock, Processor};
-use crate::manifest::Reverb as Settings;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default = "default_decay_s")]
+    pub decay_s: f64,
+    #[serde(default = "default_predelay_ms")]
+    pub predelay_ms: f64,
+    #[serde(default = "default_half")]
+    pub damping: f64,
+    #[serde(default = "default_size")]
+    pub size: f64,
+    #[serde(default = "default_one")]
+    pub width: f64,
+}
+
+fn default_decay_s() -> f64 {
+    1.8
+}
+
+fn default_predelay_ms() -> f64 {
+    20.0
+}
+
+fn default_half() -> f64 {
+    0.5
+}
+
+fn default_size() -> f64 {
+    0.7
+}
+
+fn default_one() -> f64 {
+    1.0
+}
 
 const LINES: usize = 8;
 /// Line lengths at size 0.5, in ms: mutually prime-ish, spread over an octave.

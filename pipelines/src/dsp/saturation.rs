@@ -11,7 +11,26 @@
 use super::oversample::BlockOversampler;
 use super::units::db_to_gain;
 use super::{AudioBlock, Processor};
-use crate::manifest::Saturation as Settings;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// 0..24
+    #[serde(default = "default_drive_db")]
+    pub drive_db: f64,
+    /// 0..1, the wet share.
+    #[serde(default = "default_saturation_mix")]
+    pub mix: f64,
+}
+
+fn default_drive_db() -> f64 {
+    2.0
+}
+
+fn default_saturation_mix() -> f64 {
+    0.3
+}
 
 pub struct Saturation {
     drive: f32,

@@ -6,11 +6,31 @@
 //! two bands add up to an all-pass, so the sum stays flat. Width 1 with no
 //! mono crossover touches nothing.
 
+use serde::{Deserialize, Serialize};
 use std::f64::consts::FRAC_1_SQRT_2;
 
+use super::biquad::FilterType;
 use super::biquad::{Coefficients, SectionState, allpass, design};
 use super::{AudioBlock, Processor};
-use crate::manifest::{FilterType, Stereo as Settings};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Side gain: 0 (mono) .. 2.
+    #[serde(default = "default_width")]
+    pub width: f64,
+    /// Below this crossover the signal is made mono; 0 turns it off.
+    #[serde(default = "default_mono_below_hz")]
+    pub mono_below_hz: f64,
+}
+
+fn default_width() -> f64 {
+    1.1
+}
+
+fn default_mono_below_hz() -> f64 {
+    120.0
+}
 
 pub struct StereoImage {
     width: f64,

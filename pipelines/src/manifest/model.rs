@@ -9,6 +9,14 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// The blocks that configure one processor are that processor's own
+/// settings types, defined (with their defaults) beside it in [`crate::dsp`].
+pub use crate::dsp::{
+    biquad::Filter, biquad::FilterType, compressor::Detector, compressor::Settings as Compressor,
+    delay::Settings as Delay, dither::Dither, reverb::Settings as Reverb, saturation::Settings as Saturation,
+    stereo::Settings as Stereo,
+};
+
 /// One album: where its stems are, how each song is mixed and mastered, how
 /// the album is matched and what is delivered.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -169,187 +177,6 @@ pub struct Return {
     pub gain_db: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Reverb {
-    #[serde(default = "default_decay_s")]
-    pub decay_s: f64,
-    #[serde(default = "default_predelay_ms")]
-    pub predelay_ms: f64,
-    #[serde(default = "default_half")]
-    pub damping: f64,
-    #[serde(default = "default_size")]
-    pub size: f64,
-    #[serde(default = "default_one")]
-    pub width: f64,
-}
-
-fn default_decay_s() -> f64 {
-    1.8
-}
-fn default_predelay_ms() -> f64 {
-    20.0
-}
-fn default_half() -> f64 {
-    0.5
-}
-fn default_size() -> f64 {
-    0.7
-}
-fn default_one() -> f64 {
-    1.0
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Delay {
-    #[serde(default = "default_delay_time_ms")]
-    pub time_ms: f64,
-    #[serde(default = "default_feedback")]
-    pub feedback: f64,
-    #[serde(default = "default_high_cut_hz")]
-    pub high_cut_hz: f64,
-    #[serde(default)]
-    pub ping_pong: bool,
-}
-
-fn default_delay_time_ms() -> f64 {
-    120.0
-}
-fn default_feedback() -> f64 {
-    0.25
-}
-fn default_high_cut_hz() -> f64 {
-    6000.0
-}
-
-/// The filter types of an `eq` list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FilterType {
-    HighPass,
-    LowPass,
-    LowShelf,
-    HighShelf,
-    Peak,
-    Notch,
-}
-
-impl FilterType {
-    pub fn name(self) -> &'static str {
-        match self {
-            FilterType::HighPass => "high_pass",
-            FilterType::LowPass => "low_pass",
-            FilterType::LowShelf => "low_shelf",
-            FilterType::HighShelf => "high_shelf",
-            FilterType::Peak => "peak",
-            FilterType::Notch => "notch",
-        }
-    }
-
-    /// Shelves and peaks need a gain; passes and notches have none.
-    pub fn takes_gain(self) -> bool {
-        matches!(self, FilterType::LowShelf | FilterType::HighShelf | FilterType::Peak)
-    }
-
-    /// Only passes can be 24 dB/oct.
-    pub fn takes_slope(self) -> bool {
-        matches!(self, FilterType::HighPass | FilterType::LowPass)
-    }
-
-    /// Q when none is given: Butterworth for passes and shelves, a musical
-    /// bell for peaks, a narrow cut for notches.
-    pub fn default_q(self) -> f64 {
-        match self {
-            FilterType::Peak => 1.0,
-            FilterType::Notch => 8.0,
-            _ => std::f64::consts::FRAC_1_SQRT_2,
-        }
-    }
-}
-
-/// One filter of an `eq` list. Which fields apply depends on `type`; the
-/// validator rejects fields that mean nothing for the type.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Filter {
-    #[serde(rename = "type")]
-    pub kind: FilterType,
-    /// 10 Hz .. 0.45 × the working sample rate.
-    pub freq_hz: f64,
-    /// 0.1..30; default from [`FilterType::default_q`].
-    #[serde(default)]
-    pub q: Option<f64>,
-    /// -24..+24; required for shelves and peaks.
-    #[serde(default)]
-    pub gain_db: Option<f64>,
-    /// 12 (default) or 24, passes only.
-    #[serde(default)]
-    pub slope_db_oct: Option<u32>,
-}
-
-impl Filter {
-    pub fn q(&self) -> f64 {
-        self.q.unwrap_or_else(|| self.kind.default_q())
-    }
-    pub fn gain_db(&self) -> f64 {
-        self.gain_db.unwrap_or(0.0)
-    }
-    pub fn slope_db_oct(&self) -> u32 {
-        self.slope_db_oct.unwrap_or(12)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Detector {
-    Rms,
-    Peak,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Compressor {
-    #[serde(default = "default_threshold_db")]
-    pub threshold_db: f64,
-    #[serde(default = "default_ratio")]
-    pub ratio: f64,
-    #[serde(default = "default_attack_ms")]
-    pub attack_ms: f64,
-    #[serde(default = "default_release_ms")]
-    pub release_ms: f64,
-    #[serde(default = "default_knee_db")]
-    pub knee_db: f64,
-    #[serde(default)]
-    pub makeup_db: f64,
-    #[serde(default = "default_detector")]
-    pub detector: Detector,
-    #[serde(default = "default_true")]
-    pub stereo_link: bool,
-}
-
-fn default_threshold_db() -> f64 {
-    -18.0
-}
-fn default_ratio() -> f64 {
-    2.0
-}
-fn default_attack_ms() -> f64 {
-    10.0
-}
-fn default_release_ms() -> f64 {
-    150.0
-}
-fn default_knee_db() -> f64 {
-    6.0
-}
-fn default_detector() -> Detector {
-    Detector::Rms
-}
-fn default_true() -> bool {
-    true
-}
-
 /// The per-track mastering chain: `eq` → `compressor` → `saturation` →
 /// `stereo` → `limiter`. Blocks are off unless present, except the limiter.
 /// A track's block replaces the album-wide block of the same name.
@@ -381,42 +208,6 @@ impl MasterChain {
             limiter: Some(own.limiter.or_else(|| album.limiter.clone()).unwrap_or_default()),
         }
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Saturation {
-    /// 0..24
-    #[serde(default = "default_drive_db")]
-    pub drive_db: f64,
-    /// 0..1, the wet share.
-    #[serde(default = "default_saturation_mix")]
-    pub mix: f64,
-}
-
-fn default_drive_db() -> f64 {
-    2.0
-}
-fn default_saturation_mix() -> f64 {
-    0.3
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Stereo {
-    /// Side gain: 0 (mono) .. 2.
-    #[serde(default = "default_width")]
-    pub width: f64,
-    /// Below this crossover the signal is made mono; 0 turns it off.
-    #[serde(default = "default_mono_below_hz")]
-    pub mono_below_hz: f64,
-}
-
-fn default_width() -> f64 {
-    1.1
-}
-fn default_mono_below_hz() -> f64 {
-    120.0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -605,14 +396,6 @@ impl AudioFormat {
             AudioFormat::Flac => "flac",
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Dither {
-    None,
-    Tpdf,
-    Shaped,
 }
 
 /// One set of delivered files.
