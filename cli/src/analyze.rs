@@ -103,8 +103,8 @@ fn print_table(out: &mut impl Write, measured: &[Measured]) -> std::io::Result<(
     let width = measured.iter().map(|m| m.file.len()).max().unwrap_or(4).max(4);
     writeln!(
         out,
-        "{:<width$}  {:>7}  {:>9}  {:>7}  {:>7}  {:>6}  {:>6}  {:>8}  {:>9}  {:>7}",
-        "file", "length", "rate/ch", "LUFS", "LRA LU", "dBTP", "PLR dB", "warmth", "tilt/oct", "width"
+        "{:<width$}  {:>7}  {:>9}  {:>7}  {:>7}  {:>6}  {:>9}  {:>6}  {:>8}  {:>9}  {:>7}",
+        "file", "length", "rate/ch", "LUFS", "LRA LU", "dBTP", "dBTP 1770", "PLR dB", "warmth", "tilt/oct", "width"
     )?;
     for m in measured {
         let a = &m.analysis;
@@ -113,7 +113,7 @@ fn print_table(out: &mut impl Write, measured: &[Measured]) -> std::io::Result<(
         let width_db = if a.channels == 1 { "mono".to_owned() } else { format!("{:.1}", a.width_db) };
         writeln!(
             out,
-            "{:<width$}  {:>6.1}s  {:>6}/{:<2}  {:>7}  {:>7.1}  {:>6.1}  {:>6}  {:>8.1}  {:>9.2}  {:>7}",
+            "{:<width$}  {:>6.1}s  {:>6}/{:<2}  {:>7}  {:>7.1}  {:>6.2}  {:>9.2}  {:>6}  {:>8.1}  {:>9.2}  {:>7}",
             m.file,
             seconds,
             a.sample_rate_hz,
@@ -121,6 +121,7 @@ fn print_table(out: &mut impl Write, measured: &[Measured]) -> std::io::Result<(
             optional(a.integrated_lufs),
             a.loudness_range_lu,
             a.true_peak_dbtp,
+            a.true_peak_bs1770_dbtp,
             optional(a.plr_db),
             a.warmth_db,
             a.tilt_db_per_octave,

@@ -202,7 +202,7 @@ pub fn plan_album(tracks: &[PlannedTrack], matching: &Matching, reference: Refer
 
             // Limiting the gain will call for at the loudest peak; finalize
             // measures the real figure and holds the budget.
-            let expected_limiting_db = (track.analysis.true_peak_dbtp + gain_db - matching.true_peak_dbtp).max(0.0);
+            let expected_limiting_db = (track.analysis.highest_true_peak_dbtp() + gain_db - matching.true_peak_dbtp).max(0.0);
             if expected_limiting_db > matching.max_limiter_gain_reduction_db {
                 warnings.push(format!(
                     "its peaks would need about {expected_limiting_db:.1} dB of limiting to reach the target, more than the {:.1} dB allowed: expect it to be delivered quieter",
@@ -411,6 +411,7 @@ mod tests {
             integrated_lufs: Some(lufs),
             loudness_range_lu: 6.0,
             true_peak_dbtp: true_peak,
+            true_peak_bs1770_dbtp: true_peak,
             sample_peak_dbfs: true_peak,
             plr_db: Some(true_peak - lufs),
             max_short_term_lufs: Some(lufs + 2.0),

@@ -1,6 +1,6 @@
-//! Measuring a track: loudness (BS.1770 / EBU R128 through `ebur128`),
-//! true peak, loudness range, a long-term average spectrum in 1/3-octave
-//! bands, warmth, spectral tilt and stereo width.
+//! Measuring a track in one pass: loudness, loudness range, sample peak and
+//! two true-peak readings (the [`crate::meter`]), a long-term average
+//! spectrum in 1/3-octave bands, warmth, spectral tilt and stereo width.
 //!
 //! An [`Analysis`] is small, serializable and mergeable: it keeps the
 //! energies of the 400 ms gating blocks and the 3 s short-term levels, so
@@ -9,11 +9,11 @@
 
 use std::sync::Arc;
 
-use ebur128::{EbuR128, Mode};
 use realfft::{RealFftPlanner, RealToComplex};
 use serde::{Deserialize, Serialize};
 
 use crate::audio::AudioBlock;
+use crate::meter::Meter;
 
 /// 1/3-octave band centres (ISO 266 nominal), 20 Hz to 20 kHz.
 pub const BAND_CENTRES_HZ: [f64; 31] = [
@@ -47,8 +47,12 @@ pub struct Analysis {
     pub integrated_lufs: Option<f64>,
     /// Loudness range (LU), EBU Tech 3342.
     pub loudness_range_lu: f64,
-    /// True peak over all channels (dBTP), 4× oversampled (2× at 96 kHz and up).
+    /// True peak over all channels (dBTP), read accurately: 4× through
+    /// flat halfband filters, refined to 16× near the peak.
     pub true_peak_dbtp: f64,
+    /// True peak as BS.1770 meters and QC tools read it (dBTP): libebur128's
+    /// 48-tap interpolator, 4× (2× at 96 kHz and up).
+    pub true_peak_bs1770_dbtp: f64,
     pub sample_peak_dbfs: f64,
     /// Peak-to-loudness ratio: true peak minus integrated loudness (dB).
     pub plr_db: Option<f64>,
@@ -71,6 +75,14 @@ pub struct Analysis {
     pub width_db: f64,
 }
 
+impl Analysis {
+    /// The higher of the two true-peak readings (dBTP): what a ceiling
+    /// must hold, whichever meter a QC check uses.
+    pub fn highest_true_peak_dbtp(&self) -> f64 {
+        self.true_peak_dbtp.max(self.true_peak_bs1770_dbtp)
+    }
+}
+
 /// Loudness of several tracks taken together.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct AlbumLoudness {
@@ -90,13 +102,7 @@ pub struct AnalysisError {
 pub struct Analyzer {
     rate_hz: u32,
     channels: usize,
-    meter: EbuR128,
-    frames_per_100ms: usize,
-    /// Frames fed to the meter since the last 100 ms mark.
-    since_mark: usize,
-    marks: u64,
-    short_term_lufs: Vec<f32>,
-    block_energies: Vec<f64>,
+    meter: Meter,
     frames: u64,
     // Spectrum (Welch): a window of the latest frames per channel.
     fft: Arc<dyn RealToComplex<f64>>,
@@ -118,8 +124,10 @@ impl Analyzer {
         if !(1..=2).contains(&channels) {
             return Err(error("only mono and stereo are measured".to_owned()));
         }
-        let meter = EbuR128::new(channels as u32, rate_hz, Mode::I | Mode::LRA | Mode::TRUE_PEAK | Mode::SAMPLE_PEAK)
-            .map_err(|e| error(format!("{e:?}")))?;
+        if !(1_000..=768_000).contains(&rate_hz) {
+            return Err(error("the rate is outside 1–768 kHz".to_owned()));
+        }
+        let meter = Meter::new(rate_hz, channels);
         let fft = RealFftPlanner::<f64>::new().plan_fft_forward(FFT_FRAMES);
         let hann =
             (0..FFT_FRAMES).map(|n| 0.5 - 0.5 * (std::f64::consts::TAU * n as f64 / FFT_FRAMES as f64).cos()).collect();
@@ -127,11 +135,6 @@ impl Analyzer {
             rate_hz,
             channels,
             meter,
-            frames_per_100ms: (rate_hz / 10) as usize,
-            since_mark: 0,
-            marks: 0,
-            short_term_lufs: Vec::new(),
-            block_energies: Vec::new(),
             frames: 0,
             fft_input: fft.make_input_vec(),
             fft_output: fft.make_output_vec(),
@@ -150,6 +153,7 @@ impl Analyzer {
     pub fn add(&mut self, block: &AudioBlock) -> Result<(), AnalysisError> {
         debug_assert_eq!(block.channel_count(), self.channels);
         self.frames += block.frames() as u64;
+        self.meter.add(block);
         if self.channels == 2 {
             for (l, r) in block.channel(0).iter().zip(block.channel(1)) {
                 let (mid, side) = ((f64::from(*l) + f64::from(*r)) / 2.0, (f64::from(*l) - f64::from(*r)) / 2.0);
@@ -159,49 +163,17 @@ impl Analyzer {
         }
         let mut offset = 0;
         while offset < block.frames() {
-            // Up to the next 100 ms mark, and no further than the FFT window.
-            let take = (self.frames_per_100ms - self.since_mark)
-                .min(FFT_FRAMES - self.window_fill)
-                .min(block.frames() - offset);
-            let mut slices: [&[f32]; 2] = [&[], &[]];
-            for (slot, channel) in slices.iter_mut().zip(block.channels()) {
-                *slot = &channel[offset..offset + take];
-            }
-            let slices = &slices[..self.channels];
-            self.meter.add_frames_planar_f32(slices).map_err(|e| self.error(format!("{e:?}")))?;
-            for (window, slice) in self.windows.iter_mut().zip(slices) {
-                for (w, s) in window[self.window_fill..self.window_fill + take].iter_mut().zip(slice.iter()) {
+            let take = (FFT_FRAMES - self.window_fill).min(block.frames() - offset);
+            for (window, channel) in self.windows.iter_mut().zip(block.channels()) {
+                for (w, s) in window[self.window_fill..self.window_fill + take].iter_mut().zip(&channel[offset..]) {
                     *w = f64::from(*s);
                 }
             }
             self.window_fill += take;
-            self.since_mark += take;
             offset += take;
-            if self.since_mark == self.frames_per_100ms {
-                self.mark()?;
-            }
             if self.window_fill == FFT_FRAMES {
                 self.accumulate_spectrum();
             }
-        }
-        Ok(())
-    }
-
-    fn error(&self, detail: String) -> AnalysisError {
-        AnalysisError { rate_hz: self.rate_hz, channels: self.channels, detail }
-    }
-
-    /// Every 100 ms: read the 400 ms block and the 3 s short-term loudness.
-    fn mark(&mut self) -> Result<(), AnalysisError> {
-        self.since_mark = 0;
-        self.marks += 1;
-        if self.marks >= 4 {
-            let momentary = self.meter.loudness_momentary().map_err(|e| self.error(format!("{e:?}")))?;
-            self.block_energies.push(lufs_to_energy(momentary));
-        }
-        if self.marks >= 30 {
-            let short_term = self.meter.loudness_shortterm().map_err(|e| self.error(format!("{e:?}")))?;
-            self.short_term_lufs.push(short_term.max(FLOOR_DB) as f32);
         }
         Ok(())
     }
@@ -231,16 +203,21 @@ impl Analyzer {
             }
             self.accumulate_spectrum();
         }
-        let integrated = self.meter.loudness_global().map_err(|e| self.error(format!("{e:?}")))?;
-        let integrated_lufs = integrated.is_finite().then_some(integrated);
-        let range = self.meter.loudness_range().map_err(|e| self.error(format!("{e:?}")))?;
-        let mut true_peak: f64 = 0.0;
-        let mut sample_peak: f64 = 0.0;
-        for channel in 0..self.channels as u32 {
-            true_peak = true_peak.max(self.meter.true_peak(channel).map_err(|e| self.error(format!("{e:?}")))?);
-            sample_peak = sample_peak.max(self.meter.sample_peak(channel).map_err(|e| self.error(format!("{e:?}")))?);
-        }
-        let true_peak_dbtp = power_db(true_peak * true_peak);
+        let reading = self.meter.finish();
+        let segments = &reading.segment_energies;
+        // 400 ms blocks and 3 s short-term windows, every 100 ms.
+        let mean_of = |window: usize| -> Vec<f64> {
+            segments.windows(window).map(|w| w.iter().sum::<f64>() / window as f64).collect()
+        };
+        let block_energies = mean_of(4);
+        let short_term_energies = mean_of(30);
+        let integrated_lufs = gated_mean(block_energies.iter().copied(), RELATIVE_GATE_LU).map(energy_to_lufs);
+        let short_term_lufs: Vec<f32> =
+            short_term_energies.iter().map(|&e| power_db_lufs(e).max(FLOOR_DB) as f32).collect();
+        let loudness_range_lu = loudness_range(&lra_energies(&short_term_energies));
+        let true_peak_dbtp = power_db(reading.true_peak * reading.true_peak);
+        let true_peak_bs1770_dbtp = power_db(reading.true_peak_bs1770 * reading.true_peak_bs1770);
+        let sample_peak = reading.sample_peak;
         let band_levels_db = self.band_levels_db();
         let bin_hz = f64::from(self.rate_hz) / FFT_FRAMES as f64;
         let region = |(low, high): (f64, f64)| -> f64 {
@@ -249,19 +226,20 @@ impl Analyzer {
             self.bin_power[first..=last].iter().sum()
         };
         let warmth_db = power_db(region(WARMTH_LOW_HZ)) - power_db(region(WARMTH_HIGH_HZ));
-        let max_short_term = self.short_term_lufs.iter().copied().fold(f32::MIN, f32::max);
+        let max_short_term = short_term_lufs.iter().copied().fold(f32::MIN, f32::max);
         Ok(Analysis {
             sample_rate_hz: self.rate_hz,
             channels: self.channels,
             frames: self.frames,
             integrated_lufs,
-            loudness_range_lu: if range.is_finite() { range } else { 0.0 },
+            loudness_range_lu,
             true_peak_dbtp,
+            true_peak_bs1770_dbtp,
             sample_peak_dbfs: power_db(sample_peak * sample_peak),
             plr_db: integrated_lufs.map(|lufs| true_peak_dbtp - lufs),
             max_short_term_lufs: (max_short_term > FLOOR_DB as f32).then_some(f64::from(max_short_term)),
-            short_term_lufs: std::mem::take(&mut self.short_term_lufs),
-            block_energies: std::mem::take(&mut self.block_energies),
+            short_term_lufs,
+            block_energies,
             tilt_db_per_octave: tilt_db_per_octave(&band_levels_db),
             band_levels_db,
             warmth_db,
@@ -332,13 +310,29 @@ fn energy_to_lufs(energy: f64) -> f64 {
     -0.691 + 10.0 * energy.log10()
 }
 
+/// Loudness of an energy, `FLOOR_DB` for none.
+fn power_db_lufs(energy: f64) -> f64 {
+    if energy > 0.0 { energy_to_lufs(energy) } else { FLOOR_DB }
+}
+
+/// The short-term energies the loudness range is read from: one a second
+/// (windows of 3 s overlapping by 2 s, as EBU Tech 3342 and libebur128
+/// take them) out of the every-100 ms list.
+fn lra_energies(short_term_energies: &[f64]) -> Vec<f64> {
+    short_term_energies.iter().step_by(10).copied().collect()
+}
+
 /// Integrated loudness (BS.1770 gating) and loudness range (EBU Tech 3342)
 /// of several analyses taken together, as if their audio were one stream.
 pub fn album_loudness(analyses: &[&Analysis]) -> AlbumLoudness {
     let blocks = analyses.iter().flat_map(|a| a.block_energies.iter().copied());
     let integrated_lufs = gated_mean(blocks, RELATIVE_GATE_LU).map(energy_to_lufs);
-    let short_term: Vec<f64> =
-        analyses.iter().flat_map(|a| a.short_term_lufs.iter().map(|&l| lufs_to_energy(f64::from(l)))).collect();
+    let short_term: Vec<f64> = analyses
+        .iter()
+        .flat_map(|a| {
+            lra_energies(&a.short_term_lufs.iter().map(|&l| lufs_to_energy(f64::from(l))).collect::<Vec<_>>())
+        })
+        .collect();
     AlbumLoudness { integrated_lufs, loudness_range_lu: loudness_range(&short_term) }
 }
 

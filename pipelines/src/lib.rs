@@ -13,6 +13,7 @@ pub mod decode;
 pub mod dsp;
 pub mod encode;
 pub mod manifest;
+pub mod meter;
 pub mod report;
 pub mod stages;
 pub mod tasks;
@@ -20,4 +21,4 @@ pub mod tasks;
 /// Part of every task's cache key: outputs rendered by another version of
 /// the sound engine are never reused. Raise the number whenever a change
 /// alters any rendered sample.
-pub const PIPELINE_VERSION: &str = concat!("lacquer-", env!("CARGO_PKG_VERSION"), "-pipeline-5");
+pub const PIPELINE_VERSION: &str = concat!("lacquer-", env!("CARGO_PKG_VERSION"), "-pipeline-6");

@@ -122,18 +122,19 @@ impl AlbumReport {
         html.push_str(&self.loudness_chart());
         html.push_str("<h2>Tonal balance against the reference</h2><p class=\"sub\">Band level relative to integrated loudness; the reference is the thick grey line. Dashed: before the album pass; solid: delivered.</p>");
         html.push_str(&self.balance_chart());
-        html.push_str("<h2>Figures</h2><table><tr><th>#</th><th>track</th><th>master LUFS</th><th>delivered LUFS</th><th>target</th><th>true peak dBTP</th><th>LRA before → after</th><th>PLR dB</th><th>gain dB</th><th>limiter GR dB</th><th>tone distance dB</th><th>warmth dB</th></tr>");
+        html.push_str("<h2>Figures</h2><table><tr><th>#</th><th>track</th><th>master LUFS</th><th>delivered LUFS</th><th>target</th><th>true peak dBTP (BS.1770)</th><th>LRA before → after</th><th>PLR dB</th><th>gain dB</th><th>limiter GR dB</th><th>tone distance dB</th><th>warmth dB</th></tr>");
         for t in &self.tracks {
             let d = t.finalize.delivered.first().map(|d| &d.analysis).unwrap_or(&t.finalize.render);
             let f = |v: Option<f64>| v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "–".into());
             html.push_str(&format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.2}</td><td>{:.1} → {:.1}</td><td>{}</td><td>{:+.2}</td><td>{:.2}</td><td>{:.2} → {:.2}</td><td>{:.1} → {:.1}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.2} ({:.2})</td><td>{:.1} → {:.1}</td><td>{}</td><td>{:+.2}</td><td>{:.2}</td><td>{:.2} → {:.2}</td><td>{:.1} → {:.1}</td></tr>",
                 t.position,
                 esc(&t.title),
                 f(t.master.integrated_lufs),
                 f(d.integrated_lufs),
                 t.correction.target_lufs,
                 d.true_peak_dbtp,
+                d.true_peak_bs1770_dbtp,
                 t.master.loudness_range_lu,
                 d.loudness_range_lu,
                 f(d.plr_db),

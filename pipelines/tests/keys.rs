@@ -31,7 +31,7 @@ fn mix_result() -> MixResult {
 
 fn master_result() -> MasterResult {
     let analysis = r#"{"sample_rate_hz":44100,"channels":2,"frames":441000,"integrated_lufs":-15.0,"loudness_range_lu":5.0,
-        "true_peak_dbtp":-1.0,"sample_peak_dbfs":-1.2,"plr_db":14.0,"max_short_term_lufs":-12.0,"short_term_lufs":[],
+        "true_peak_dbtp":-1.0,"true_peak_bs1770_dbtp":-1.05,"sample_peak_dbfs":-1.2,"plr_db":14.0,"max_short_term_lufs":-12.0,"short_term_lufs":[],
         "block_energies":[],"band_levels_db":[],"warmth_db":10.0,"tilt_db_per_octave":-1.0,"width_db":-9.0}"#;
     serde_json::from_str(&format!(
         r#"{{"report":{{"analysis":{analysis},"input_gain_db":2.0,"limiter_gain_reduction_db":1.0}},

@@ -109,7 +109,8 @@ impl BlockInterpolator {
         Self::from_coefficients(channels, max_block_frames, factor, &h)
     }
 
-    fn from_coefficients(channels: usize, max_block_frames: usize, factor: usize, h: &[f64]) -> Self {
+    /// An interpolator by `factor` (at most 4) from the prototype `h`.
+    pub(crate) fn from_coefficients(channels: usize, max_block_frames: usize, factor: usize, h: &[f64]) -> Self {
         assert!((1..=FACTOR).contains(&factor));
         let taps_per_phase = h.len().div_ceil(factor);
         let phases = (0..factor)
@@ -143,8 +144,9 @@ impl BlockInterpolator {
         design.delay_oversampled() / FACTOR
     }
 
-    /// Computes every phase's outputs for one channel's block.
-    fn run(&mut self, channel: usize, samples: &[f32]) {
+    /// Computes every phase's outputs for one channel's block (read them
+    /// with [`Self::phase_outputs`]).
+    pub(crate) fn run(&mut self, channel: usize, samples: &[f32]) {
         let frames = samples.len();
         let input = &mut self.input[channel];
         input[self.history..self.history + frames].copy_from_slice(samples);
@@ -203,6 +205,37 @@ impl BlockInterpolator {
             }
         }
         input.copy_within(frames..frames + history, 0);
+    }
+
+    /// Per phase, the outputs [`Self::run`] made for the last block.
+    pub(crate) fn phase_outputs(&self) -> &[Vec<f32>] {
+        &self.outputs
+    }
+
+    /// The largest output magnitude of one channel's block, wherever it
+    /// could exceed `floor` (see [`Self::raise_peaks`]; groups that cannot
+    /// are skipped, and `floor` is returned if none can).
+    pub fn peak(&mut self, channel: usize, samples: &[f32], floor: f32) -> f32 {
+        const GROUP: usize = 64;
+        let (frames, history) = (samples.len(), self.history);
+        let input = &mut self.input[channel];
+        input[history..history + frames].copy_from_slice(samples);
+        let mut peak = floor;
+        for start in (0..frames).step_by(GROUP) {
+            let end = (start + GROUP).min(frames);
+            let reach = input[start..history + end].iter().fold(0f32, |m, x| m.max(x.abs()));
+            if reach * self.gain_bound <= peak {
+                continue;
+            }
+            for (phase, outputs) in self.phases.iter().zip(self.outputs.iter_mut()) {
+                let outputs = &mut outputs[start..end];
+                outputs.fill(0.0);
+                fir_accumulate(phase, input, history + start, outputs);
+                peak = outputs.iter().fold(peak, |m, x| m.max(x.abs()));
+            }
+        }
+        input.copy_within(frames..frames + history, 0);
+        peak
     }
 
     pub fn reset(&mut self) {
@@ -412,17 +445,28 @@ pub struct BlockOversampler {
     doubled: Vec<f32>,
 }
 
+/// The two halfband interpolators (base → 2×, 2× → 4×) of
+/// [`BlockOversampler`], for blocks of up to `max_block_frames` base-rate
+/// frames.
+pub(crate) fn halfband_interpolators(channels: usize, max_block_frames: usize) -> [BlockInterpolator; 2] {
+    let doubled = |h: &[f64]| h.iter().map(|c| c * 2.0).collect::<Vec<f64>>();
+    [
+        BlockInterpolator::from_coefficients(channels, max_block_frames, 2, &doubled(&halfbands::FIRST)),
+        BlockInterpolator::from_coefficients(channels, 2 * max_block_frames, 2, &doubled(&halfbands::SECOND)),
+    ]
+}
+
+/// Base-rate frames at the start of a stream whose 4× values, through
+/// [`halfband_interpolators`], still depend on samples before it: 51
+/// frames of history for the first stage, 11 samples at 2× for the second.
+pub(crate) const HALFBAND_WARMUP_4X: usize = 2 * (2 * ((FIRST_STAGE_TAPS - 1) / 2) + (SECOND_STAGE_TAPS - 1) / 2);
+
 impl BlockOversampler {
     pub fn new(channels: usize, max_block_frames: usize) -> Self {
-        let doubled = |h: &[f64]| h.iter().map(|c| c * 2.0).collect::<Vec<f64>>();
+        let [up_first, up_second] = halfband_interpolators(channels, max_block_frames);
         Self {
-            up_first: BlockInterpolator::from_coefficients(channels, max_block_frames, 2, &doubled(&halfbands::FIRST)),
-            up_second: BlockInterpolator::from_coefficients(
-                channels,
-                2 * max_block_frames,
-                2,
-                &doubled(&halfbands::SECOND),
-            ),
+            up_first,
+            up_second,
             down_second: Decimator::new(channels, 2 * max_block_frames, 2, &halfbands::SECOND, 0),
             // The round trip's delay at 2× is odd (see `latency_frames`):
             // keeping the odd 2× samples lands on whole base-rate frames.

@@ -256,7 +256,7 @@ pub fn finalize_track(
         // samples: on dense material a new inter-sample peak can rise a few
         // hundredths of a dB over the ceiling. Such a file is delivered
         // again, trimmed by the excess (and a margin).
-        let excess_db = file.analysis.true_peak_dbtp - settings.ceiling_dbtp;
+        let excess_db = file.analysis.highest_true_peak_dbtp() - settings.ceiling_dbtp;
         if excess_db > 0.0 {
             file = deliver(scratch.path(), settings, target, tags, &measured, -(excess_db + CONVERSION_MARGIN_DB))?;
         }
@@ -311,7 +311,7 @@ fn deliver(
     let loudness = DeliveredLoudness {
         integrated_lufs: render.integrated_lufs,
         loudness_range_lu: render.loudness_range_lu,
-        true_peak_dbtp: render.true_peak_dbtp,
+        true_peak_dbtp: render.highest_true_peak_dbtp(),
         max_short_term_lufs: render.max_short_term_lufs,
     };
     encoder.finish(tags, Some(&loudness))?;
