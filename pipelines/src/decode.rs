@@ -141,7 +141,19 @@ struct Opened {
 }
 
 impl Opened {
-    fn new<R>(mut reader: R, length_bytes: u64, extension: Option<&str>) -> Result<Self, DecodeError>
+    fn new<R>(reader: R, length_bytes: u64, extension: Option<&str>) -> Result<Self, DecodeError>
+    where
+        R: Read + Seek + Send + Sync + 'static,
+    {
+        Self::with_options(reader, length_bytes, extension, &DecoderOptions::default())
+    }
+
+    fn with_options<R>(
+        mut reader: R,
+        length_bytes: u64,
+        extension: Option<&str>,
+        options: &DecoderOptions,
+    ) -> Result<Self, DecodeError>
     where
         R: Read + Seek + Send + Sync + 'static,
     {
@@ -192,7 +204,7 @@ impl Opened {
             .map_or(1.0 / f64::from(sample_rate_hz), |base| f64::from(base.numer) / f64::from(base.denom));
         let mut format = format;
         let mut decoder = symphonia::default::get_codecs()
-            .make(params, &DecoderOptions::default())
+            .make(params, options)
             .map_err(|error| DecodeError::UnsupportedCodec { codec: codec.clone(), detail: error.to_string() })?;
         let decoded_params = decoder.codec_params().clone();
         let mut channels = params.channels.or(decoded_params.channels).map(|c| c.count()).unwrap_or(0);
@@ -214,6 +226,31 @@ impl Opened {
             frames: params.n_frames,
         };
         Ok(Self { format, decoder, track_id: track.id, time_base_s, info })
+    }
+}
+
+/// Proves a FLAC file readable: decodes every frame and compares the
+/// samples' MD5 with the one its STREAMINFO carries (far cheaper than
+/// measuring it again).
+pub fn verify_flac<R>(reader: R, length_bytes: u64) -> Result<(), DecodeError>
+where
+    R: Read + Seek + Send + Sync + 'static,
+{
+    let mut opened = Opened::with_options(reader, length_bytes, Some("flac"), &DecoderOptions { verify: true })?;
+    loop {
+        match opened.format.next_packet() {
+            Ok(packet) if packet.track_id() == opened.track_id => {
+                opened.decoder.decode(&packet).map_err(|e| DecodeError::Damaged(e.to_string()))?;
+            }
+            Ok(_) => {}
+            Err(SymphoniaError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(DecodeError::Damaged(e.to_string())),
+        }
+    }
+    match opened.decoder.finalize().verify_ok {
+        Some(true) => Ok(()),
+        Some(false) => Err(DecodeError::Damaged("its samples do not match the MD5 in its STREAMINFO".to_owned())),
+        None => Err(DecodeError::Damaged("its STREAMINFO carries no MD5 to check".to_owned())),
     }
 }
 

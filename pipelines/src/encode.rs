@@ -103,6 +103,9 @@ pub struct Encoder {
     spec: EncodeSpec,
     quantizer: Option<Quantizer>,
     interleaved: Vec<i32>,
+    /// The last block as the file holds it (quantized, dithered), as a
+    /// decoder would read it back.
+    written: AudioBlock,
 }
 
 impl Encoder {
@@ -130,42 +133,62 @@ impl Encoder {
             }
             AudioFormat::Flac => Writer::Flac(Box::new(FlacState::start(out, &spec, tags)?)),
         };
-        Ok(Self { path: path.to_path_buf(), writer, spec, quantizer, interleaved: Vec::new() })
+        let written = AudioBlock::new(spec.channels, 0);
+        Ok(Self { path: path.to_path_buf(), writer, spec, quantizer, interleaved: Vec::new(), written })
     }
 
-    /// Appends a block (planar, `spec.channels` channels).
-    pub fn write(&mut self, block: &AudioBlock) -> Result<(), EncodeError> {
+    /// Appends a block (planar, `spec.channels` channels) and returns its
+    /// samples exactly as the file now holds them — quantized and dithered
+    /// for integer formats, scaled as decoders read them back — so the
+    /// delivered stream can be measured without decoding it again.
+    pub fn write(&mut self, block: &AudioBlock) -> Result<&AudioBlock, EncodeError> {
         let channels = self.spec.channels;
         debug_assert_eq!(block.channel_count(), channels);
+        let frames = block.frames();
+        if self.written.channels().next().is_none_or(|c| c.len() < frames) {
+            // Grown once, to the largest block: no allocation per block.
+            self.written = AudioBlock::new(channels, frames);
+        }
+        self.written.set_frames(frames);
+        match &mut self.quantizer {
+            None => {
+                for (out, input) in self.written.channels_mut().zip(block.channels()) {
+                    out.copy_from_slice(input);
+                }
+            }
+            Some(quantizer) => {
+                let scale = 1.0 / (1u32 << (self.spec.bit_depth - 1)) as f32;
+                self.interleaved.clear();
+                for frame in 0..frames {
+                    for channel in 0..channels {
+                        self.interleaved.push(quantizer.quantize(channel, block.channel(channel)[frame]));
+                    }
+                }
+                for (channel, out) in self.written.channels_mut().enumerate() {
+                    for (o, q) in out.iter_mut().zip(self.interleaved[channel..].iter().step_by(channels)) {
+                        *o = *q as f32 * scale;
+                    }
+                }
+            }
+        }
         match &mut self.writer {
-            Writer::Wav(writer) => match &mut self.quantizer {
+            Writer::Wav(writer) => match self.quantizer {
                 None => {
-                    for frame in 0..block.frames() {
+                    for frame in 0..frames {
                         for channel in 0..channels {
                             writer.write_sample(block.channel(channel)[frame])?;
                         }
                     }
                 }
-                Some(quantizer) => {
-                    for frame in 0..block.frames() {
-                        for channel in 0..channels {
-                            writer.write_sample(quantizer.quantize(channel, block.channel(channel)[frame]))?;
-                        }
+                Some(_) => {
+                    for sample in &self.interleaved {
+                        writer.write_sample(*sample)?;
                     }
                 }
             },
-            Writer::Flac(state) => {
-                let quantizer = self.quantizer.as_mut().expect("FLAC is always integer");
-                self.interleaved.clear();
-                for frame in 0..block.frames() {
-                    for channel in 0..channels {
-                        self.interleaved.push(quantizer.quantize(channel, block.channel(channel)[frame]));
-                    }
-                }
-                state.push(&self.interleaved, channels)?;
-            }
+            Writer::Flac(state) => state.push(&self.interleaved, channels)?,
         }
-        Ok(())
+        Ok(&self.written)
     }
 
     /// Completes the file: headers, metadata, and (for WAV) the `bext`

@@ -291,23 +291,28 @@ fn deliver(
         dither_seed: dither_seed(settings.track_id, &target.name),
     };
     let mut encoder = Encoder::create(&target.path, spec, tags)?;
+    // Measured as written: the samples the encoder quantized and dithered
+    // are the file's, so it is never decoded to be measured again.
+    let mut analyzer = Analyzer::new(target.rate_hz, 2).map_err(|e| StageError::Invalid(e.to_string()))?;
     // From the render at the working rate, converted when the deliverable
     // asks for another rate.
     let trim = db_to_gain(trim_db) as f32;
     let mut trimmed = AudioBlock::new(2, BLOCK_FRAMES);
     stream_at_rate(AudioInput::open_file(scratch)?, target.rate_hz, |block| {
-        if trim == 1.0 {
-            return Ok(encoder.write(block)?);
-        }
-        trimmed.set_frames(block.frames());
-        for (out, input) in trimmed.channels_mut().zip(block.channels()) {
-            for (o, x) in out.iter_mut().zip(input) {
-                *o = x * trim;
+        let written = if trim == 1.0 {
+            encoder.write(block)?
+        } else {
+            trimmed.set_frames(block.frames());
+            for (out, input) in trimmed.channels_mut().zip(block.channels()) {
+                for (o, x) in out.iter_mut().zip(input) {
+                    *o = x * trim;
+                }
             }
-        }
-        Ok(encoder.write(&trimmed)?)
+            encoder.write(&trimmed)?
+        };
+        analyzer.add(written).map_err(|e| StageError::Invalid(e.to_string()))
     })?;
-    // bext carries the render's loudness; the file is measured below.
+    // bext carries the render's loudness; the file's own is measured above.
     let loudness = DeliveredLoudness {
         integrated_lufs: render.integrated_lufs,
         loudness_range_lu: render.loudness_range_lu,
@@ -315,7 +320,13 @@ fn deliver(
         max_short_term_lufs: render.max_short_term_lufs,
     };
     encoder.finish(tags, Some(&loudness))?;
-    let analysis = measure_file(&target.path)?;
+    let analysis = analyzer.finish().map_err(|e| StageError::Invalid(e.to_string()))?;
+    if target.format == AudioFormat::Flac {
+        // Proved readable: decoded once, its MD5 checked.
+        let input = AudioInput::open_file(&target.path)?;
+        crate::decode::verify_flac(input.source, input.length_bytes)
+            .map_err(|source| StageError::Decode { location: target.path.display().to_string(), source })?;
+    }
     let size_bytes = std::fs::metadata(&target.path).map_err(|e| StageError::Io(e.to_string()))?.len();
     Ok(Delivered { name: target.name.clone(), analysis, size_bytes })
 }
