@@ -205,12 +205,8 @@ impl Analyzer {
         }
         let reading = self.meter.finish();
         let segments = &reading.segment_energies;
-        // 400 ms blocks and 3 s short-term windows, every 100 ms.
-        let mean_of = |window: usize| -> Vec<f64> {
-            segments.windows(window).map(|w| w.iter().sum::<f64>() / window as f64).collect()
-        };
-        let block_energies = mean_of(4);
-        let short_term_energies = mean_of(30);
+        let block_energies = windowed_means(segments, 4);
+        let short_term_energies = windowed_means(segments, 30);
         let integrated_lufs = gated_mean(block_energies.iter().copied(), RELATIVE_GATE_LU).map(energy_to_lufs);
         let short_term_lufs: Vec<f32> =
             short_term_energies.iter().map(|&e| power_db_lufs(e).max(FLOOR_DB) as f32).collect();
@@ -308,6 +304,18 @@ fn lufs_to_energy(lufs: f64) -> f64 {
 
 fn energy_to_lufs(energy: f64) -> f64 {
     -0.691 + 10.0 * energy.log10()
+}
+
+/// Means of every `window` consecutive 100 ms energies: the 400 ms gating
+/// blocks (4) or the 3 s short-term windows (30), every 100 ms.
+fn windowed_means(segments: &[f64], window: usize) -> Vec<f64> {
+    segments.windows(window).map(|w| w.iter().sum::<f64>() / window as f64).collect()
+}
+
+/// Integrated loudness (BS.1770 gating) from a [`crate::meter::Reading`]'s
+/// 100 ms energies; `None` for silence.
+pub fn integrated_lufs(segment_energies: &[f64]) -> Option<f64> {
+    gated_mean(windowed_means(segment_energies, 4).into_iter(), RELATIVE_GATE_LU).map(energy_to_lufs)
 }
 
 /// Loudness of an energy, `FLOOR_DB` for none.

@@ -22,3 +22,15 @@ pub mod tasks;
 /// the sound engine are never reused. Raise the number whenever a change
 /// alters any rendered sample.
 pub const PIPELINE_VERSION: &str = concat!("lacquer-", env!("CARGO_PKG_VERSION"), "-pipeline-6");
+
+/// Whether this CPU runs what the build assumes: on x86-64, fused
+/// multiply-add (see `.cargo/config.toml`). Every binary checks at start.
+pub fn check_cpu() -> Result<(), String> {
+    #[cfg(target_arch = "x86_64")]
+    if !std::arch::is_x86_feature_detected!("fma") {
+        return Err("this CPU has no fused multiply-add (FMA), which lacquer's x86-64 build needs (any Intel CPU \
+                    since Haswell, 2013, or AMD since Piledriver, 2012)"
+            .to_owned());
+    }
+    Ok(())
+}

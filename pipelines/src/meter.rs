@@ -93,14 +93,22 @@ pub struct Meter {
     segment_sum: [f64; 2],
     segment_energies: Vec<f64>,
     sample_peak: f32,
-    bs1770: BlockInterpolator,
+    /// The true-peak readers; `None` when only loudness is wanted.
+    peaks: Option<(BlockInterpolator, FinePeak)>,
     bs1770_peak: f32,
-    fine: FinePeak,
 }
 
 impl Meter {
     /// A meter for `channels` (1 or 2) at `rate_hz`.
     pub fn new(rate_hz: u32, channels: usize) -> Self {
+        let mut meter = Self::loudness_only(rate_hz, channels);
+        meter.peaks = Some((BlockInterpolator::bs1770_meter(channels, CHUNK_FRAMES, rate_hz), FinePeak::new(channels)));
+        meter
+    }
+
+    /// A meter of loudness and sample peak only: its true peaks read as
+    /// the sample peak.
+    pub fn loudness_only(rate_hz: u32, channels: usize) -> Self {
         assert!((1..=2).contains(&channels), "the meter reads mono or stereo");
         Self {
             channels,
@@ -112,9 +120,8 @@ impl Meter {
             segment_sum: [0.0; 2],
             segment_energies: Vec::with_capacity(3_000),
             sample_peak: 0.0,
-            bs1770: BlockInterpolator::bs1770_meter(channels, CHUNK_FRAMES, rate_hz),
+            peaks: None,
             bs1770_peak: 0.0,
-            fine: FinePeak::new(channels),
         }
     }
 
@@ -129,8 +136,10 @@ impl Meter {
             self.weigh(left, right);
             for (channel, samples) in [left, right].into_iter().take(self.channels).enumerate() {
                 self.sample_peak = samples.iter().fold(self.sample_peak, |m, x| m.max(x.abs()));
-                self.bs1770_peak = self.bs1770.peak(channel, samples, self.bs1770_peak);
-                self.fine.add(channel, samples);
+                if let Some((bs1770, fine)) = &mut self.peaks {
+                    self.bs1770_peak = bs1770.peak(channel, samples, self.bs1770_peak);
+                    fine.add(channel, samples);
+                }
             }
             start = end;
         }
@@ -176,7 +185,7 @@ impl Meter {
         Reading {
             segment_energies: std::mem::take(&mut self.segment_energies),
             sample_peak,
-            true_peak: f64::from(self.fine.peak()).max(sample_peak),
+            true_peak: f64::from(self.peaks.as_ref().map_or(0.0, |(_, fine)| fine.peak())).max(sample_peak),
             true_peak_bs1770: f64::from(self.bs1770_peak).max(sample_peak),
         }
     }

@@ -2,5 +2,9 @@
 //! against object storage (see `lacquer_worker::cli`).
 
 fn main() -> std::process::ExitCode {
+    if let Err(error) = lacquer_pipelines::check_cpu() {
+        eprintln!("error: {error}");
+        return std::process::ExitCode::from(2);
+    }
     lacquer_worker::cli::main()
 }

@@ -2,9 +2,10 @@
 //! final true-peak limiter and the fades, to every deliverable (converted,
 //! dithered, encoded), each measured as it was delivered.
 //!
-//! Loudness is closed-loop: the corrected render is measured, and when it
-//! misses its target (the tone EQ and the limiter both move loudness) the
-//! gain is corrected and the track rendered again. The final limiter's
+//! Loudness is closed-loop: the tone EQ and the limiter both move loudness,
+//! so the gain is found by probes over the corrected master (gain, limiter
+//! and fades only, measured for loudness), then every deliverable is
+//! written from one render that lands where the last probe did. The final limiter's
 //! measured gain reduction is held within the budget: a track that would
 //! need more is delivered quieter, and says so.
 
@@ -14,15 +15,17 @@ use serde::{Deserialize, Serialize};
 
 use super::{AudioInput, BLOCK_FRAMES, StageError, float_wav, stream_at_rate};
 use crate::album::Correction;
-use crate::analysis::{Analysis, Analyzer};
+use crate::analysis::{Analysis, Analyzer, integrated_lufs};
 use crate::decode::AudioReader;
 use crate::dsp::biquad::FilterChain;
 use crate::dsp::envelope::Fades;
 use crate::dsp::limiter::{LimiterSettings, TruePeakLimiter};
+use crate::dsp::resample::StreamResampler;
 use crate::dsp::units::db_to_gain;
 use crate::dsp::{AudioBlock, Processor};
 use crate::encode::{DeliveredLoudness, EncodeSpec, Encoder, Tags, dither_seed};
 use crate::manifest::{AudioFormat, Dither, Limiter};
+use crate::meter::Meter;
 
 /// Loudness within this of the target needs no further pass (LU).
 const LOUDNESS_TOLERANCE_LU: f64 = 0.05;
@@ -30,8 +33,8 @@ const LOUDNESS_TOLERANCE_LU: f64 = 0.05;
 const BUDGET_TOLERANCE_DB: f64 = 0.05;
 /// Trimmed below the ceiling by this much more when conversion overshot (dB).
 const CONVERSION_MARGIN_DB: f64 = 0.02;
-/// The first render and up to three corrections.
-const MAX_PASSES: u32 = 4;
+/// Loudness probes at most: the first and up to five corrections.
+const MAX_PROBES: u32 = 6;
 
 /// One file to deliver.
 #[derive(Debug, Clone)]
@@ -72,8 +75,13 @@ pub struct FinalizeReport {
     /// How much quieter than its target the track was delivered, to keep
     /// within the limiter budget (dB, ≥ 0).
     pub held_back_db: f64,
-    /// Renders it took (the loudness is closed-loop).
+    /// Renders that wrote files: 1, or 2 when a rate conversion raised a
+    /// deliverable's peak over the ceiling and it was trimmed.
     pub passes: u32,
+    /// Loudness probes (gain, limiter and fades only, nothing written)
+    /// that found the gain: the loudness is closed-loop.
+    #[serde(default)]
+    pub probes: u32,
     /// The corrected render at the working rate, before conversion.
     pub render: Analysis,
     pub delivered: Vec<Delivered>,
@@ -89,24 +97,49 @@ fn master_frames(master: &Path) -> Result<u64, StageError> {
     info.frames.ok_or_else(|| StageError::Invalid(format!("{location}: the master's length is not in its header")))
 }
 
-/// Renders master → correction → limiter → fades into `scratch` (32-bit
-/// float WAV at the working rate), a block at a time, measuring as it goes.
-/// Returns the limiter's largest gain reduction and the render's analysis.
-fn render(
-    master: &Path,
-    correction: &Correction,
-    gain_db: f64,
-    settings: &FinalizeSettings,
-    scratch: &Path,
-) -> Result<(f64, Analysis), StageError> {
-    let rate_hz = settings.rate_hz;
-    let total_frames = master_frames(master)?;
-    let rate = f64::from(rate_hz);
-    let mut renderer = Renderer {
-        eq: FilterChain::new(rate_hz, 2, BLOCK_FRAMES, &correction.filters()),
-        gain: db_to_gain(gain_db) as f32,
-        limiter: TruePeakLimiter::new(
-            rate_hz,
+/// Runs the master through the correction's EQ into `corrected` (32-bit
+/// float WAV at the working rate): the part of the render that does not
+/// depend on the gain, done once.
+fn correct(master: &Path, correction: &Correction, rate_hz: u32, corrected: &Path) -> Result<(), StageError> {
+    let mut eq = FilterChain::new(rate_hz, 2, BLOCK_FRAMES, &correction.filters());
+    let mut encoder = Encoder::create(corrected, float_wav(rate_hz, 2), &Tags::default())?;
+    let mut work = AudioBlock::new(2, BLOCK_FRAMES);
+    stream_at_rate(AudioInput::open_file(master)?, rate_hz, |block| {
+        if block.channel_count() != 2 {
+            return Err(StageError::Invalid(format!("{}: a master must be stereo", master.display())));
+        }
+        work.set_frames(block.frames());
+        for (w, input) in work.channels_mut().zip(block.channels()) {
+            w.copy_from_slice(input);
+        }
+        eq.process(&mut work);
+        encoder.write(&work)?;
+        Ok(())
+    })?;
+    encoder.finish(&Tags::default(), None)?;
+    Ok(())
+}
+
+/// Gain → final limiter → fades, a block at a time, over the corrected
+/// master: the one render path, for the loudness probes and for delivery
+/// alike, so a probe's reading is the delivered render's to the bit.
+struct Renderer {
+    gain: f32,
+    limiter: TruePeakLimiter,
+    fades: Fades,
+    /// The block being processed.
+    work: AudioBlock,
+    /// What leaves the limiter once its latency is skipped.
+    rendered: AudioBlock,
+    to_skip: usize,
+    position: u64,
+}
+
+impl Renderer {
+    fn new(gain_db: f64, settings: &FinalizeSettings, total_frames: u64) -> Self {
+        let rate = f64::from(settings.rate_hz);
+        let limiter = TruePeakLimiter::new(
+            settings.rate_hz,
             2,
             BLOCK_FRAMES,
             &LimiterSettings {
@@ -114,68 +147,51 @@ fn render(
                 release_ms: settings.limiter.release_ms,
                 lookahead_ms: settings.limiter.lookahead_ms,
             },
-        ),
-        fades: Fades {
-            total_frames,
-            in_frames: (settings.fade_in_s * rate).round() as u64,
-            out_frames: (settings.fade_out_s * rate).round() as u64,
-        },
-        analyzer: Analyzer::new(rate_hz, 2).map_err(|e| StageError::Invalid(e.to_string()))?,
-        encoder: Encoder::create(scratch, float_wav(rate_hz, 2), &Tags::default())?,
-        work: AudioBlock::new(2, BLOCK_FRAMES),
-        delivered: AudioBlock::new(2, BLOCK_FRAMES),
-        to_skip: 0,
-        position: 0,
-    };
-    renderer.to_skip = renderer.limiter.latency_frames();
-    stream_at_rate(AudioInput::open_file(master)?, rate_hz, |block| {
-        if block.channel_count() != 2 {
-            return Err(StageError::Invalid(format!("{}: a master must be stereo", master.display())));
+        );
+        Self {
+            gain: db_to_gain(gain_db) as f32,
+            to_skip: limiter.latency_frames(),
+            limiter,
+            fades: Fades {
+                total_frames,
+                in_frames: (settings.fade_in_s * rate).round() as u64,
+                out_frames: (settings.fade_out_s * rate).round() as u64,
+            },
+            work: AudioBlock::new(2, BLOCK_FRAMES),
+            rendered: AudioBlock::new(2, BLOCK_FRAMES),
+            position: 0,
         }
-        renderer.push(Some(block))
-    })?;
-    // The limiter's lookahead holds back its latency: push silence through.
-    let mut remaining = renderer.limiter.latency_frames();
-    while remaining > 0 {
-        let frames = remaining.min(BLOCK_FRAMES);
-        renderer.work.set_frames(frames);
-        renderer.push(None)?;
-        remaining -= frames;
     }
-    let Renderer { limiter, analyzer, encoder, .. } = renderer;
-    encoder.finish(&Tags::default(), None)?;
-    let analysis = analyzer.finish().map_err(|e| StageError::Invalid(e.to_string()))?;
-    Ok((limiter.max_gain_reduction_db(), analysis))
-}
 
-/// The render's state: its processors and two reusable blocks.
-struct Renderer {
-    eq: FilterChain,
-    gain: f32,
-    limiter: TruePeakLimiter,
-    fades: Fades,
-    analyzer: Analyzer,
-    encoder: Encoder,
-    /// The block being processed.
-    work: AudioBlock,
-    /// What leaves the limiter once its latency is skipped.
-    delivered: AudioBlock,
-    to_skip: usize,
-    position: u64,
-}
-
-impl Renderer {
-    /// Processes `input` (or, with `None`, the silence already in `work`).
-    fn push(&mut self, input: Option<&AudioBlock>) -> Result<(), StageError> {
-        if let Some(input) = input {
-            self.work.set_frames(input.frames());
-            for (work, input) in self.work.channels_mut().zip(input.channels()) {
+    /// Renders the whole corrected master, handing each rendered block to
+    /// `each`. Returns the limiter's largest gain reduction (dB).
+    fn run(
+        mut self,
+        corrected: &Path,
+        rate_hz: u32,
+        mut each: impl FnMut(&AudioBlock) -> Result<(), StageError>,
+    ) -> Result<f64, StageError> {
+        stream_at_rate(AudioInput::open_file(corrected)?, rate_hz, |block| {
+            self.work.set_frames(block.frames());
+            for (work, input) in self.work.channels_mut().zip(block.channels()) {
                 work.copy_from_slice(input);
             }
-        } else {
+            self.push(&mut each)
+        })?;
+        // The limiter's lookahead holds back its latency: push silence through.
+        let mut remaining = self.limiter.latency_frames();
+        while remaining > 0 {
+            let frames = remaining.min(BLOCK_FRAMES);
+            self.work.set_frames(frames);
             self.work.clear();
+            self.push(&mut each)?;
+            remaining -= frames;
         }
-        self.eq.process(&mut self.work);
+        Ok(self.limiter.max_gain_reduction_db())
+    }
+
+    /// Processes the block in `work`.
+    fn push(&mut self, each: &mut impl FnMut(&AudioBlock) -> Result<(), StageError>) -> Result<(), StageError> {
         for channel in self.work.channels_mut() {
             for sample in channel.iter_mut() {
                 *sample *= self.gain;
@@ -188,19 +204,172 @@ impl Renderer {
         if frames == 0 {
             return Ok(());
         }
-        self.delivered.set_frames(frames);
-        for (out, work) in self.delivered.channels_mut().zip(self.work.channels()) {
+        self.rendered.set_frames(frames);
+        for (out, work) in self.rendered.channels_mut().zip(self.work.channels()) {
             out.copy_from_slice(&work[skip..]);
             self.fades.apply(self.position, out);
         }
         self.position += frames as u64;
-        self.analyzer.add(&self.delivered).map_err(|e| StageError::Invalid(e.to_string()))?;
-        self.encoder.write(&self.delivered)?;
-        Ok(())
+        each(&self.rendered)
     }
 }
 
+/// One deliverable being written from the render as it is made: converted
+/// to its rate, trimmed if asked, encoded, and measured as written.
+struct Delivery<'a> {
+    target: &'a DeliverableTarget,
+    encoder: Encoder,
+    analyzer: Analyzer,
+    resampler: Option<StreamResampler>,
+    converted: Vec<Vec<f32>>,
+    block: AudioBlock,
+    trim: f32,
+}
+
+impl<'a> Delivery<'a> {
+    fn new(
+        target: &'a DeliverableTarget,
+        settings: &FinalizeSettings,
+        tags: &Tags,
+        trim_db: f64,
+    ) -> Result<Self, StageError> {
+        let spec = EncodeSpec {
+            format: target.format,
+            bit_depth: target.bit_depth,
+            rate_hz: target.rate_hz,
+            channels: 2,
+            dither: target.dither,
+            dither_seed: dither_seed(settings.track_id, &target.name),
+        };
+        let resampler = (target.rate_hz != settings.rate_hz)
+            .then(|| StreamResampler::new(settings.rate_hz, target.rate_hz, 2))
+            .transpose()
+            .map_err(|e| StageError::Invalid(e.to_string()))?;
+        Ok(Self {
+            target,
+            encoder: Encoder::create(&target.path, spec, tags)?,
+            analyzer: Analyzer::new(target.rate_hz, 2).map_err(|e| StageError::Invalid(e.to_string()))?,
+            resampler,
+            converted: vec![Vec::new(), Vec::new()],
+            block: AudioBlock::new(2, BLOCK_FRAMES),
+            trim: db_to_gain(trim_db) as f32,
+        })
+    }
+
+    /// Takes a rendered block at the working rate.
+    fn push(&mut self, rendered: &AudioBlock) -> Result<(), StageError> {
+        match &mut self.resampler {
+            None => self.write_all(Some(rendered)),
+            Some(resampler) => {
+                resampler.push(rendered, &mut self.converted).map_err(|e| StageError::Invalid(e.to_string()))?;
+                if self.converted[0].len() >= BLOCK_FRAMES { self.write_all(None) } else { Ok(()) }
+            }
+        }
+    }
+
+    /// Writes `rendered`, or (with `None`) what the resampler has made.
+    fn write_all(&mut self, rendered: Option<&AudioBlock>) -> Result<(), StageError> {
+        let frames = rendered.map_or(self.converted[0].len(), AudioBlock::frames);
+        for start in (0..frames).step_by(BLOCK_FRAMES) {
+            let end = (start + BLOCK_FRAMES).min(frames);
+            self.block.set_frames(end - start);
+            for (channel, out) in self.block.channels_mut().enumerate() {
+                let input = match rendered {
+                    Some(block) => &block.channel(channel)[start..end],
+                    None => &self.converted[channel][start..end],
+                };
+                for (o, x) in out.iter_mut().zip(input) {
+                    *o = x * self.trim;
+                }
+            }
+            let written = self.encoder.write(&self.block)?;
+            self.analyzer.add(written).map_err(|e| StageError::Invalid(e.to_string()))?;
+        }
+        if rendered.is_none() {
+            for c in &mut self.converted {
+                c.clear();
+            }
+        }
+        Ok(())
+    }
+
+    /// Completes the file and returns what it holds.
+    fn finish(mut self, tags: &Tags, render: &Analysis) -> Result<Delivered, StageError> {
+        if let Some(resampler) = &mut self.resampler {
+            resampler.finish(&mut self.converted).map_err(|e| StageError::Invalid(e.to_string()))?;
+            self.write_all(None)?;
+        }
+        // bext carries the render's loudness; the file's own is measured.
+        let loudness = DeliveredLoudness {
+            integrated_lufs: render.integrated_lufs,
+            loudness_range_lu: render.loudness_range_lu,
+            true_peak_dbtp: render.highest_true_peak_dbtp(),
+            max_short_term_lufs: render.max_short_term_lufs,
+        };
+        self.encoder.finish(tags, Some(&loudness))?;
+        let analysis = self.analyzer.finish().map_err(|e| StageError::Invalid(e.to_string()))?;
+        let path = &self.target.path;
+        if self.target.format == AudioFormat::Flac {
+            // Proved readable: decoded once, its MD5 checked.
+            let input = AudioInput::open_file(path)?;
+            crate::decode::verify_flac(input.source, input.length_bytes)
+                .map_err(|source| StageError::Decode { location: path.display().to_string(), source })?;
+        }
+        let size_bytes = std::fs::metadata(path).map_err(|e| StageError::Io(e.to_string()))?.len();
+        Ok(Delivered { name: self.target.name.clone(), analysis, size_bytes })
+    }
+}
+
+/// Renders the corrected master at `gain_db` into every target at once
+/// (each with its trim), measuring the render as it goes. Returns the
+/// limiter's largest gain reduction, the render's analysis and the files.
+fn deliver(
+    corrected: &Path,
+    gain_db: f64,
+    settings: &FinalizeSettings,
+    total_frames: u64,
+    targets: &[(&DeliverableTarget, f64)],
+    tags: &Tags,
+) -> Result<(f64, Analysis, Vec<Delivered>), StageError> {
+    let mut deliveries = targets
+        .iter()
+        .map(|(target, trim_db)| Delivery::new(target, settings, tags, *trim_db))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut analyzer = Analyzer::new(settings.rate_hz, 2).map_err(|e| StageError::Invalid(e.to_string()))?;
+    let reduction_db = Renderer::new(gain_db, settings, total_frames).run(corrected, settings.rate_hz, |rendered| {
+        analyzer.add(rendered).map_err(|e| StageError::Invalid(e.to_string()))?;
+        deliveries.iter_mut().try_for_each(|delivery| delivery.push(rendered))
+    })?;
+    let render = analyzer.finish().map_err(|e| StageError::Invalid(e.to_string()))?;
+    let delivered = deliveries.into_iter().map(|d| d.finish(tags, &render)).collect::<Result<Vec<_>, _>>()?;
+    Ok((reduction_db, render, delivered))
+}
+
+/// A loudness probe: the render at `gain_db`, measured for loudness only
+/// (nothing written). Returns its integrated loudness and the limiter's
+/// largest gain reduction.
+fn probe(
+    corrected: &Path,
+    gain_db: f64,
+    settings: &FinalizeSettings,
+    total_frames: u64,
+) -> Result<(Option<f64>, f64), StageError> {
+    let mut meter = Meter::loudness_only(settings.rate_hz, 2);
+    let reduction_db = Renderer::new(gain_db, settings, total_frames).run(corrected, settings.rate_hz, |rendered| {
+        meter.add(rendered);
+        Ok(())
+    })?;
+    Ok((integrated_lufs(&meter.finish().segment_energies), reduction_db))
+}
+
 /// Finalizes one track into every deliverable.
+///
+/// The master is corrected (EQ) once; the loudness gain is then found by
+/// probes that run only gain, limiter and fades over the corrected audio
+/// and read the loudness — the same path the delivery renders, so the
+/// render lands where the last probe did — and every deliverable is
+/// written from one render. A second render happens only when converting
+/// a deliverable's rate raised a peak over the ceiling.
 pub fn finalize_track(
     master: &Path,
     correction: &Correction,
@@ -210,125 +379,88 @@ pub fn finalize_track(
 ) -> Result<FinalizeReport, StageError> {
     let mut warnings = Vec::new();
     let budget_db = settings.max_limiter_gain_reduction_db;
-    let mut gain_db = correction.gain_db;
-    // The render waits in a scratch file beside the first deliverable (the
-    // same disk), removed however this ends: memory stays bounded by the
-    // block size whatever the track's length.
+    // The corrected master waits in a scratch file beside the first
+    // deliverable (the same disk), removed however this ends: memory stays
+    // bounded by the block size whatever the track's length.
     let scratch_dir =
         deliverables.first().and_then(|d| d.path.parent()).map_or_else(std::env::temp_dir, Path::to_path_buf);
     let scratch = tempfile::Builder::new()
-        .prefix(".lacquer-render-")
+        .prefix(".lacquer-corrected-")
         .suffix(".wav")
         .tempfile_in(&scratch_dir)
         .map_err(|e| StageError::Io(format!("cannot create a scratch file in {}: {e}", scratch_dir.display())))?;
-    let (mut reduction_db, mut measured) = render(master, correction, gain_db, settings, scratch.path())?;
-    let mut passes = 1;
-    while passes < MAX_PASSES {
+    let total_frames = master_frames(master)?;
+    correct(master, correction, settings.rate_hz, scratch.path())?;
+
+    let mut gain_db = correction.gain_db;
+    let (mut lufs, mut reduction_db) = probe(scratch.path(), gain_db, settings, total_frames)?;
+    let mut probes = 1;
+    // How loudness follows gain: 1 dB per dB until the limiter bends it.
+    let mut slope = 1.0;
+    while probes < MAX_PROBES {
         let over_budget_db = reduction_db - budget_db;
         let step_db = if over_budget_db > BUDGET_TOLERANCE_DB {
             // Too much limiting: the peaks come down with the gain.
             -over_budget_db
         } else {
-            match measured.integrated_lufs.map(|lufs| correction.target_lufs - lufs) {
-                Some(miss) if miss > LOUDNESS_TOLERANCE_LU => miss.min(budget_db - reduction_db).max(0.0),
-                Some(miss) if miss < -LOUDNESS_TOLERANCE_LU => miss,
+            match lufs.map(|lufs| correction.target_lufs - lufs) {
+                Some(miss) if miss > LOUDNESS_TOLERANCE_LU => (miss / slope).min(budget_db - reduction_db).max(0.0),
+                Some(miss) if miss < -LOUDNESS_TOLERANCE_LU => miss / slope,
                 _ => 0.0,
             }
         };
         if step_db.abs() < 1e-3 {
             break;
         }
-        gain_db += step_db;
-        (reduction_db, measured) = render(master, correction, gain_db, settings, scratch.path())?;
-        passes += 1;
+        let (next_lufs, next_reduction_db) = probe(scratch.path(), gain_db + step_db, settings, total_frames)?;
+        if let (Some(before), Some(after)) = (lufs, next_lufs) {
+            slope = ((after - before) / step_db).clamp(0.2, 1.0);
+        }
+        (gain_db, lufs, reduction_db) = (gain_db + step_db, next_lufs, next_reduction_db);
+        probes += 1;
     }
-    let held_back_db = measured.integrated_lufs.map_or(0.0, |lufs| (correction.target_lufs - lufs).max(0.0));
+    let held_back_db = lufs.map_or(0.0, |lufs| (correction.target_lufs - lufs).max(0.0));
     if held_back_db > LOUDNESS_TOLERANCE_LU {
         warnings.push(format!(
             "delivered {held_back_db:.1} dB under its loudness target ({:.1} LUFS): reaching it would take more than the {budget_db:.1} dB of limiting allowed (max_limiter_gain_reduction_db)",
             correction.target_lufs
         ));
     }
-    let mut delivered = Vec::with_capacity(deliverables.len());
-    for target in deliverables {
-        let mut file = deliver(scratch.path(), settings, target, tags, &measured, 0.0)?;
-        // Converting the rate rebuilds the waveform between the limiter's
-        // samples: on dense material a new inter-sample peak can rise a few
-        // hundredths of a dB over the ceiling. Such a file is delivered
-        // again, trimmed by the excess (and a margin).
-        let excess_db = file.analysis.highest_true_peak_dbtp() - settings.ceiling_dbtp;
-        if excess_db > 0.0 {
-            file = deliver(scratch.path(), settings, target, tags, &measured, -(excess_db + CONVERSION_MARGIN_DB))?;
+
+    let untrimmed: Vec<(&DeliverableTarget, f64)> = deliverables.iter().map(|d| (d, 0.0)).collect();
+    let (reduction_db, render, mut delivered) =
+        deliver(scratch.path(), gain_db, settings, total_frames, &untrimmed, tags)?;
+    let mut passes = 1;
+    // Converting the rate rebuilds the waveform between the limiter's
+    // samples: on dense material a new inter-sample peak can rise a few
+    // hundredths of a dB over the ceiling. Such files are delivered again,
+    // trimmed by their excess (and a margin), in one more render.
+    let trimmed: Vec<(usize, f64)> = delivered
+        .iter()
+        .enumerate()
+        .map(|(i, file)| (i, file.analysis.highest_true_peak_dbtp() - settings.ceiling_dbtp))
+        .filter(|(_, excess_db)| *excess_db > 0.0)
+        .map(|(i, excess_db)| (i, -(excess_db + CONVERSION_MARGIN_DB)))
+        .collect();
+    if !trimmed.is_empty() {
+        let again: Vec<(&DeliverableTarget, f64)> =
+            trimmed.iter().map(|(i, trim_db)| (&deliverables[*i], *trim_db)).collect();
+        let (_, _, files) = deliver(scratch.path(), gain_db, settings, total_frames, &again, tags)?;
+        for ((i, _), file) in trimmed.iter().zip(files) {
+            delivered[*i] = file;
         }
-        delivered.push(file);
+        passes += 1;
     }
     Ok(FinalizeReport {
         gain_db,
         limiter_gain_reduction_db: reduction_db,
         held_back_db,
         passes,
-        render: measured,
+        probes,
+        render,
         delivered,
         warnings,
     })
-}
-
-/// Converts, dithers, encodes and measures one deliverable.
-fn deliver(
-    scratch: &Path,
-    settings: &FinalizeSettings,
-    target: &DeliverableTarget,
-    tags: &Tags,
-    render: &Analysis,
-    trim_db: f64,
-) -> Result<Delivered, StageError> {
-    let spec = EncodeSpec {
-        format: target.format,
-        bit_depth: target.bit_depth,
-        rate_hz: target.rate_hz,
-        channels: 2,
-        dither: target.dither,
-        dither_seed: dither_seed(settings.track_id, &target.name),
-    };
-    let mut encoder = Encoder::create(&target.path, spec, tags)?;
-    // Measured as written: the samples the encoder quantized and dithered
-    // are the file's, so it is never decoded to be measured again.
-    let mut analyzer = Analyzer::new(target.rate_hz, 2).map_err(|e| StageError::Invalid(e.to_string()))?;
-    // From the render at the working rate, converted when the deliverable
-    // asks for another rate.
-    let trim = db_to_gain(trim_db) as f32;
-    let mut trimmed = AudioBlock::new(2, BLOCK_FRAMES);
-    stream_at_rate(AudioInput::open_file(scratch)?, target.rate_hz, |block| {
-        let written = if trim == 1.0 {
-            encoder.write(block)?
-        } else {
-            trimmed.set_frames(block.frames());
-            for (out, input) in trimmed.channels_mut().zip(block.channels()) {
-                for (o, x) in out.iter_mut().zip(input) {
-                    *o = x * trim;
-                }
-            }
-            encoder.write(&trimmed)?
-        };
-        analyzer.add(written).map_err(|e| StageError::Invalid(e.to_string()))
-    })?;
-    // bext carries the render's loudness; the file's own is measured above.
-    let loudness = DeliveredLoudness {
-        integrated_lufs: render.integrated_lufs,
-        loudness_range_lu: render.loudness_range_lu,
-        true_peak_dbtp: render.highest_true_peak_dbtp(),
-        max_short_term_lufs: render.max_short_term_lufs,
-    };
-    encoder.finish(tags, Some(&loudness))?;
-    let analysis = analyzer.finish().map_err(|e| StageError::Invalid(e.to_string()))?;
-    if target.format == AudioFormat::Flac {
-        // Proved readable: decoded once, its MD5 checked.
-        let input = AudioInput::open_file(&target.path)?;
-        crate::decode::verify_flac(input.source, input.length_bytes)
-            .map_err(|source| StageError::Decode { location: target.path.display().to_string(), source })?;
-    }
-    let size_bytes = std::fs::metadata(&target.path).map_err(|e| StageError::Io(e.to_string()))?.len();
-    Ok(Delivered { name: target.name.clone(), analysis, size_bytes })
 }
 
 /// Decodes a delivered file and measures it: what the listener gets.
