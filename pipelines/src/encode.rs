@@ -10,7 +10,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use flacenc::bitsink::ByteSink;
 use flacenc::component::{BitRepr, StreamInfo};
@@ -75,8 +75,20 @@ const FLAC_FRAME_OVERHEAD_BYTES: usize = 32;
 const SOFTWARE: &str = concat!("lacquer ", env!("CARGO_PKG_VERSION"));
 
 enum Writer {
-    Wav(hound::WavWriter<BufWriter<File>>),
+    Wav(WavData),
     Flac(Box<FlacState>),
+}
+
+/// A WAV file whose header hound wrote (for zero samples, its `data`
+/// chunk last); the samples are appended as bytes a block at a time, and
+/// the sizes fixed at the end.
+struct WavData {
+    out: BufWriter<File>,
+    /// Where the `data` chunk's size field is.
+    data_size_offset: u64,
+    data_bytes: u64,
+    /// One block's samples as bytes, reused.
+    bytes: Vec<u8>,
 }
 
 struct FlacState {
@@ -98,7 +110,6 @@ struct FlacState {
 
 /// Streams audio into one encoded file.
 pub struct Encoder {
-    path: PathBuf,
     writer: Writer,
     spec: EncodeSpec,
     quantizer: Option<Quantizer>,
@@ -129,12 +140,20 @@ impl Encoder {
                     bits_per_sample: spec.bit_depth as u16,
                     sample_format: if integer { hound::SampleFormat::Int } else { hound::SampleFormat::Float },
                 };
-                Writer::Wav(hound::WavWriter::new(out, wav_spec)?)
+                hound::WavWriter::new(out, wav_spec)?.finalize()?;
+                let mut file = OpenOptions::new().write(true).open(path)?;
+                let header_bytes = file.seek(SeekFrom::End(0))?;
+                Writer::Wav(WavData {
+                    out: BufWriter::with_capacity(1 << 16, file),
+                    data_size_offset: header_bytes - 4,
+                    data_bytes: 0,
+                    bytes: Vec::new(),
+                })
             }
             AudioFormat::Flac => Writer::Flac(Box::new(FlacState::start(out, &spec, tags)?)),
         };
         let written = AudioBlock::new(spec.channels, 0);
-        Ok(Self { path: path.to_path_buf(), writer, spec, quantizer, interleaved: Vec::new(), written })
+        Ok(Self { writer, spec, quantizer, interleaved: Vec::new(), written })
     }
 
     /// Appends a block (planar, `spec.channels` channels) and returns its
@@ -172,20 +191,25 @@ impl Encoder {
             }
         }
         match &mut self.writer {
-            Writer::Wav(writer) => match self.quantizer {
-                None => {
-                    for frame in 0..frames {
-                        for channel in 0..channels {
-                            writer.write_sample(block.channel(channel)[frame])?;
+            Writer::Wav(wav) => {
+                wav.bytes.clear();
+                match self.spec.bit_depth {
+                    16 => wav.bytes.extend(self.interleaved.iter().flat_map(|s| (*s as i16).to_le_bytes())),
+                    24 => wav.bytes.extend(self.interleaved.iter().flat_map(|s| {
+                        let [a, b, c, _] = s.to_le_bytes();
+                        [a, b, c]
+                    })),
+                    _ => {
+                        for frame in 0..frames {
+                            for channel in 0..channels {
+                                wav.bytes.extend_from_slice(&block.channel(channel)[frame].to_le_bytes());
+                            }
                         }
                     }
                 }
-                Some(_) => {
-                    for sample in &self.interleaved {
-                        writer.write_sample(*sample)?;
-                    }
-                }
-            },
+                wav.out.write_all(&wav.bytes)?;
+                wav.data_bytes += wav.bytes.len() as u64;
+            }
             Writer::Flac(state) => state.push(&self.interleaved, channels)?,
         }
         Ok(&self.written)
@@ -195,9 +219,12 @@ impl Encoder {
     /// loudness fields. The file is synced to disk.
     pub fn finish(self, tags: &Tags, loudness: Option<&DeliveredLoudness>) -> Result<(), EncodeError> {
         match self.writer {
-            Writer::Wav(writer) => {
-                writer.finalize()?;
-                let mut file = OpenOptions::new().read(true).write(true).open(&self.path)?;
+            Writer::Wav(wav) => {
+                let mut file = wav.out.into_inner().map_err(|e| e.into_error())?;
+                let data_bytes = u32::try_from(wav.data_bytes)
+                    .map_err(|_| EncodeError::Unsupported("a WAV file over 4 GiB".to_owned()))?;
+                file.seek(SeekFrom::Start(wav.data_size_offset))?;
+                file.write_all(&data_bytes.to_le_bytes())?;
                 append_wav_metadata(&mut file, &self.spec, tags, loudness)?;
                 file.sync_all()?;
             }

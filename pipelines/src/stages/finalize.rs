@@ -99,9 +99,11 @@ fn master_frames(master: &Path) -> Result<u64, StageError> {
 
 /// Runs the master through the correction's EQ into `corrected` (32-bit
 /// float WAV at the working rate): the part of the render that does not
-/// depend on the gain, done once.
-fn correct(master: &Path, correction: &Correction, rate_hz: u32, corrected: &Path) -> Result<(), StageError> {
+/// depend on the gain, done once. Returns the corrected audio's loudness,
+/// from which the first probe starts (the EQ moves loudness too).
+fn correct(master: &Path, correction: &Correction, rate_hz: u32, corrected: &Path) -> Result<Option<f64>, StageError> {
     let mut eq = FilterChain::new(rate_hz, 2, BLOCK_FRAMES, &correction.filters());
+    let mut meter = Meter::loudness_only(rate_hz, 2);
     let mut encoder = Encoder::create(corrected, float_wav(rate_hz, 2), &Tags::default())?;
     let mut work = AudioBlock::new(2, BLOCK_FRAMES);
     stream_at_rate(AudioInput::open_file(master)?, rate_hz, |block| {
@@ -113,11 +115,12 @@ fn correct(master: &Path, correction: &Correction, rate_hz: u32, corrected: &Pat
             w.copy_from_slice(input);
         }
         eq.process(&mut work);
+        meter.add(&work);
         encoder.write(&work)?;
         Ok(())
     })?;
     encoder.finish(&Tags::default(), None)?;
-    Ok(())
+    Ok(integrated_lufs(&meter.finish().segment_energies))
 }
 
 /// Gain → final limiter → fades, a block at a time, over the corrected
@@ -390,9 +393,11 @@ pub fn finalize_track(
         .tempfile_in(&scratch_dir)
         .map_err(|e| StageError::Io(format!("cannot create a scratch file in {}: {e}", scratch_dir.display())))?;
     let total_frames = master_frames(master)?;
-    correct(master, correction, settings.rate_hz, scratch.path())?;
+    let corrected_lufs = correct(master, correction, settings.rate_hz, scratch.path())?;
 
-    let mut gain_db = correction.gain_db;
+    // The gain to the target from the corrected audio's loudness (the EQ
+    // moved it); the limiter's share is what the probes find.
+    let mut gain_db = corrected_lufs.map_or(correction.gain_db, |lufs| correction.target_lufs - lufs);
     let (mut lufs, mut reduction_db) = probe(scratch.path(), gain_db, settings, total_frames)?;
     let mut probes = 1;
     // How loudness follows gain: 1 dB per dB until the limiter bends it.

@@ -121,7 +121,8 @@ pub fn mix_track(spec: &MixSpec, stems: Vec<Option<AudioInput>>, output: &Path) 
     };
     let gain = db_to_gain(headroom_gain_db) as f32;
     let tags = &spec.tags;
-    let mut analyzer = crate::analysis::Analyzer::new(rate_hz, 2).map_err(|e| StageError::Invalid(e.to_string()))?;
+    // Only the mix's loudness is wanted (it sets the master's input gain).
+    let mut meter = crate::meter::Meter::loudness_only(rate_hz, 2);
     let mut encoder = Encoder::create(output, float_wav(rate_hz, 2), tags)?;
     for start in (0..frames).step_by(BLOCK_FRAMES) {
         block.set_frames((frames - start).min(BLOCK_FRAMES));
@@ -129,11 +130,11 @@ pub fn mix_track(spec: &MixSpec, stems: Vec<Option<AudioInput>>, output: &Path) 
         for sample in block.channels_mut().flatten() {
             *sample *= gain;
         }
-        analyzer.add(&block).map_err(|e| StageError::Invalid(e.to_string()))?;
+        meter.add(&block);
         encoder.write(&block)?;
     }
     encoder.finish(tags, None)?;
-    let integrated_lufs = analyzer.finish().map_err(|e| StageError::Invalid(e.to_string()))?.integrated_lufs;
+    let integrated_lufs = crate::analysis::integrated_lufs(&meter.finish().segment_energies);
     let frames = frames as u64;
     Ok(MixReport { frames, peak_before_dbfs, headroom_gain_db, integrated_lufs, warnings })
 }
