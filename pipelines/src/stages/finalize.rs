@@ -334,18 +334,58 @@ fn deliver(
     targets: &[(&DeliverableTarget, f64)],
     tags: &Tags,
 ) -> Result<(f64, Analysis, Vec<Delivered>), StageError> {
-    let mut deliveries = targets
+    let deliveries = targets
         .iter()
         .map(|(target, trim_db)| Delivery::new(target, settings, tags, *trim_db))
         .collect::<Result<Vec<_>, _>>()?;
     let mut analyzer = Analyzer::new(settings.rate_hz, 2).map_err(|e| StageError::Invalid(e.to_string()))?;
-    let reduction_db = Renderer::new(gain_db, settings, total_frames).run(corrected, settings.rate_hz, |rendered| {
-        analyzer.add(rendered).map_err(|e| StageError::Invalid(e.to_string()))?;
-        deliveries.iter_mut().try_for_each(|delivery| delivery.push(rendered))
-    })?;
-    let render = analyzer.finish().map_err(|e| StageError::Invalid(e.to_string()))?;
-    let delivered = deliveries.into_iter().map(|d| d.finish(tags, &render)).collect::<Result<Vec<_>, _>>()?;
-    Ok((reduction_db, render, delivered))
+    // Each deliverable converts, encodes and measures on a thread of its
+    // own, taking the rendered blocks in order from a short queue: the
+    // bytes do not depend on the threads, and a lone track's finalize uses
+    // every core.
+    std::thread::scope(|scope| {
+        let mut queues = Vec::with_capacity(deliveries.len());
+        let mut workers = Vec::with_capacity(deliveries.len());
+        for mut delivery in deliveries {
+            let (queue, blocks) = std::sync::mpsc::sync_channel::<std::sync::Arc<AudioBlock>>(4);
+            queues.push(queue);
+            workers.push(scope.spawn(move || -> Result<Delivery, StageError> {
+                for block in blocks {
+                    delivery.push(&block)?;
+                }
+                Ok(delivery)
+            }));
+        }
+        let rendered = Renderer::new(gain_db, settings, total_frames).run(corrected, settings.rate_hz, |rendered| {
+            let shared = std::sync::Arc::new(rendered.clone());
+            for queue in &queues {
+                // A closed queue means its deliverable failed: stop, and
+                // report its error below.
+                queue.send(shared.clone()).map_err(|_| StageError::Cancelled)?;
+            }
+            analyzer.add(rendered).map_err(|e| StageError::Invalid(e.to_string()))
+        });
+        drop(queues);
+        let finished: Vec<Result<Delivery, StageError>> = workers
+            .into_iter()
+            .map(|worker| {
+                worker.join().unwrap_or_else(|_| Err(StageError::Invalid("a deliverable's thread panicked".into())))
+            })
+            .collect();
+        let deliveries = finished.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let reduction_db = rendered?;
+        let render = analyzer.finish().map_err(|e| StageError::Invalid(e.to_string()))?;
+        let delivered = std::thread::scope(|scope| {
+            let finishing: Vec<_> = deliveries.into_iter().map(|d| scope.spawn(|| d.finish(tags, &render))).collect();
+            finishing
+                .into_iter()
+                .map(|f| {
+                    f.join().unwrap_or_else(|_| Err(StageError::Invalid("a deliverable's thread panicked".into())))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })?;
+        Ok((reduction_db, render, delivered))
+    })
 }
 
 /// A loudness probe: the render at `gain_db`, measured for loudness only
