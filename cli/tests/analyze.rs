@@ -10,6 +10,9 @@ use std::process::Command;
 
 const RATE_HZ: u32 = 48_000;
 
+/// A test case: its name, (dBFS, seconds) segments, the expected figure.
+type Case = (&'static str, Vec<(f64, f64)>, f64);
+
 fn write_wav(path: &Path, samples: &[f64]) {
     let spec = hound::WavSpec {
         channels: 2,
@@ -71,7 +74,7 @@ fn lacquer_analyze_passes_the_ebu_cases() {
         files.push(path);
         checks.push((name, "integrated_lufs", want, 0.1, 0.1));
     }
-    let ranges: [(&str, Vec<(f64, f64)>, f64); 4] = [
+    let ranges: [Case; 4] = [
         ("3342-1", vec![(-20.0, 20.0), (-30.0, 20.0)], 10.0),
         ("3342-2", vec![(-20.0, 20.0), (-15.0, 20.0)], 5.0),
         ("3342-3", vec![(-40.0, 20.0), (-20.0, 20.0)], 20.0),
