@@ -70,6 +70,11 @@ fn what_is_reported_is_what_the_files_hold() {
         target("float", AudioFormat::Wav, 32, 48_000, Dither::None),
     ];
     let report = finalize_track(&master, &correction, &settings, &targets, &Tags::default()).unwrap();
+    // The probes found the gain: one render delivers on target.
+    assert_eq!(report.passes, 1, "renders");
+    assert!(report.probes >= 1);
+    let rendered = report.render.integrated_lufs.unwrap();
+    assert!((rendered + 14.0).abs() <= 0.05, "the render: {rendered:.3} LUFS, target -14");
     for (delivered, target) in report.delivered.iter().zip(&targets) {
         let as_written = &delivered.analysis;
         let decoded = measure_file(&target.path).unwrap();

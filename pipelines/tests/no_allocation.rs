@@ -166,3 +166,22 @@ fn the_counter_counts() {
     let allocations = allocations_in(|| drop(std::hint::black_box(vec![0u8; 100])));
     assert_eq!(allocations, 1);
 }
+
+#[test]
+fn the_meter_allocates_nothing_per_block() {
+    // Its 100 ms list is reserved for five minutes; this is less.
+    let mut meter = lacquer_pipelines::meter::Meter::new(RATE_HZ, 2);
+    let mut block = AudioBlock::new(2, MAX_BLOCK_FRAMES);
+    let allocations = allocations_in(|| {
+        for (i, frames) in [MAX_BLOCK_FRAMES, 1, 333, 64, 4000].iter().cycle().take(60).enumerate() {
+            block.set_frames(*frames);
+            for (c, channel) in block.channels_mut().enumerate() {
+                for (n, s) in channel.iter_mut().enumerate() {
+                    *s = ((n + i * 7 + c) as f32 * 0.013).sin() * 0.9;
+                }
+            }
+            meter.add(&block);
+        }
+    });
+    assert_eq!(allocations, 0, "the meter allocated while measuring");
+}

@@ -184,27 +184,7 @@ impl BlockInterpolator {
     /// since the caller only cares about peaks above `floor`. With
     /// `floor = 0` every output is computed except those of silence.
     pub fn raise_peaks(&mut self, channel: usize, samples: &[f32], peaks: &mut [f32], floor: f32) {
-        const GROUP: usize = 64;
-        let (frames, history) = (samples.len(), self.history);
-        let input = &mut self.input[channel];
-        input[history..history + frames].copy_from_slice(samples);
-        for start in (0..frames).step_by(GROUP) {
-            let end = (start + GROUP).min(frames);
-            // Outputs start..end read inputs start - history ..= end - 1.
-            let reach = input[start..history + end].iter().fold(0f32, |m, x| m.max(x.abs()));
-            if reach * self.gain_bound <= floor {
-                continue;
-            }
-            for (phase, outputs) in self.phases.iter().zip(self.outputs.iter_mut()) {
-                let outputs = &mut outputs[start..end];
-                outputs.fill(0.0);
-                fir_accumulate(phase, input, history + start, outputs);
-                for (peak, value) in peaks[start..end].iter_mut().zip(outputs.iter()) {
-                    *peak = peak.max(value.abs());
-                }
-            }
-        }
-        input.copy_within(frames..frames + history, 0);
+        self.scan(channel, samples, &mut PerFrame { peaks, floor });
     }
 
     /// Per phase, the outputs [`Self::run`] made for the last block.
@@ -213,35 +193,79 @@ impl BlockInterpolator {
     }
 
     /// The largest output magnitude of one channel's block, wherever it
-    /// could exceed `floor` (see [`Self::raise_peaks`]; groups that cannot
-    /// are skipped, and `floor` is returned if none can).
+    /// could exceed `floor` (groups that cannot are skipped, as in
+    /// [`Self::raise_peaks`], against the highest so far); `floor` if none.
     pub fn peak(&mut self, channel: usize, samples: &[f32], floor: f32) -> f32 {
+        let mut highest = Highest(floor);
+        self.scan(channel, samples, &mut highest);
+        highest.0
+    }
+
+    /// Computes one channel's outputs a group of frames at a time, only
+    /// where they could exceed `sink.floor()`, and hands them to `sink`.
+    fn scan(&mut self, channel: usize, samples: &[f32], sink: &mut impl PeakSink) {
         const GROUP: usize = 64;
         let (frames, history) = (samples.len(), self.history);
         let input = &mut self.input[channel];
         input[history..history + frames].copy_from_slice(samples);
-        let mut peak = floor;
         for start in (0..frames).step_by(GROUP) {
             let end = (start + GROUP).min(frames);
+            // Outputs start..end read inputs start - history ..= end - 1.
             let reach = input[start..history + end].iter().fold(0f32, |m, x| m.max(x.abs()));
-            if reach * self.gain_bound <= peak {
+            if reach * self.gain_bound <= sink.floor() {
                 continue;
             }
             for (phase, outputs) in self.phases.iter().zip(self.outputs.iter_mut()) {
                 let outputs = &mut outputs[start..end];
                 outputs.fill(0.0);
                 fir_accumulate(phase, input, history + start, outputs);
-                peak = outputs.iter().fold(peak, |m, x| m.max(x.abs()));
+                sink.take(start, outputs);
             }
         }
         input.copy_within(frames..frames + history, 0);
-        peak
     }
 
     pub fn reset(&mut self) {
         for buffer in &mut self.input {
             buffer.fill(0.0);
         }
+    }
+}
+
+/// Where [`BlockInterpolator::scan`] puts the outputs it computes.
+trait PeakSink {
+    /// Outputs that cannot exceed this are not wanted.
+    fn floor(&self) -> f32;
+    /// One phase's outputs for the frames from `start` on.
+    fn take(&mut self, start: usize, outputs: &[f32]);
+}
+
+/// The largest magnitude of each frame's outputs, above a fixed floor.
+struct PerFrame<'a> {
+    peaks: &'a mut [f32],
+    floor: f32,
+}
+
+impl PeakSink for PerFrame<'_> {
+    fn floor(&self) -> f32 {
+        self.floor
+    }
+    fn take(&mut self, start: usize, outputs: &[f32]) {
+        for (peak, value) in self.peaks[start..].iter_mut().zip(outputs) {
+            *peak = peak.max(value.abs());
+        }
+    }
+}
+
+/// The largest magnitude of all outputs: itself the floor.
+struct Highest(f32);
+
+impl PeakSink for Highest {
+    fn floor(&self) -> f32 {
+        self.0
+    }
+    fn take(&mut self, _start: usize, outputs: &[f32]) {
+        self.0 = outputs.iter().fold(self.0, |m, x| m.max(x.abs()));
     }
 }
 
