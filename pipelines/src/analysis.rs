@@ -210,7 +210,7 @@ impl Analyzer {
         let integrated_lufs = gated_mean(block_energies.iter().copied(), RELATIVE_GATE_LU).map(energy_to_lufs);
         let short_term_lufs: Vec<f32> =
             short_term_energies.iter().map(|&e| power_db_lufs(e).max(FLOOR_DB) as f32).collect();
-        let loudness_range_lu = loudness_range(&lra_energies(&short_term_energies));
+        let loudness_range_lu = loudness_range_lu(segments);
         let true_peak_dbtp = power_db(reading.true_peak * reading.true_peak);
         let true_peak_bs1770_dbtp = power_db(reading.true_peak_bs1770 * reading.true_peak_bs1770);
         let sample_peak = reading.sample_peak;
@@ -316,6 +316,12 @@ fn windowed_means(segments: &[f64], window: usize) -> Vec<f64> {
 /// 100 ms energies; `None` for silence.
 pub fn integrated_lufs(segment_energies: &[f64]) -> Option<f64> {
     gated_mean(windowed_means(segment_energies, 4).into_iter(), RELATIVE_GATE_LU).map(energy_to_lufs)
+}
+
+/// Loudness range (EBU Tech 3342, LU) from a [`crate::meter::Reading`]'s
+/// 100 ms energies.
+pub fn loudness_range_lu(segment_energies: &[f64]) -> f64 {
+    loudness_range(&lra_energies(&windowed_means(segment_energies, 30)))
 }
 
 /// Loudness of an energy, `FLOOR_DB` for none.

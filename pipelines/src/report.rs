@@ -150,7 +150,7 @@ impl AlbumReport {
         for t in &self.tracks {
             let filters: Vec<String> = t
                 .correction
-                .filters()
+                .filters
                 .iter()
                 .map(|f| format!("{} {:.0} Hz {:+.2} dB", f.kind.name(), f.freq_hz, f.gain_db.unwrap_or(0.0)))
                 .collect();

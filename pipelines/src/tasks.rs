@@ -477,7 +477,7 @@ impl<'a> AlbumTasks<'a> {
             .zip(&manifest.tracks)
             .map(|(m, t)| PlannedTrack { analysis: &m.report.analysis, loudness_offset_lu: t.loudness_offset_lu })
             .collect();
-        Ok(plan_album(&planned, &manifest.matching, reference))
+        Ok(plan_album(&planned, &manifest.matching, reference, manifest.album.sample_rate))
     }
 
     /// Everything finalizing track `track` from `master` with `correction`

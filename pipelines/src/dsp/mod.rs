@@ -54,6 +54,7 @@ pub(crate) fn wide_lanes() -> bool {
     std::arch::is_x86_feature_detected!("avx2")
 }
 
+pub mod aligned;
 pub mod biquad;
 pub mod compressor;
 pub mod delay;

@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{AudioInput, BLOCK_FRAMES, StageError, float_wav, stream_at_rate};
 use crate::album::Correction;
-use crate::analysis::{Analysis, Analyzer, integrated_lufs};
+use crate::analysis::{Analysis, Analyzer, integrated_lufs, loudness_range_lu};
 use crate::decode::AudioReader;
+use crate::dsp::aligned::{Aligned, push_silence};
 use crate::dsp::biquad::FilterChain;
 use crate::dsp::envelope::Fades;
 use crate::dsp::limiter::{LimiterSettings, TruePeakLimiter};
@@ -24,7 +25,7 @@ use crate::dsp::resample::StreamResampler;
 use crate::dsp::units::db_to_gain;
 use crate::dsp::{AudioBlock, Processor};
 use crate::encode::{DeliveredLoudness, EncodeSpec, Encoder, Tags, dither_seed};
-use crate::manifest::{AudioFormat, Dither, Limiter};
+use crate::manifest::{AudioFormat, Dither, Filter, Limiter};
 use crate::meter::Meter;
 
 /// Loudness within this of the target needs no further pass (LU).
@@ -35,6 +36,13 @@ const BUDGET_TOLERANCE_DB: f64 = 0.05;
 const CONVERSION_MARGIN_DB: f64 = 0.02;
 /// Loudness probes at most: the first and up to five corrections.
 const MAX_PROBES: u32 = 6;
+/// The album pass moves no track's loudness range by more than this (LU);
+/// the correction is scaled down to hold it, aiming this far inside.
+const MAX_LRA_CHANGE_LU: f64 = 1.0;
+const LRA_MARGIN_LU: f64 = 0.1;
+/// Passes of the correction EQ that look for the largest share of the
+/// curve that keeps the loudness range (bisection).
+const LRA_SEARCH_PASSES: u32 = 5;
 
 /// One file to deliver.
 #[derive(Debug, Clone)]
@@ -82,6 +90,12 @@ pub struct FinalizeReport {
     /// that found the gain: the loudness is closed-loop.
     #[serde(default)]
     pub probes: u32,
+    /// The share of the planned EQ curve applied: 1, or less where the
+    /// full curve would have moved the loudness range by more than 1 LU.
+    pub correction_scale: f64,
+    /// The loudness range (LU) of the master through the applied EQ,
+    /// before gain and limiting.
+    pub corrected_lra_lu: f64,
     /// The corrected render at the working rate, before conversion.
     pub render: Analysis,
     pub delivered: Vec<Delivered>,
@@ -97,12 +111,18 @@ fn master_frames(master: &Path) -> Result<u64, StageError> {
     info.frames.ok_or_else(|| StageError::Invalid(format!("{location}: the master's length is not in its header")))
 }
 
-/// Runs the master through the correction's EQ into `corrected` (32-bit
-/// float WAV at the working rate): the part of the render that does not
-/// depend on the gain, done once. Returns the corrected audio's loudness,
-/// from which the first probe starts (the EQ moves loudness too).
-fn correct(master: &Path, correction: &Correction, rate_hz: u32, corrected: &Path) -> Result<Option<f64>, StageError> {
-    let mut eq = FilterChain::new(rate_hz, 2, BLOCK_FRAMES, &correction.filters());
+/// Runs the master through the correction's EQ (`filters`) into
+/// `corrected` (32-bit float WAV at the working rate): the part of the
+/// render that does not depend on the gain. Returns the corrected audio's
+/// loudness, from which the first probe starts (the EQ moves loudness
+/// too), and its loudness range.
+fn correct(
+    master: &Path,
+    filters: &[Filter],
+    rate_hz: u32,
+    corrected: &Path,
+) -> Result<(Option<f64>, f64), StageError> {
+    let mut eq = FilterChain::new(rate_hz, 2, BLOCK_FRAMES, filters);
     let mut meter = Meter::loudness_only(rate_hz, 2);
     let mut encoder = Encoder::create(corrected, float_wav(rate_hz, 2), &Tags::default())?;
     let mut work = AudioBlock::new(2, BLOCK_FRAMES);
@@ -120,7 +140,49 @@ fn correct(master: &Path, correction: &Correction, rate_hz: u32, corrected: &Pat
         Ok(())
     })?;
     encoder.finish(&Tags::default(), None)?;
-    Ok(integrated_lufs(&meter.finish().segment_energies))
+    let segments = meter.finish().segment_energies;
+    Ok((integrated_lufs(&segments), loudness_range_lu(&segments)))
+}
+
+/// Corrects the master with as much of the planned curve as keeps its
+/// loudness range within [`MAX_LRA_CHANGE_LU`]: the whole curve when it
+/// does (one pass), else the largest share found by bisection. An EQ
+/// that lifts one instrument's band lifts the passages it plays in; the
+/// album pass matches balance, it does not rearrange the song. Returns
+/// the share, the corrected loudness and loudness range.
+fn correct_keeping_dynamics(
+    master: &Path,
+    correction: &Correction,
+    rate_hz: u32,
+    corrected: &Path,
+) -> Result<(f64, Option<f64>, f64), StageError> {
+    let limit = MAX_LRA_CHANGE_LU - LRA_MARGIN_LU;
+    let keeps = |lra: f64| (lra - correction.master_lra_lu).abs() <= limit;
+    let (lufs, lra) = correct(master, &correction.filters, rate_hz, corrected)?;
+    if keeps(lra) || correction.filters.is_empty() {
+        return Ok((1.0, lufs, lra));
+    }
+    // No EQ keeps the master's range by definition; look between.
+    let (mut kept, mut moved) = (0.0, 1.0);
+    let mut last: Option<(Option<f64>, f64)> = None;
+    for _ in 0..LRA_SEARCH_PASSES {
+        let share = 0.5 * (kept + moved);
+        let (lufs, lra) = correct(master, &correction.filters_scaled(share), rate_hz, corrected)?;
+        if keeps(lra) {
+            kept = share;
+            last = Some((lufs, lra));
+        } else {
+            moved = share;
+            last = None;
+        }
+    }
+    // The scratch holds the last pass: when that one moved the range, the
+    // share that kept it is run again.
+    let (lufs, lra) = match last {
+        Some(found) => found,
+        None => correct(master, &correction.filters_scaled(kept), rate_hz, corrected)?,
+    };
+    Ok((kept, lufs, lra))
 }
 
 /// Gain → final limiter → fades, a block at a time, over the corrected
@@ -129,31 +191,34 @@ fn correct(master: &Path, correction: &Correction, rate_hz: u32, corrected: &Pat
 struct Renderer {
     gain: f32,
     limiter: TruePeakLimiter,
+    aligned: Aligned,
     fades: Fades,
     /// The block being processed.
     work: AudioBlock,
-    /// What leaves the limiter once its latency is skipped.
-    rendered: AudioBlock,
-    to_skip: usize,
     position: u64,
+}
+
+/// The final limiter's settings at `rate_hz`.
+fn limiter_at(rate_hz: u32, settings: &FinalizeSettings) -> TruePeakLimiter {
+    TruePeakLimiter::new(
+        rate_hz,
+        2,
+        BLOCK_FRAMES,
+        &LimiterSettings {
+            ceiling_dbtp: settings.ceiling_dbtp,
+            release_ms: settings.limiter.release_ms,
+            lookahead_ms: settings.limiter.lookahead_ms,
+        },
+    )
 }
 
 impl Renderer {
     fn new(gain_db: f64, settings: &FinalizeSettings, total_frames: u64) -> Self {
         let rate = f64::from(settings.rate_hz);
-        let limiter = TruePeakLimiter::new(
-            settings.rate_hz,
-            2,
-            BLOCK_FRAMES,
-            &LimiterSettings {
-                ceiling_dbtp: settings.ceiling_dbtp,
-                release_ms: settings.limiter.release_ms,
-                lookahead_ms: settings.limiter.lookahead_ms,
-            },
-        );
+        let limiter = limiter_at(settings.rate_hz, settings);
         Self {
             gain: db_to_gain(gain_db) as f32,
-            to_skip: limiter.latency_frames(),
+            aligned: Aligned::new(limiter.latency_frames(), 2, BLOCK_FRAMES),
             limiter,
             fades: Fades {
                 total_frames,
@@ -161,7 +226,6 @@ impl Renderer {
                 out_frames: (settings.fade_out_s * rate).round() as u64,
             },
             work: AudioBlock::new(2, BLOCK_FRAMES),
-            rendered: AudioBlock::new(2, BLOCK_FRAMES),
             position: 0,
         }
     }
@@ -174,56 +238,54 @@ impl Renderer {
         rate_hz: u32,
         mut each: impl FnMut(&AudioBlock) -> Result<(), StageError>,
     ) -> Result<f64, StageError> {
+        let mut work = std::mem::replace(&mut self.work, AudioBlock::new(0, 0));
         stream_at_rate(AudioInput::open_file(corrected)?, rate_hz, |block| {
-            self.work.set_frames(block.frames());
-            for (work, input) in self.work.channels_mut().zip(block.channels()) {
+            work.set_frames(block.frames());
+            for (work, input) in work.channels_mut().zip(block.channels()) {
                 work.copy_from_slice(input);
             }
-            self.push(&mut each)
+            self.push(&mut work, &mut each)
         })?;
         // The limiter's lookahead holds back its latency: push silence through.
-        let mut remaining = self.limiter.latency_frames();
-        while remaining > 0 {
-            let frames = remaining.min(BLOCK_FRAMES);
-            self.work.set_frames(frames);
-            self.work.clear();
-            self.push(&mut each)?;
-            remaining -= frames;
-        }
+        push_silence(self.aligned.latency_frames(), BLOCK_FRAMES, &mut work, |work| self.push(work, &mut each))?;
         Ok(self.limiter.max_gain_reduction_db())
     }
 
-    /// Processes the block in `work`.
-    fn push(&mut self, each: &mut impl FnMut(&AudioBlock) -> Result<(), StageError>) -> Result<(), StageError> {
-        for channel in self.work.channels_mut() {
+    /// Processes one block of the corrected master.
+    fn push(
+        &mut self,
+        work: &mut AudioBlock,
+        each: &mut impl FnMut(&AudioBlock) -> Result<(), StageError>,
+    ) -> Result<(), StageError> {
+        for channel in work.channels_mut() {
             for sample in channel.iter_mut() {
                 *sample *= self.gain;
             }
         }
-        self.limiter.process(&mut self.work);
-        let skip = self.to_skip.min(self.work.frames());
-        self.to_skip -= skip;
-        let frames = self.work.frames() - skip;
-        if frames == 0 {
-            return Ok(());
+        self.limiter.process(work);
+        let Some(rendered) = self.aligned.take(work) else { return Ok(()) };
+        for channel in rendered.channels_mut() {
+            self.fades.apply(self.position, channel);
         }
-        self.rendered.set_frames(frames);
-        for (out, work) in self.rendered.channels_mut().zip(self.work.channels()) {
-            out.copy_from_slice(&work[skip..]);
-            self.fades.apply(self.position, out);
-        }
-        self.position += frames as u64;
-        each(&self.rendered)
+        self.position += rendered.frames() as u64;
+        each(rendered)
     }
 }
 
 /// One deliverable being written from the render as it is made: converted
-/// to its rate, trimmed if asked, encoded, and measured as written.
+/// to its rate and limited again there, trimmed if asked, encoded, and
+/// measured as written.
 struct Delivery<'a> {
     target: &'a DeliverableTarget,
     encoder: Encoder,
     analyzer: Analyzer,
     resampler: Option<StreamResampler>,
+    /// After a rate conversion: the final limiter again, at the
+    /// deliverable's rate. Conversion rebuilds the waveform between the
+    /// render's samples and can raise an inter-sample peak a few hundredths
+    /// of a dB over the ceiling; limiting those few peaks leaves the
+    /// loudness where it was, where trimming the whole file would not.
+    relimit: Option<(TruePeakLimiter, Aligned)>,
     converted: Vec<Vec<f32>>,
     block: AudioBlock,
     trim: f32,
@@ -248,11 +310,17 @@ impl<'a> Delivery<'a> {
             .then(|| StreamResampler::new(settings.rate_hz, target.rate_hz, 2))
             .transpose()
             .map_err(|e| StageError::Invalid(e.to_string()))?;
+        let relimit = resampler.as_ref().map(|_| {
+            let limiter = limiter_at(target.rate_hz, settings);
+            let aligned = Aligned::new(limiter.latency_frames(), 2, BLOCK_FRAMES);
+            (limiter, aligned)
+        });
         Ok(Self {
             target,
             encoder: Encoder::create(&target.path, spec, tags)?,
             analyzer: Analyzer::new(target.rate_hz, 2).map_err(|e| StageError::Invalid(e.to_string()))?,
             resampler,
+            relimit,
             converted: vec![Vec::new(), Vec::new()],
             block: AudioBlock::new(2, BLOCK_FRAMES),
             trim: db_to_gain(trim_db) as f32,
@@ -273,21 +341,22 @@ impl<'a> Delivery<'a> {
     /// Writes `rendered`, or (with `None`) what the resampler has made.
     fn write_all(&mut self, rendered: Option<&AudioBlock>) -> Result<(), StageError> {
         let frames = rendered.map_or(self.converted[0].len(), AudioBlock::frames);
+        let mut block = std::mem::replace(&mut self.block, AudioBlock::new(0, 0));
         for start in (0..frames).step_by(BLOCK_FRAMES) {
             let end = (start + BLOCK_FRAMES).min(frames);
-            self.block.set_frames(end - start);
-            for (channel, out) in self.block.channels_mut().enumerate() {
+            block.set_frames(end - start);
+            for (channel, out) in block.channels_mut().enumerate() {
                 let input = match rendered {
-                    Some(block) => &block.channel(channel)[start..end],
+                    Some(rendered) => &rendered.channel(channel)[start..end],
                     None => &self.converted[channel][start..end],
                 };
                 for (o, x) in out.iter_mut().zip(input) {
                     *o = x * self.trim;
                 }
             }
-            let written = self.encoder.write(&self.block)?;
-            self.analyzer.add(written).map_err(|e| StageError::Invalid(e.to_string()))?;
+            self.encode(&mut block)?;
         }
+        self.block = block;
         if rendered.is_none() {
             for c in &mut self.converted {
                 c.clear();
@@ -296,11 +365,32 @@ impl<'a> Delivery<'a> {
         Ok(())
     }
 
+    /// Limits (after a conversion), encodes and measures one block.
+    fn encode(&mut self, block: &mut AudioBlock) -> Result<(), StageError> {
+        let block = match &mut self.relimit {
+            None => block,
+            Some((limiter, aligned)) => {
+                limiter.process(block);
+                match aligned.take(block) {
+                    Some(block) => block,
+                    None => return Ok(()),
+                }
+            }
+        };
+        let written = self.encoder.write(block)?;
+        self.analyzer.add(written).map_err(|e| StageError::Invalid(e.to_string()))
+    }
+
     /// Completes the file and returns what it holds.
     fn finish(mut self, tags: &Tags, render: &Analysis) -> Result<Delivered, StageError> {
         if let Some(resampler) = &mut self.resampler {
             resampler.finish(&mut self.converted).map_err(|e| StageError::Invalid(e.to_string()))?;
             self.write_all(None)?;
+        }
+        if let Some((_, aligned)) = &self.relimit {
+            let latency = aligned.latency_frames();
+            let mut block = std::mem::replace(&mut self.block, AudioBlock::new(0, 0));
+            push_silence(latency, BLOCK_FRAMES, &mut block, |block| self.encode(block))?;
         }
         // bext carries the render's loudness; the file's own is measured.
         let loudness = DeliveredLoudness {
@@ -433,7 +523,15 @@ pub fn finalize_track(
         .tempfile_in(&scratch_dir)
         .map_err(|e| StageError::Io(format!("cannot create a scratch file in {}: {e}", scratch_dir.display())))?;
     let total_frames = master_frames(master)?;
-    let corrected_lufs = correct(master, correction, settings.rate_hz, scratch.path())?;
+    let (correction_scale, corrected_lufs, corrected_lra_lu) =
+        correct_keeping_dynamics(master, correction, settings.rate_hz, scratch.path())?;
+    if correction_scale < 1.0 {
+        warnings.push(format!(
+            "the album pass's EQ was applied at {:.0}% of the planned curve: in full it would have moved the loudness range by more than {MAX_LRA_CHANGE_LU} LU from the master's {:.1} LU (it lifts or cuts bands that some passages lean on more than others); at this share it is {corrected_lra_lu:.1} LU",
+            100.0 * correction_scale,
+            correction.master_lra_lu
+        ));
+    }
 
     // The gain to the target from the corrected audio's loudness (the EQ
     // moved it); the limiter's share is what the probes find.
@@ -496,12 +594,21 @@ pub fn finalize_track(
         }
         passes += 1;
     }
+    let delivered_lra_lu = delivered.first().map_or(render.loudness_range_lu, |d| d.analysis.loudness_range_lu);
+    if (delivered_lra_lu - correction.master_lra_lu).abs() > MAX_LRA_CHANGE_LU {
+        warnings.push(format!(
+            "its loudness range moved from {:.1} LU (master) to {delivered_lra_lu:.1} LU: the EQ kept it at {corrected_lra_lu:.1} LU, the final limiter took up to {reduction_db:.1} dB off the loudest peaks",
+            correction.master_lra_lu
+        ));
+    }
     Ok(FinalizeReport {
         gain_db,
         limiter_gain_reduction_db: reduction_db,
         held_back_db,
         passes,
         probes,
+        correction_scale,
+        corrected_lra_lu,
         render,
         delivered,
         warnings,

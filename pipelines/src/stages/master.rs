@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{AudioInput, BLOCK_FRAMES, StageError, stream_at_rate};
 use crate::analysis::{Analysis, Analyzer};
+use crate::dsp::aligned::{Aligned, push_silence};
 use crate::dsp::biquad::FilterChain;
 use crate::dsp::compressor::Compressor;
 use crate::dsp::limiter::{LimiterSettings, TruePeakLimiter};
@@ -124,30 +125,20 @@ fn render_master(
     };
     let mut encoder = Encoder::create(output, spec, tags)?;
     let mut analyzer = Analyzer::new(rate_hz, 2).map_err(|e| StageError::Invalid(e.to_string()))?;
-    let mut to_drop = latency;
+    let mut aligned = Aligned::new(latency, 2, BLOCK_FRAMES);
     let mut to_trim = trim_frames;
     let location = mix.location.clone();
 
-    // Two blocks, made once: the stereo work block and what leaves the chain
-    // once its latency has been dropped.
+    // The stereo work block, made once.
     let mut stereo = AudioBlock::new(2, BLOCK_FRAMES);
-    let mut out = AudioBlock::new(2, BLOCK_FRAMES);
     let mut run = |block: &mut AudioBlock| -> Result<(), StageError> {
         for processor in processors.iter_mut() {
             processor.process(block);
         }
         limiter.process(block);
-        let drop = to_drop.min(block.frames());
-        to_drop -= drop;
-        if drop == block.frames() {
-            return Ok(());
-        }
-        out.set_frames(block.frames() - drop);
-        for (o, work) in out.channels_mut().zip(block.channels()) {
-            o.copy_from_slice(&work[drop..]);
-        }
-        encoder.write(&out)?;
-        analyzer.add(&out).map_err(|e| StageError::Invalid(e.to_string()))
+        let Some(out) = aligned.take(block) else { return Ok(()) };
+        encoder.write(out)?;
+        analyzer.add(out).map_err(|e| StageError::Invalid(e.to_string()))
     };
     let mut frames_in = 0u64;
     let channels = stream_at_rate(mix, rate_hz, |block| {
@@ -172,14 +163,7 @@ fn render_master(
     }
     // Flush the chain's latency with silence, so the master is exactly as
     // long as the mix and aligned with it.
-    let mut remaining = latency;
-    while remaining > 0 {
-        let frames = remaining.min(BLOCK_FRAMES);
-        stereo.set_frames(frames);
-        stereo.clear();
-        run(&mut stereo)?;
-        remaining -= frames;
-    }
+    push_silence(latency, BLOCK_FRAMES, &mut stereo, &mut run)?;
     let limiter_gain_reduction_db = limiter.max_gain_reduction_db();
     let analysis = analyzer.finish().map_err(|e| StageError::Invalid(e.to_string()))?;
     encoder.finish(tags, None)?;
