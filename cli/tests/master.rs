@@ -26,11 +26,12 @@ fn report(output: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(output.join("report.json")).unwrap()).unwrap()
 }
 
-/// Integrated loudness of a file as ffmpeg's `ebur128` filter reads it:
-/// a meter that shares no code with ours. `scripts/setup` installs ffmpeg.
-fn ffmpeg_integrated_lufs(path: &Path) -> f64 {
+/// Integrated loudness and true peak (dBTP) of a file as ffmpeg's
+/// `ebur128` filter reads them: a meter that shares no code with ours.
+/// `scripts/setup` installs ffmpeg.
+fn ffmpeg_readings(path: &Path) -> (f64, f64) {
     let log = tempfile::NamedTempFile::new().unwrap();
-    let filter = format!("ebur128=metadata=1,ametadata=mode=print:key=lavfi.r128.I:file={}", log.path().display());
+    let filter = format!("ebur128=metadata=1:peak=true,ametadata=mode=print:file={}", log.path().display());
     let status = Command::new("ffmpeg")
         .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-i"])
         .arg(path)
@@ -40,7 +41,25 @@ fn ffmpeg_integrated_lufs(path: &Path) -> f64 {
     assert!(status.success(), "ffmpeg could not measure {}", path.display());
     let text = std::fs::read_to_string(log.path()).unwrap();
     let last = text.lines().rev().find_map(|l| l.strip_prefix("lavfi.r128.I=")).expect("ffmpeg printed a loudness");
-    last.trim().parse().unwrap()
+    let peak = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("lavfi.r128.true_peak="))
+        .map(|p| p.trim().parse::<f64>().unwrap())
+        .fold(0.0, f64::max);
+    (last.trim().parse().unwrap(), 20.0 * peak.log10())
+}
+
+/// The realised album-pass correction of one file: its balance (band
+/// level less integrated loudness) against the master's, per band where
+/// the master is within 45 dB of its loudest band.
+fn realised_correction(master: &serde_json::Value, file: &serde_json::Value) -> Vec<Option<f64>> {
+    let balance = |a: &serde_json::Value| -> Vec<f64> {
+        let lufs = f(&a["integrated_lufs"]);
+        a["band_levels_db"].as_array().unwrap().iter().map(|l| f(l) - lufs).collect()
+    };
+    let (master, file) = (balance(master), balance(file));
+    let loudest = master.iter().copied().fold(f64::MIN, f64::max);
+    master.iter().zip(file).map(|(m, d)| (*m > loudest - 45.0).then_some(d - m)).collect()
 }
 
 fn f(value: &serde_json::Value) -> f64 {
@@ -56,23 +75,29 @@ fn the_example_album_is_mastered_matched_and_delivered() {
     let report = report(&out);
     let ceiling = f(&report["true_peak_ceiling_dbtp"]);
     let mut delivered_levels = Vec::new();
+    let mut distance_shrink = Vec::new();
     for track in report["tracks"].as_array().unwrap() {
         let id = track["id"].as_str().unwrap();
         let target = f(&track["correction"]["target_lufs"]);
         let held_back = f(&track["finalize"]["held_back_db"]);
         let deliverables = track["finalize"]["delivered"].as_array().unwrap();
         assert_eq!(deliverables.len(), 3, "{id}: hires, cd, lossless");
+        let cap = f(&track["correction"]["max_correction_db"]);
+        let centres: Vec<f64> = report["band_centres_hz"].as_array().unwrap().iter().map(f).collect();
+        let outputs = report["outputs"].as_array().unwrap();
         for d in deliverables {
+            let name = d["name"].as_str().unwrap();
             let lufs = f(&d["analysis"]["integrated_lufs"]);
-            let peak = f(&d["analysis"]["true_peak_dbtp"]);
-            // Measured on the delivered file (decoded back), as listeners get it.
-            assert!(peak <= ceiling, "{id}/{}: true peak {peak:.3} dBTP over the {ceiling} ceiling", d["name"]);
+            // Measured as written (the file's samples), at every rate and depth.
+            for reading in ["true_peak_dbtp", "true_peak_bs1770_dbtp"] {
+                let peak = f(&d["analysis"][reading]);
+                assert!(peak <= ceiling, "{id}/{name}: {reading} {peak:.3} over the {ceiling} ceiling");
+            }
             assert!(
-                (lufs - (target - held_back)).abs() <= 0.1,
-                "{id}/{}: {lufs:.2} LUFS vs {target} - {held_back:.2}",
-                d["name"]
+                (lufs - (target - held_back)).abs() <= 0.05,
+                "{id}/{name}: {lufs:.3} LUFS vs {target} - {held_back:.3}"
             );
-            if held_back > 0.3 {
+            if held_back > 0.05 {
                 let warned = track["warnings"]
                     .as_array()
                     .unwrap()
@@ -80,19 +105,41 @@ fn the_example_album_is_mastered_matched_and_delivered() {
                     .any(|w| w.as_str().unwrap().contains("under its loudness target"));
                 assert!(warned, "{id}: held back {held_back:.2} dB without saying why");
             }
+            // An independent meter agrees on every delivered file.
+            let path = outputs
+                .iter()
+                .map(|o| o["path"].as_str().unwrap())
+                .find(|p| p.starts_with(&format!("{name}/")) && p.contains(id))
+                .unwrap_or_else(|| panic!("{id}: no {name} file among {outputs:?}"));
+            let (their_lufs, their_peak) = ffmpeg_readings(&out.join(path));
+            assert!((lufs - their_lufs).abs() <= 0.1, "{id}/{name}: {lufs:.3} LUFS, ffmpeg reads {their_lufs:.3}");
+            assert!(their_peak <= ceiling, "{id}/{name}: ffmpeg reads {their_peak:.3} dBTP over {ceiling}");
+            // The cap, on the audio: the delivered balance against the
+            // master's, within ±cap (+0.25 dB for the final limiter's share).
+            let realised = realised_correction(&track["master"], &d["analysis"]);
+            for (hz, r) in centres.iter().zip(&realised) {
+                if let Some(r) = r {
+                    assert!(r.abs() <= cap + 0.25, "{id}/{name}: {r:+.2} dB at {hz} Hz, cap {cap}");
+                }
+            }
+            // Broad: 3 dB/octave on the designed response (the plan's test);
+            // on audio, averaged over an octave and read over 2/3 octave,
+            // within 0.5 dB/octave of it (a third-octave band's reading
+            // follows where its notes sit within it).
+            let smoothed: Vec<Option<f64>> =
+                realised.windows(3).map(|w| w.iter().copied().sum::<Option<f64>>().map(|sum| sum / 3.0)).collect();
+            for (i, pair) in smoothed.windows(3).enumerate() {
+                if let [Some(a), _, Some(b)] = pair {
+                    let slope = (b - a).abs() / (centres[i + 3] / centres[i + 1]).log2();
+                    assert!(slope <= 3.5, "{id}/{name}: {slope:.2} dB/octave at {} Hz", centres[i + 2]);
+                }
+            }
         }
         delivered_levels.push((id.to_owned(), f(&deliverables[0]["analysis"]["integrated_lufs"]), held_back));
-        // An independent meter agrees on what was delivered (the CD master).
-        let cd = deliverables.iter().find(|d| d["name"] == "cd").unwrap();
-        let ours = f(&cd["analysis"]["integrated_lufs"]);
-        let outputs = report["outputs"].as_array().unwrap();
-        let path = outputs.iter().map(|o| o["path"].as_str().unwrap()).find(|p| p.starts_with("cd/") && p.contains(id));
-        let file = out.join(path.unwrap_or_else(|| panic!("{id}: no CD file among {outputs:?}")));
-        let theirs = ffmpeg_integrated_lufs(&file);
-        assert!((ours - theirs).abs() <= 0.1, "{id}: {ours:.3} LUFS, ffmpeg reads {theirs:.3}");
-        // Tone: each track moves at least 40 % of the way to the album's balance.
+        // Tone: each track moves toward the album's balance, by broad moves.
         let (before, after) = (f(&track["tonal_distance_before_db"]), f(&track["tonal_distance_after_db"]));
-        assert!(after <= 0.6 * before, "{id}: tonal distance {before:.2} → {after:.2} dB");
+        assert!(after <= 0.85 * before, "{id}: tonal distance {before:.2} → {after:.2} dB");
+        distance_shrink.push(1.0 - after / before);
         // Not squashed: the album pass keeps the loudness range within 1 LU, or says why.
         let lra_master = f(&track["master"]["loudness_range_lu"]);
         let lra_after = f(&deliverables[0]["analysis"]["loudness_range_lu"]);
@@ -104,6 +151,8 @@ fn the_example_album_is_mastered_matched_and_delivered() {
         let peak = f(&mix["peak_before_dbfs"]) + f(&mix["headroom_gain_db"]);
         assert!((peak + 6.0).abs() <= 0.05, "{id}: mix peak {peak:.3} dBFS");
     }
+    let mean_shrink = distance_shrink.iter().sum::<f64>() / distance_shrink.len() as f64;
+    assert!(mean_shrink >= 0.2, "tonal distance shrinks {:.0}% on average", 100.0 * mean_shrink);
     // The ballad (offset -2 LU) sits 2 LU under a track that reached its target.
     let (_, maple, maple_held) = delivered_levels[1].clone();
     let (_, ballad, ballad_held) = delivered_levels[2].clone();
@@ -114,12 +163,22 @@ fn the_example_album_is_mastered_matched_and_delivered() {
     let mut reader = hound::WavReader::new(std::io::Cursor::new(mix_bytes)).unwrap();
     let peak = reader.samples::<f32>().map(Result::unwrap).fold(0f32, |m, s| m.max(s.abs()));
     assert!((20.0 * f64::from(peak).log10() + 6.0).abs() <= 0.05);
-    // The warmth spread shrinks; the loudness spread is under 0.5 LU.
+    // The warmth spread shrinks; the loudness spread, less what the
+    // limiter budget held back, is under 0.1 LU.
     let album = &report["album"];
-    assert!(f(&album["loudness_spread_after_lu"]) < 0.5, "{album}");
+    let held: Vec<f64> = delivered_levels.iter().map(|(_, lufs, held)| lufs + held).collect();
+    let offsets = [0.0, 0.0, -2.0];
+    let matched: Vec<f64> = held.iter().zip(offsets).map(|(l, o)| l - o).collect();
+    let spread = matched.iter().copied().fold(f64::MIN, f64::max) - matched.iter().copied().fold(f64::MAX, f64::min);
+    assert!(spread < 0.1, "{matched:?}");
     assert!(f(&album["warmth_spread_after_db"]) < 0.6 * f(&album["warmth_spread_before_db"]), "{album}");
     assert!(out.join("report.html").is_file());
-    assert!(std::fs::read_to_string(out.join("report.html")).unwrap().contains("<svg"));
+    // The report draws, per track, the correction with its cap, the
+    // balance against the reference and the loudness over time.
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    for chart in ["the album pass's correction", "balance against the reference", "short-term loudness"] {
+        assert_eq!(html.matches(&format!("aria-label=\"{chart}\"")).count(), 3, "{chart}");
+    }
 }
 
 #[test]

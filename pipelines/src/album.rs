@@ -74,6 +74,11 @@ pub struct Correction {
     pub curve_db: Vec<f64>,
     /// The broad filters that realise it (shelves and wide bells).
     pub filters: Vec<Filter>,
+    /// The cap the curve is held to (dB, `tone.max_correction_db`).
+    pub max_correction_db: f64,
+    /// The master's balance ([`balance_db`]): the realised correction is
+    /// the delivered balance against it.
+    pub master_balance_db: Vec<f64>,
     /// The master's loudness range (LU): finalize keeps the corrected
     /// track's within 1 LU of it.
     pub master_lra_lu: f64,
@@ -203,6 +208,8 @@ pub fn plan_album(tracks: &[PlannedTrack], matching: &Matching, reference: Refer
                     target_lufs: measured.unwrap_or(matching.loudness.target_lufs),
                     curve_db: vec![0.0; BAND_CENTRES_HZ.len()],
                     filters: Vec::new(),
+                    max_correction_db: matching.tone.max_correction_db,
+                    master_balance_db: balance_db(track.analysis),
                     master_lra_lu: track.analysis.loudness_range_lu,
                     expected_limiting_db: 0.0,
                     warnings,
@@ -245,6 +252,8 @@ pub fn plan_album(tracks: &[PlannedTrack], matching: &Matching, reference: Refer
                 target_lufs,
                 curve_db,
                 filters,
+                max_correction_db: matching.tone.max_correction_db,
+                master_balance_db: balance_db(track.analysis),
                 master_lra_lu: track.analysis.loudness_range_lu,
                 expected_limiting_db,
                 warnings,
@@ -370,6 +379,31 @@ fn hold_cap_and_slope(curve_db: &mut [f64], cap_db: f64, slope_db_per_octave: f6
             break;
         }
     }
+}
+
+/// Bands this far under a master's loudest band carry too little of it to
+/// read a correction from (dB).
+const REALISED_RANGE_DB: f64 = 45.0;
+
+/// The correction a delivered track realised: its balance against the
+/// master's, per band (dB at equal loudness, the overall gain removed);
+/// `None` where the master has next to nothing to measure.
+pub fn realised_correction_db(master_balance_db: &[f64], delivered: &Analysis) -> Vec<Option<f64>> {
+    let loudest = master_balance_db.iter().copied().fold(f64::MIN, f64::max);
+    master_balance_db
+        .iter()
+        .zip(balance_db(delivered))
+        .map(|(master, delivered)| (*master > loudest - REALISED_RANGE_DB).then_some(delivered - master))
+        .collect()
+}
+
+/// The response of `filters` at each of `freqs_hz` at equal loudness, on
+/// a track whose balance is `balance_db`: the response less the loudness
+/// change it makes.
+pub fn equal_loudness_response_db(filters: &[Filter], balance_db: &[f64], freqs_hz: &[f64], rate_hz: u32) -> Vec<f64> {
+    let at_bands = response_db(filters, &BAND_CENTRES_HZ, rate_hz);
+    let offset = equal_loudness_offset_db(&loudness_shares(balance_db), &at_bands);
+    response_db(filters, freqs_hz, rate_hz).iter().map(|r| r - offset).collect()
 }
 
 /// The frequencies the album pass's EQ is checked at: 1/12 octave from

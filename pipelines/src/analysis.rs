@@ -248,6 +248,11 @@ impl Analyzer {
     }
 
     /// Mean-square level per 1/3-octave band, from the averaged periodogram.
+    /// Each bin stands for the stretch of frequency around it, one bin
+    /// wide, and counts toward a band by the share of that stretch inside
+    /// the band: no band is empty at any rate, and a band's level does not
+    /// jump with where the bins of a given rate fall (a 48 kHz file and a
+    /// 44.1 kHz one of the same music read the same balance).
     fn band_levels_db(&self) -> Vec<f64> {
         let bin_hz = f64::from(self.rate_hz) / FFT_FRAMES as f64;
         // Parseval with the window: over the one-sided spectrum,
@@ -258,15 +263,14 @@ impl Analyzer {
             .iter()
             .map(|&centre| {
                 let (low, high) = (centre * 2f64.powf(-1.0 / 6.0), centre * 2f64.powf(1.0 / 6.0));
-                let power: f64 = self
-                    .bin_power
-                    .iter()
-                    .enumerate()
-                    .filter(|(bin, _)| {
-                        let f = *bin as f64 * bin_hz;
-                        f >= low && f < high
+                let first = ((low / bin_hz - 0.5).floor().max(0.0)) as usize;
+                let last = ((high / bin_hz + 0.5).ceil() as usize).min(self.bin_power.len() - 1);
+                let power: f64 = (first..=last)
+                    .map(|bin| {
+                        let (from, to) = ((bin as f64 - 0.5) * bin_hz, (bin as f64 + 0.5) * bin_hz);
+                        let inside = (to.min(high) - from.max(low)).max(0.0) / bin_hz;
+                        inside * self.bin_power[bin]
                     })
-                    .map(|(_, p)| p)
                     .sum();
                 power_db(power * scale)
             })

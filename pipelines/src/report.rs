@@ -5,7 +5,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::album::{Correction, balance_db, is_near_silent, tonal_distance_db};
+use crate::album::{
+    Correction, balance_db, check_grid_hz, equal_loudness_response_db, is_near_silent, realised_correction_db,
+    tonal_distance_db,
+};
 use crate::analysis::{Analysis, BAND_CENTRES_HZ};
 use crate::stages::finalize::FinalizeReport;
 use crate::stages::mix::MixReport;
@@ -146,17 +149,11 @@ impl AlbumReport {
                 d.warmth_db
             ));
         }
-        html.push_str("</table><h2>Corrections</h2><table><tr><th>track</th><th>filters</th></tr>");
-        for t in &self.tracks {
-            let filters: Vec<String> = t
-                .correction
-                .filters
-                .iter()
-                .map(|f| format!("{} {:.0} Hz {:+.2} dB", f.kind.name(), f.freq_hz, f.gain_db.unwrap_or(0.0)))
-                .collect();
-            html.push_str(&format!("<tr><td>{}</td><td>{}</td></tr>", esc(&t.title), esc(&filters.join(", "))));
+        html.push_str("</table><h2>Each track</h2>");
+        for (i, t) in self.tracks.iter().enumerate() {
+            html.push_str(&self.track_section(i, t));
         }
-        html.push_str("</table><h2>Warnings</h2>");
+        html.push_str("<h2>Warnings</h2>");
         let warnings: Vec<String> =
             self.tracks.iter().flat_map(|t| t.warnings.iter().map(move |w| format!("{}: {w}", t.title))).collect();
         if warnings.is_empty() {
@@ -179,6 +176,70 @@ impl AlbumReport {
         }
         html.push_str("</table></body></html>\n");
         html
+    }
+
+    /// One track: what the album pass did to it and what it measured.
+    fn track_section(&self, index: usize, t: &TrackReport) -> String {
+        let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+        let d = delivered(t);
+        let f = |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "–".into());
+        let mut html = format!(
+            "<section class=\"track\"><h3>{}. {}</h3><p>LRA <b>{:.1} → {:.1} LU</b> · PLR <b>{} → {} dB</b> · gain {:+.2} dB · final limiter {:.2} dB GR · EQ applied at {:.0}% of the planned curve · tone distance {:.2} → {:.2} dB</p>",
+            t.position,
+            esc(&t.title),
+            t.master.loudness_range_lu,
+            d.loudness_range_lu,
+            f(t.master.plr_db),
+            f(d.plr_db),
+            t.finalize.gain_db,
+            t.finalize.limiter_gain_reduction_db,
+            100.0 * t.finalize.correction_scale,
+            t.tonal_distance_before_db,
+            t.tonal_distance_after_db,
+        );
+        html.push_str("<div class=\"charts\">");
+        html.push_str(&correction_chart(t));
+        html.push_str(&self.track_balance_chart(index, t));
+        html.push_str("</div>");
+        html.push_str(&short_term_chart(t));
+        let filters: Vec<String> = t
+            .correction
+            .filters_scaled(t.finalize.correction_scale)
+            .iter()
+            .map(|f| format!("{} {:.0} Hz {:+.2} dB (Q {:.2})", f.kind.name(), f.freq_hz, f.gain_db(), f.q()))
+            .collect();
+        html.push_str(&format!(
+            "<p class=\"sub\">Filters: {}</p>",
+            if filters.is_empty() { "none".to_owned() } else { esc(&filters.join(", ")) }
+        ));
+        if !t.warnings.is_empty() {
+            html.push_str("<ul class=\"warnings\">");
+            for w in &t.warnings {
+                html.push_str(&format!("<li>{}</li>", esc(w)));
+            }
+            html.push_str("</ul>");
+        }
+        html.push_str("</section>");
+        html
+    }
+
+    /// A track's balance before and after against the reference (1/3
+    /// octave, relative to loudness).
+    fn track_balance_chart(&self, index: usize, t: &TrackReport) -> String {
+        let colour = PALETTE[index % PALETTE.len()];
+        let chart = LogChart::new(360.0, 220.0, 12.0);
+        let reference: Vec<f64> = self.reference_balance_db.clone();
+        let centre = mean_over_tone(&reference);
+        let shift = |v: Vec<f64>| -> Vec<f64> { v.into_iter().map(|x| x - centre).collect() };
+        let mut svg = chart.open("balance against the reference");
+        svg.push_str(&chart.polyline(&BAND_CENTRES_HZ, &shift(reference), "reference", ""));
+        svg.push_str(&chart.polyline(&BAND_CENTRES_HZ, &shift(balance_db(&t.master)), "track-before", colour));
+        svg.push_str(&chart.polyline(&BAND_CENTRES_HZ, &shift(balance_db(delivered(t))), "track-after", colour));
+        svg.push_str("</svg>");
+        format!(
+            "<figure>{svg}<figcaption>Balance (dB, 1/3 octave, at equal loudness): reference <span class=\"key reference-key\"></span> {}, master dashed, delivered solid</figcaption></figure>",
+            self.reference.replace('<', "&lt;")
+        )
     }
 
     fn loudness_chart(&self) -> String {
@@ -262,6 +323,165 @@ impl AlbumReport {
     }
 }
 
+/// The file a track's "after" figures are read from: its first
+/// deliverable as delivered (the render when there is none).
+fn delivered(t: &TrackReport) -> &Analysis {
+    t.finalize.delivered.first().map(|d| &d.analysis).unwrap_or(&t.finalize.render)
+}
+
+fn mean_over_tone(balance_db: &[f64]) -> f64 {
+    let values: Vec<f64> = BAND_CENTRES_HZ
+        .iter()
+        .zip(balance_db)
+        .filter(|(f, _)| (63.0..=10_000.0).contains(*f))
+        .map(|(_, b)| *b)
+        .collect();
+    values.iter().sum::<f64>() / values.len().max(1) as f64
+}
+
+/// An SVG chart over log frequency, 20 Hz to 20 kHz, ±`range_db`.
+struct LogChart {
+    width: f64,
+    height: f64,
+    range_db: f64,
+}
+
+impl LogChart {
+    const LEFT: f64 = 34.0;
+    const BOTTOM: f64 = 18.0;
+
+    fn new(width: f64, height: f64, range_db: f64) -> Self {
+        Self { width, height, range_db }
+    }
+
+    fn x(&self, freq_hz: f64) -> f64 {
+        Self::LEFT + (freq_hz / 20.0).log2() / 1000f64.log2() * (self.width - Self::LEFT - 6.0)
+    }
+
+    fn y(&self, db: f64) -> f64 {
+        let plot = self.height - Self::BOTTOM - 6.0;
+        6.0 + (self.range_db - db.clamp(-self.range_db, self.range_db)) / (2.0 * self.range_db) * plot
+    }
+
+    /// The opening tag and the grid.
+    fn open(&self, label: &str) -> String {
+        let mut svg = format!(
+            "<svg viewBox=\"0 0 {} {}\" width=\"{}\" role=\"img\" aria-label=\"{label}\">",
+            self.width, self.height, self.width
+        );
+        for f in [100.0, 1000.0, 10_000.0] {
+            let x = self.x(f);
+            svg.push_str(&format!(
+                "<line x1=\"{x:.1}\" y1=\"6\" x2=\"{x:.1}\" y2=\"{:.1}\" class=\"grid\"/><text x=\"{x:.1}\" y=\"{:.1}\" class=\"tick\">{}</text>",
+                self.height - Self::BOTTOM,
+                self.height - 5.0,
+                if f >= 1000.0 { format!("{}k", f / 1000.0) } else { format!("{f}") }
+            ));
+        }
+        let step = if self.range_db > 8.0 { 6.0 } else { 2.0 };
+        let mut db = -self.range_db;
+        while db <= self.range_db + 1e-9 {
+            let y = self.y(db);
+            svg.push_str(&format!(
+                "<line x1=\"{}\" y1=\"{y:.1}\" x2=\"{}\" y2=\"{y:.1}\" class=\"{}\"/><text x=\"{}\" y=\"{:.1}\" class=\"tick\">{db:+.0}</text>",
+                Self::LEFT,
+                self.width - 6.0,
+                if db == 0.0 { "zero" } else { "grid" },
+                Self::LEFT - 14.0,
+                y + 3.0
+            ));
+            db += step;
+        }
+        svg
+    }
+
+    fn polyline(&self, freqs_hz: &[f64], values_db: &[f64], class: &str, colour: &str) -> String {
+        let points: Vec<String> = freqs_hz
+            .iter()
+            .zip(values_db)
+            .filter(|(f, _)| (20.0..=20_000.0).contains(*f))
+            .map(|(f, v)| format!("{:.1},{:.1}", self.x(*f), self.y(*v)))
+            .collect();
+        let stroke = if colour.is_empty() { String::new() } else { format!(" stroke=\"{colour}\"") };
+        format!("<polyline points=\"{}\" class=\"{class}\"{stroke}/>", points.join(" "))
+    }
+}
+
+/// The album pass's EQ on one track: the applied filters' response at
+/// equal loudness, the correction measured on the delivered audio, and
+/// the ±cap band.
+fn correction_chart(t: &TrackReport) -> String {
+    let cap = t.correction.max_correction_db;
+    let chart = LogChart::new(360.0, 220.0, (cap + 2.0).max(4.0));
+    let rate_hz = t.master.sample_rate_hz;
+    let filters = t.correction.filters_scaled(t.finalize.correction_scale);
+    let grid = check_grid_hz();
+    let applied = equal_loudness_response_db(&filters, &t.correction.master_balance_db, &grid, rate_hz);
+    let mut svg = chart.open("the album pass's correction");
+    let (top, bottom) = (chart.y(cap), chart.y(-cap));
+    svg.push_str(&format!(
+        "<rect x=\"{}\" y=\"{top:.1}\" width=\"{:.1}\" height=\"{:.1}\" class=\"cap\"/>",
+        LogChart::LEFT,
+        chart.width - LogChart::LEFT - 6.0,
+        bottom - top
+    ));
+    svg.push_str(&chart.polyline(&grid, &applied, "applied", ""));
+    let realised = realised_correction_db(&t.correction.master_balance_db, delivered(t));
+    for (f, r) in BAND_CENTRES_HZ.iter().zip(&realised) {
+        if let Some(r) = r {
+            svg.push_str(&format!(
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"2.5\" class=\"realised\"/>",
+                chart.x(*f),
+                chart.y(*r)
+            ));
+        }
+    }
+    svg.push_str("</svg>");
+    format!(
+        "<figure>{svg}<figcaption>Correction (dB at equal loudness): applied EQ <span class=\"key applied-key\"></span>, measured on the delivered file <span class=\"key realised-key\"></span>, ±{cap:.1} dB cap shaded</figcaption></figure>"
+    )
+}
+
+/// Short-term loudness over time, master and delivered.
+fn short_term_chart(t: &TrackReport) -> String {
+    let (width, height) = (740.0, 160.0);
+    let d = delivered(t);
+    let series = [(&t.master.short_term_lufs, "before"), (&d.short_term_lufs, "after")];
+    let longest = series.iter().map(|(s, _)| s.len()).max().unwrap_or(0).max(2);
+    let (low, high) = (-40.0f64, -4.0f64);
+    let x = |i: usize| 40.0 + i as f64 / (longest - 1) as f64 * (width - 50.0);
+    let y = |lufs: f64| 6.0 + (high - lufs.clamp(low, high)) / (high - low) * (height - 30.0);
+    let mut svg = format!(
+        "<svg viewBox=\"0 0 {width} {height}\" width=\"{width}\" role=\"img\" aria-label=\"short-term loudness\">"
+    );
+    for lufs in [-36.0, -24.0, -12.0] {
+        svg.push_str(&format!(
+            "<line x1=\"40\" y1=\"{0:.1}\" x2=\"{1}\" y2=\"{0:.1}\" class=\"grid\"/><text x=\"20\" y=\"{2:.1}\" class=\"tick\">{lufs}</text>",
+            y(lufs),
+            width - 10.0,
+            y(lufs) + 3.0
+        ));
+    }
+    let seconds = longest as f64 / 10.0;
+    for s in (0..=seconds as usize).step_by(if seconds > 120.0 { 60 } else { 10 }) {
+        let xs = x(s * 10);
+        svg.push_str(&format!("<text x=\"{xs:.1}\" y=\"{}\" class=\"tick\">{s} s</text>", height - 6.0));
+    }
+    for (values, class) in series {
+        let points: Vec<String> = values
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| f64::from(**v) > low - 20.0)
+            .map(|(i, v)| format!("{:.1},{:.1}", x(i), y(f64::from(*v))))
+            .collect();
+        svg.push_str(&format!("<polyline points=\"{}\" class=\"st-{class}\"/>", points.join(" ")));
+    }
+    svg.push_str("</svg>");
+    format!(
+        "<figure>{svg}<figcaption>Short-term loudness (LUFS, 3 s) over time: master <span class=\"key before\"></span>, delivered <span class=\"key after\"></span></figcaption></figure>"
+    )
+}
+
 const PALETTE: [&str; 8] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"];
 
-const STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:900px;color:#222}h1{margin-bottom:0}.sub{color:#666}table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left}.hash{font-family:monospace;font-size:11px}.grid{stroke:#eee}.tick{font-size:10px;fill:#888;text-anchor:middle}.label{font-size:12px}.before{fill:#bbb}.after{fill:#1f77b4}.target{stroke:#d62728;stroke-width:2}.reference{fill:none;stroke:#999;stroke-width:5;opacity:.6}.track-before{fill:none;stroke-width:1.2;stroke-dasharray:4 3;opacity:.7}.track-after{fill:none;stroke-width:1.8}.key{display:inline-block;width:12px;height:10px;margin:0 4px 0 12px}.key.target{background:#d62728}.key.before{background:#bbb}.key.after{background:#1f77b4}";
+const STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:900px;color:#222}h1{margin-bottom:0}.sub{color:#666}table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left}.hash{font-family:monospace;font-size:11px}.grid{stroke:#eee}.tick{font-size:10px;fill:#888;text-anchor:middle}.label{font-size:12px}.before{fill:#bbb}.after{fill:#1f77b4}.target{stroke:#d62728;stroke-width:2}.reference{fill:none;stroke:#999;stroke-width:5;opacity:.6}.track-before{fill:none;stroke-width:1.2;stroke-dasharray:4 3;opacity:.7}.track-after{fill:none;stroke-width:1.8}.key{display:inline-block;width:12px;height:10px;margin:0 4px 0 12px}.key.target{background:#d62728}.key.before{background:#bbb}.key.after{background:#1f77b4}.track{border-top:1px solid #ddd;margin-top:1.5em}.charts{display:flex;gap:12px;flex-wrap:wrap}figure{margin:0.5em 0}figcaption{font-size:12px;color:#666;max-width:360px}.zero{stroke:#bbb}.cap{fill:#2ca02c;opacity:.12}.applied{fill:none;stroke:#2ca02c;stroke-width:2}.realised{fill:#d62728}.key.applied-key{background:#2ca02c}.key.realised-key{background:#d62728;border-radius:50%}.key.reference-key{background:#999}.st-before{fill:none;stroke:#bbb;stroke-width:1.5}.st-after{fill:none;stroke:#1f77b4;stroke-width:1.5}.warnings{color:#a33}";

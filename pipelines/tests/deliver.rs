@@ -44,7 +44,7 @@ fn what_is_reported_is_what_the_files_hold() {
     let master = dir.path().join("master.wav");
     write_master(&master);
     let correction: Correction = serde_json::from_str(
-        r#"{"gain_db":3.0,"target_lufs":-14.0,"curve_db":[],"filters":[],"master_lra_lu":5.0,"expected_limiting_db":1.0,"warnings":[]}"#,
+        r#"{"gain_db":3.0,"target_lufs":-14.0,"curve_db":[],"filters":[],"max_correction_db":4.0,"master_balance_db":[],"master_lra_lu":5.0,"expected_limiting_db":1.0,"warnings":[]}"#,
     )
     .unwrap();
     let settings = FinalizeSettings {

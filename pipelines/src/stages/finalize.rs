@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{AudioInput, BLOCK_FRAMES, StageError, float_wav, stream_at_rate};
-use crate::album::Correction;
-use crate::analysis::{Analysis, Analyzer, integrated_lufs, loudness_range_lu};
+use crate::album::{Correction, equal_loudness_response_db, realised_correction_db};
+use crate::analysis::{Analysis, Analyzer, BAND_CENTRES_HZ, integrated_lufs, loudness_range_lu};
 use crate::decode::AudioReader;
 use crate::dsp::aligned::{Aligned, push_silence};
 use crate::dsp::biquad::FilterChain;
@@ -40,6 +40,9 @@ const MAX_PROBES: u32 = 6;
 /// the correction is scaled down to hold it, aiming this far inside.
 const MAX_LRA_CHANGE_LU: f64 = 1.0;
 const LRA_MARGIN_LU: f64 = 0.1;
+/// What the final limiter may add to the realised correction (dB): it
+/// works hardest on the loudest, bass-heavy peaks.
+const LIMITER_SHARE_DB: f64 = 0.2;
 /// Passes of the correction EQ that look for the largest share of the
 /// curve that keeps the loudness range (bisection).
 const LRA_SEARCH_PASSES: u32 = 5;
@@ -153,17 +156,18 @@ fn correct(
 fn correct_keeping_dynamics(
     master: &Path,
     correction: &Correction,
+    max_share: f64,
     rate_hz: u32,
     corrected: &Path,
 ) -> Result<(f64, Option<f64>, f64), StageError> {
     let limit = MAX_LRA_CHANGE_LU - LRA_MARGIN_LU;
     let keeps = |lra: f64| (lra - correction.master_lra_lu).abs() <= limit;
-    let (lufs, lra) = correct(master, &correction.filters, rate_hz, corrected)?;
+    let (lufs, lra) = correct(master, &correction.filters_scaled(max_share), rate_hz, corrected)?;
     if keeps(lra) || correction.filters.is_empty() {
-        return Ok((1.0, lufs, lra));
+        return Ok((max_share, lufs, lra));
     }
     // No EQ keeps the master's range by definition; look between.
-    let (mut kept, mut moved) = (0.0, 1.0);
+    let (mut kept, mut moved) = (0.0, max_share);
     let mut last: Option<(Option<f64>, f64)> = None;
     for _ in 0..LRA_SEARCH_PASSES {
         let share = 0.5 * (kept + moved);
@@ -495,48 +499,21 @@ fn probe(
     Ok((integrated_lufs(&meter.finish().segment_energies), reduction_db))
 }
 
-/// Finalizes one track into every deliverable.
-///
-/// The master is corrected (EQ) once; the loudness gain is then found by
-/// probes that run only gain, limiter and fades over the corrected audio
-/// and read the loudness — the same path the delivery renders, so the
-/// render lands where the last probe did — and every deliverable is
-/// written from one render. A second render happens only when converting
-/// a deliverable's rate raised a peak over the ceiling.
-pub fn finalize_track(
-    master: &Path,
+/// The loudness gain, found by probes over the corrected audio (whose
+/// loudness the first one starts from): the gain, the loudness it gives
+/// and the probes run.
+fn find_gain(
+    corrected: &Path,
+    corrected_lufs: Option<f64>,
     correction: &Correction,
     settings: &FinalizeSettings,
-    deliverables: &[DeliverableTarget],
-    tags: &Tags,
-) -> Result<FinalizeReport, StageError> {
-    let mut warnings = Vec::new();
+    total_frames: u64,
+) -> Result<(f64, Option<f64>, u32), StageError> {
     let budget_db = settings.max_limiter_gain_reduction_db;
-    // The corrected master waits in a scratch file beside the first
-    // deliverable (the same disk), removed however this ends: memory stays
-    // bounded by the block size whatever the track's length.
-    let scratch_dir =
-        deliverables.first().and_then(|d| d.path.parent()).map_or_else(std::env::temp_dir, Path::to_path_buf);
-    let scratch = tempfile::Builder::new()
-        .prefix(".lacquer-corrected-")
-        .suffix(".wav")
-        .tempfile_in(&scratch_dir)
-        .map_err(|e| StageError::Io(format!("cannot create a scratch file in {}: {e}", scratch_dir.display())))?;
-    let total_frames = master_frames(master)?;
-    let (correction_scale, corrected_lufs, corrected_lra_lu) =
-        correct_keeping_dynamics(master, correction, settings.rate_hz, scratch.path())?;
-    if correction_scale < 1.0 {
-        warnings.push(format!(
-            "the album pass's EQ was applied at {:.0}% of the planned curve: in full it would have moved the loudness range by more than {MAX_LRA_CHANGE_LU} LU from the master's {:.1} LU (it lifts or cuts bands that some passages lean on more than others); at this share it is {corrected_lra_lu:.1} LU",
-            100.0 * correction_scale,
-            correction.master_lra_lu
-        ));
-    }
-
     // The gain to the target from the corrected audio's loudness (the EQ
     // moved it); the limiter's share is what the probes find.
     let mut gain_db = corrected_lufs.map_or(correction.gain_db, |lufs| correction.target_lufs - lufs);
-    let (mut lufs, mut reduction_db) = probe(scratch.path(), gain_db, settings, total_frames)?;
+    let (mut lufs, mut reduction_db) = probe(corrected, gain_db, settings, total_frames)?;
     let mut probes = 1;
     // How loudness follows gain: 1 dB per dB until the limiter bends it.
     let mut slope = 1.0;
@@ -555,13 +532,120 @@ pub fn finalize_track(
         if step_db.abs() < 1e-3 {
             break;
         }
-        let (next_lufs, next_reduction_db) = probe(scratch.path(), gain_db + step_db, settings, total_frames)?;
+        let (next_lufs, next_reduction_db) = probe(corrected, gain_db + step_db, settings, total_frames)?;
         if let (Some(before), Some(after)) = (lufs, next_lufs) {
             slope = ((after - before) / step_db).clamp(0.2, 1.0);
         }
         (gain_db, lufs, reduction_db) = (gain_db + step_db, next_lufs, next_reduction_db);
         probes += 1;
     }
+    Ok((gain_db, lufs, probes))
+}
+
+/// When the balance of the render or of any deliverable, against the
+/// master's, passes the cap by more than the limiter's allowance, the
+/// share of the curve that keeps it within: the EQ's part scales with the
+/// share, the limiter's is taken as it was measured (per band, the
+/// furthest reading of all the files).
+fn share_within_cap(
+    correction: &Correction,
+    share: f64,
+    render: &Analysis,
+    delivered: &[Delivered],
+    rate_hz: u32,
+) -> Option<f64> {
+    let mut realised = realised_correction_db(&correction.master_balance_db, render);
+    for file in delivered {
+        for (furthest, r) in
+            realised.iter_mut().zip(realised_correction_db(&correction.master_balance_db, &file.analysis))
+        {
+            if let (Some(f), Some(r)) = (furthest.as_mut(), r)
+                && r.abs() > f.abs()
+            {
+                *f = r;
+            }
+        }
+    }
+    let allowed = correction.max_correction_db + LIMITER_SHARE_DB;
+    if realised.iter().flatten().all(|r| r.abs() <= allowed) || share <= 0.0 {
+        return None;
+    }
+    let eq = equal_loudness_response_db(
+        &correction.filters_scaled(share),
+        &correction.master_balance_db,
+        &BAND_CENTRES_HZ,
+        rate_hz,
+    );
+    // Largest share s with |s/share · eq + (realised − eq)| ≤ allowed everywhere.
+    let fits = |s: f64| {
+        realised.iter().zip(&eq).all(|(r, e)| r.is_none_or(|r| (s / share * e + (r - e)).abs() <= allowed - 0.05))
+    };
+    let mut smaller = share;
+    while smaller > 0.0 && !fits(smaller) {
+        smaller = (smaller - 0.05).max(0.0);
+    }
+    Some(smaller)
+}
+
+/// Finalizes one track into every deliverable.
+///
+/// The master is corrected (EQ) once; the loudness gain is then found by
+/// probes that run only gain, limiter and fades over the corrected audio
+/// and read the loudness — the same path the delivery renders, so the
+/// render lands where the last probe did — and every deliverable is
+/// written from one render. A second render happens only when converting
+/// a deliverable's rate raised a peak over the ceiling.
+pub fn finalize_track(
+    master: &Path,
+    correction: &Correction,
+    settings: &FinalizeSettings,
+    deliverables: &[DeliverableTarget],
+    tags: &Tags,
+) -> Result<FinalizeReport, StageError> {
+    let mut warnings = Vec::new();
+    // The corrected master waits in a scratch file beside the first
+    // deliverable (the same disk), removed however this ends: memory stays
+    // bounded by the block size whatever the track's length.
+    let scratch_dir =
+        deliverables.first().and_then(|d| d.path.parent()).map_or_else(std::env::temp_dir, Path::to_path_buf);
+    let scratch = tempfile::Builder::new()
+        .prefix(".lacquer-corrected-")
+        .suffix(".wav")
+        .tempfile_in(&scratch_dir)
+        .map_err(|e| StageError::Io(format!("cannot create a scratch file in {}: {e}", scratch_dir.display())))?;
+    let total_frames = master_frames(master)?;
+    // Corrected, probed and rendered with as much of the planned curve as
+    // keeps the dynamics; then, once more at a smaller share, if the final
+    // limiter's own spectral share (it works hardest on the bass-heavy
+    // peaks) pushed the realised correction past the cap.
+    let mut max_share = 1.0;
+    let (correction_scale, corrected_lra_lu, gain_db, lufs, probes, reduction_db, render, mut delivered) = loop {
+        let (share, corrected_lufs, corrected_lra_lu) =
+            correct_keeping_dynamics(master, correction, max_share, settings.rate_hz, scratch.path())?;
+        let (gain_db, lufs, probes) = find_gain(scratch.path(), corrected_lufs, correction, settings, total_frames)?;
+        let untrimmed: Vec<(&DeliverableTarget, f64)> = deliverables.iter().map(|d| (d, 0.0)).collect();
+        let (reduction_db, render, delivered) =
+            deliver(scratch.path(), gain_db, settings, total_frames, &untrimmed, tags)?;
+        match share_within_cap(correction, share, &render, &delivered, settings.rate_hz) {
+            Some(smaller) if max_share == 1.0 && smaller < share - 0.01 => {
+                warnings.push(format!(
+                    "the album pass's EQ was applied at {:.0}% of the planned curve: with the final limiter's own share ({reduction_db:.1} dB of limiting) the full curve went past ±{:.1} dB",
+                    100.0 * smaller,
+                    correction.max_correction_db
+                ));
+                max_share = smaller;
+            }
+            _ => break (share, corrected_lra_lu, gain_db, lufs, probes, reduction_db, render, delivered),
+        }
+    };
+    if correction_scale < max_share {
+        warnings.push(format!(
+            "the album pass's EQ was applied at {:.0}% of the planned curve: in full it would have moved the loudness range by more than {MAX_LRA_CHANGE_LU} LU from the master's {:.1} LU (it lifts or cuts bands that some passages lean on more than others); at this share it is {corrected_lra_lu:.1} LU",
+            100.0 * correction_scale,
+            correction.master_lra_lu
+        ));
+    }
+    let budget_db = settings.max_limiter_gain_reduction_db;
     let held_back_db = lufs.map_or(0.0, |lufs| (correction.target_lufs - lufs).max(0.0));
     if held_back_db > LOUDNESS_TOLERANCE_LU {
         warnings.push(format!(
@@ -570,10 +654,7 @@ pub fn finalize_track(
         ));
     }
 
-    let untrimmed: Vec<(&DeliverableTarget, f64)> = deliverables.iter().map(|d| (d, 0.0)).collect();
-    let (reduction_db, render, mut delivered) =
-        deliver(scratch.path(), gain_db, settings, total_frames, &untrimmed, tags)?;
-    let mut passes = 1;
+    let mut passes = if max_share < 1.0 { 2 } else { 1 };
     // Converting the rate rebuilds the waveform between the limiter's
     // samples: on dense material a new inter-sample peak can rise a few
     // hundredths of a dB over the ceiling. Such files are delivered again,
