@@ -211,11 +211,24 @@ fn runs_are_deterministic_cached_and_incremental() {
 
 /// One real recording (the example album's stereo piano) mastered three
 /// ways — dark, as it is, bright — and matched: against the album average,
-/// then against the neutral file as a `file:` reference. Where the tonal
+/// then against the neutral file as a `file:` reference (as it is, and
+/// converted to 96 kHz), then against the neutral track. Where the tonal
 /// gaps are within `max_correction_db`, strength 0.7 closes most of them.
 #[test]
 fn tone_is_matched_to_the_album_or_a_reference_file() {
     let dir = tempfile::tempdir().unwrap();
+    // The recording, and the same at 96 kHz (a reference at another rate).
+    let source = dir.path().join("source");
+    std::fs::create_dir(&source).unwrap();
+    std::fs::copy(fixture().join("02-maple-leaf/piano.flac"), source.join("piano.flac")).unwrap();
+    let converted = Command::new("ffmpeg")
+        .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-i"])
+        .arg(source.join("piano.flac"))
+        .args(["-ar", "96000", "-c:a", "pcm_s24le"])
+        .arg(source.join("piano-96k.wav"))
+        .status()
+        .expect("ffmpeg runs: run scripts/setup");
+    assert!(converted.success());
     let manifest = |reference: &str| {
         format!(
             r#"version: 1
@@ -242,10 +255,10 @@ tracks:
     master:
       eq: [ {{ type: low_shelf, freq_hz: 200, gain_db: -3.0 }}, {{ type: high_shelf, freq_hz: 3000, gain_db: 4.0 }} ]
 "#,
-            source = fixture().join("02-maple-leaf").display()
+            source = source.display()
         )
     };
-    for reference in ["album", "file:piano.flac"] {
+    for reference in ["album", "file:piano.flac", "file:piano-96k.wav", "track:neutral"] {
         let yaml = dir.path().join("three.yaml");
         std::fs::write(&yaml, manifest(reference)).unwrap();
         let out = dir.path().join(reference.replace(':', "-"));
@@ -269,5 +282,9 @@ tracks:
         }
         let warmth = &report["album"];
         assert!(f(&warmth["warmth_spread_after_db"]) <= 0.6 * f(&warmth["warmth_spread_before_db"]), "{warmth}");
+        // The report draws the reference's balance, and names it.
+        let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+        assert!(html.contains(&format!("tone reference: {reference}")), "{reference}");
+        assert_eq!(html.matches("class=\"reference\"").count(), 4, "the album chart and one per track");
     }
 }

@@ -29,8 +29,20 @@ pub const TILT_RANGE_HZ: (f64, f64) = (100.0, 10_000.0);
 /// Levels below this are reported as this (silence, or a mono file's side).
 pub const FLOOR_DB: f64 = -150.0;
 
-const FFT_FRAMES: usize = 8192;
-const HOP_FRAMES: usize = FFT_FRAMES / 2;
+/// The spectrum's window at rates up to 48 kHz; twice as long at each
+/// doubling of the rate above, so every rate reads the spectrum with bins
+/// of about 5–6 Hz (a 96 kHz file and a 48 kHz one of the same music read
+/// the same balance, down to the lowest bands).
+const FFT_FRAMES_48K: usize = 8192;
+
+/// The spectrum's window (frames) at `rate_hz`.
+fn fft_frames(rate_hz: u32) -> usize {
+    let mut frames = FFT_FRAMES_48K;
+    while rate_hz as usize > 48_000 * (frames / FFT_FRAMES_48K) {
+        frames *= 2;
+    }
+    frames
+}
 /// BS.1770 gating.
 const ABSOLUTE_GATE_LUFS: f64 = -70.0;
 const RELATIVE_GATE_LU: f64 = -10.0;
@@ -128,9 +140,10 @@ impl Analyzer {
             return Err(error("the rate is outside 1–768 kHz".to_owned()));
         }
         let meter = Meter::new(rate_hz, channels);
-        let fft = RealFftPlanner::<f64>::new().plan_fft_forward(FFT_FRAMES);
+        let fft_frames = fft_frames(rate_hz);
+        let fft = RealFftPlanner::<f64>::new().plan_fft_forward(fft_frames);
         let hann =
-            (0..FFT_FRAMES).map(|n| 0.5 - 0.5 * (std::f64::consts::TAU * n as f64 / FFT_FRAMES as f64).cos()).collect();
+            (0..fft_frames).map(|n| 0.5 - 0.5 * (std::f64::consts::TAU * n as f64 / fft_frames as f64).cos()).collect();
         Ok(Self {
             rate_hz,
             channels,
@@ -141,8 +154,8 @@ impl Analyzer {
             fft,
             hann,
             window_fill: 0,
-            windows: vec![vec![0.0; FFT_FRAMES]; channels],
-            bin_power: vec![0.0; FFT_FRAMES / 2 + 1],
+            windows: vec![vec![0.0; fft_frames]; channels],
+            bin_power: vec![0.0; fft_frames / 2 + 1],
             spectra_count: 0,
             mid_energy: 0.0,
             side_energy: 0.0,
@@ -163,7 +176,8 @@ impl Analyzer {
         }
         let mut offset = 0;
         while offset < block.frames() {
-            let take = (FFT_FRAMES - self.window_fill).min(block.frames() - offset);
+            let fft_frames = self.hann.len();
+            let take = (fft_frames - self.window_fill).min(block.frames() - offset);
             for (window, channel) in self.windows.iter_mut().zip(block.channels()) {
                 for (w, s) in window[self.window_fill..self.window_fill + take].iter_mut().zip(&channel[offset..]) {
                     *w = f64::from(*s);
@@ -171,7 +185,7 @@ impl Analyzer {
             }
             self.window_fill += take;
             offset += take;
-            if self.window_fill == FFT_FRAMES {
+            if self.window_fill == fft_frames {
                 self.accumulate_spectrum();
             }
         }
@@ -188,10 +202,10 @@ impl Analyzer {
                     *power += bin.norm_sqr();
                 }
             }
-            window.copy_within(HOP_FRAMES.., 0);
+            window.copy_within(self.hann.len() / 2.., 0);
         }
         self.spectra_count += self.channels as u64;
-        self.window_fill = FFT_FRAMES - HOP_FRAMES;
+        self.window_fill = self.hann.len() / 2;
     }
 
     /// The measurements of everything added.
@@ -215,7 +229,7 @@ impl Analyzer {
         let true_peak_bs1770_dbtp = power_db(reading.true_peak_bs1770 * reading.true_peak_bs1770);
         let sample_peak = reading.sample_peak;
         let band_levels_db = self.band_levels_db();
-        let bin_hz = f64::from(self.rate_hz) / FFT_FRAMES as f64;
+        let bin_hz = f64::from(self.rate_hz) / self.hann.len() as f64;
         let region = |(low, high): (f64, f64)| -> f64 {
             let first = (low / bin_hz).ceil() as usize;
             let last = ((high / bin_hz).floor() as usize).min(self.bin_power.len() - 1);
@@ -254,11 +268,11 @@ impl Analyzer {
     /// jump with where the bins of a given rate fall (a 48 kHz file and a
     /// 44.1 kHz one of the same music read the same balance).
     fn band_levels_db(&self) -> Vec<f64> {
-        let bin_hz = f64::from(self.rate_hz) / FFT_FRAMES as f64;
+        let bin_hz = f64::from(self.rate_hz) / self.hann.len() as f64;
         // Parseval with the window: over the one-sided spectrum,
         // Σ|X|² ≈ N · Σw² · mean square / 2.
         let window_power: f64 = self.hann.iter().map(|w| w * w).sum();
-        let scale = 2.0 / (FFT_FRAMES as f64 * window_power * self.spectra_count.max(1) as f64);
+        let scale = 2.0 / (self.hann.len() as f64 * window_power * self.spectra_count.max(1) as f64);
         BAND_CENTRES_HZ
             .iter()
             .map(|&centre| {

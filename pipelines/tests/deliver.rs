@@ -2,7 +2,8 @@
 //! dithered samples), never decoded again: those readings must be the
 //! file's own, which decoding each file and measuring it proves here. A
 //! FLAC deliverable is proved readable by its MD5, and a damaged one is
-//! caught.
+//! caught. Every deliverable, at every rate, lands on the loudness target
+//! under the ceiling.
 
 mod support;
 use support::Pink;
@@ -70,8 +71,10 @@ fn what_is_reported_is_what_the_files_hold() {
         target("float", AudioFormat::Wav, 32, 48_000, Dither::None),
     ];
     let report = finalize_track(&master, &correction, &settings, &targets, &Tags::default()).unwrap();
-    // The probes found the gain: one render delivers on target.
-    assert_eq!(report.passes, 1, "renders");
+    // The probes found the gain: one render delivers on target, and one
+    // more makes up what the CD file's conversion down to 44.1 kHz lost
+    // with the pink noise's 20–24 kHz.
+    assert_eq!(report.passes, 2, "renders");
     assert!(report.probes >= 1);
     let rendered = report.render.integrated_lufs.unwrap();
     assert!((rendered + 14.0).abs() <= 0.05, "the render: {rendered:.3} LUFS, target -14");
@@ -85,6 +88,10 @@ fn what_is_reported_is_what_the_files_hold() {
         assert_eq!(as_written.true_peak_dbtp, decoded.true_peak_dbtp, "{name}");
         assert_eq!(as_written.true_peak_bs1770_dbtp, decoded.true_peak_bs1770_dbtp, "{name}");
         assert_eq!(as_written.sample_peak_dbfs, decoded.sample_peak_dbfs, "{name}");
+        // On target at every rate: a conversion's new inter-sample peaks
+        // are limited at the deliverable's rate, not trimmed by gain.
+        let lufs = as_written.integrated_lufs.unwrap();
+        assert!((lufs + 14.0).abs() <= 0.05, "{name}: {lufs:.3} LUFS at {} Hz, target -14", target.rate_hz);
         assert!(
             as_written.highest_true_peak_dbtp() <= -1.0 + 1e-9,
             "{name}: {:.3} dBTP",
@@ -107,4 +114,75 @@ fn what_is_reported_is_what_the_files_hold() {
     std::fs::write(&damaged, bytes).unwrap();
     let (file, length) = open(&damaged);
     assert!(verify_flac(file, length).is_err(), "a damaged FLAC passed its check");
+}
+
+/// A song whose quiet passages are bass alone: the full correction (a
+/// 4 dB low shelf) would lift those passages 4 dB against the loud,
+/// broadband ones and pull the loudness range in by more than 1 LU. The
+/// album pass applies as much of it as keeps the range within 1 LU, and
+/// says so.
+#[test]
+fn the_correction_gives_way_to_the_songs_dynamics() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = dir.path().join("master.wav");
+    let spec = EncodeSpec {
+        format: AudioFormat::Wav,
+        bit_depth: 32,
+        rate_hz: RATE_HZ,
+        channels: 2,
+        dither: Dither::None,
+        dither_seed: 0,
+    };
+    let mut encoder = Encoder::create(&master, spec, &Tags::default()).unwrap();
+    let mut noise = Pink::new(7);
+    let mut phase = 0f32;
+    for section in 0..6 {
+        let frames = 6 * RATE_HZ as usize;
+        let samples: Vec<f32> = if section % 2 == 0 {
+            (0..frames).map(|_| noise.next() * 0.5).collect()
+        } else {
+            (0..frames)
+                .map(|_| {
+                    phase += std::f32::consts::TAU * 60.0 / RATE_HZ as f32;
+                    0.12 * phase.sin()
+                })
+                .collect()
+        };
+        encoder.write(&AudioBlock::from_planar(vec![samples.clone(), samples])).unwrap();
+    }
+    encoder.finish(&Tags::default(), None).unwrap();
+    let measured = measure_file(&master).unwrap();
+    let correction: Correction = serde_json::from_value(serde_json::json!({
+        "gain_db": 0.0, "target_lufs": -14.0, "curve_db": [],
+        "filters": [{ "type": "low_shelf", "freq_hz": 150.0, "q": 0.55, "gain_db": 4.0 }],
+        "max_correction_db": 4.0, "master_balance_db": [],
+        "master_lra_lu": measured.loudness_range_lu, "expected_limiting_db": 0.0, "warnings": []
+    }))
+    .unwrap();
+    let settings = FinalizeSettings {
+        track_id: "t",
+        rate_hz: RATE_HZ,
+        ceiling_dbtp: -1.0,
+        limiter: Limiter { release_ms: 60.0, lookahead_ms: 1.5 },
+        fade_in_s: 0.0,
+        fade_out_s: 0.0,
+        max_limiter_gain_reduction_db: 6.0,
+    };
+    let target = DeliverableTarget {
+        name: "float".to_owned(),
+        format: AudioFormat::Wav,
+        bit_depth: 32,
+        rate_hz: RATE_HZ,
+        dither: Dither::None,
+        path: dir.path().join("float.wav"),
+    };
+    let report = finalize_track(&master, &correction, &settings, &[target], &Tags::default()).unwrap();
+    let (before, after) = (measured.loudness_range_lu, report.delivered[0].analysis.loudness_range_lu);
+    assert!(report.correction_scale < 0.9 && report.correction_scale > 0.0, "share {}", report.correction_scale);
+    assert!((after - before).abs() <= 1.0, "LRA {before:.2} → {after:.2} LU");
+    assert!(
+        report.warnings.iter().any(|w| w.contains("loudness range") && w.contains("% of the planned curve")),
+        "{:?}",
+        report.warnings
+    );
 }

@@ -20,7 +20,7 @@ use crate::decode::AudioReader;
 use crate::dsp::aligned::{Aligned, push_silence};
 use crate::dsp::biquad::FilterChain;
 use crate::dsp::envelope::Fades;
-use crate::dsp::limiter::{LimiterSettings, TruePeakLimiter};
+use crate::dsp::limiter::{LimiterSettings, SAFETY_MARGIN_DB, TruePeakLimiter};
 use crate::dsp::resample::StreamResampler;
 use crate::dsp::units::db_to_gain;
 use crate::dsp::{AudioBlock, Processor};
@@ -40,6 +40,11 @@ const MAX_PROBES: u32 = 6;
 /// the correction is scaled down to hold it, aiming this far inside.
 const MAX_LRA_CHANGE_LU: f64 = 1.0;
 const LRA_MARGIN_LU: f64 = 0.1;
+/// A converted deliverable this far off the render's loudness is made up
+/// (LU).
+const CONVERSION_LOUDNESS_TOLERANCE_LU: f64 = 0.02;
+/// How far under the ceiling the limiter after a rate conversion aims (dB).
+const RELIMIT_MARGIN_DB: f64 = 0.02;
 /// What the final limiter may add to the realised correction (dB): it
 /// works hardest on the loudest, bass-heavy peaks.
 const LIMITER_SHARE_DB: f64 = 0.2;
@@ -86,8 +91,10 @@ pub struct FinalizeReport {
     /// How much quieter than its target the track was delivered, to keep
     /// within the limiter budget (dB, ≥ 0).
     pub held_back_db: f64,
-    /// Renders that wrote files: 1, or 2 when a rate conversion raised a
-    /// deliverable's peak over the ceiling and it was trimmed.
+    /// Renders that wrote files: 1; one more when a deliverable was made
+    /// again (a conversion's lost loudness made up, or a peak that dither
+    /// lifted trimmed), and one more when the limiter's share took the
+    /// realised correction past the cap.
     pub passes: u32,
     /// Loudness probes (gain, limiter and fades only, nothing written)
     /// that found the gain: the loudness is closed-loop.
@@ -202,14 +209,15 @@ struct Renderer {
     position: u64,
 }
 
-/// The final limiter's settings at `rate_hz`.
-fn limiter_at(rate_hz: u32, settings: &FinalizeSettings) -> TruePeakLimiter {
+/// The final limiter at `rate_hz`, held to `ceiling_dbtp` (less its
+/// safety margin).
+fn limiter_at(rate_hz: u32, settings: &FinalizeSettings, ceiling_dbtp: f64) -> TruePeakLimiter {
     TruePeakLimiter::new(
         rate_hz,
         2,
         BLOCK_FRAMES,
         &LimiterSettings {
-            ceiling_dbtp: settings.ceiling_dbtp,
+            ceiling_dbtp,
             release_ms: settings.limiter.release_ms,
             lookahead_ms: settings.limiter.lookahead_ms,
         },
@@ -219,7 +227,7 @@ fn limiter_at(rate_hz: u32, settings: &FinalizeSettings) -> TruePeakLimiter {
 impl Renderer {
     fn new(gain_db: f64, settings: &FinalizeSettings, total_frames: u64) -> Self {
         let rate = f64::from(settings.rate_hz);
-        let limiter = limiter_at(settings.rate_hz, settings);
+        let limiter = limiter_at(settings.rate_hz, settings, settings.ceiling_dbtp);
         Self {
             gain: db_to_gain(gain_db) as f32,
             aligned: Aligned::new(limiter.latency_frames(), 2, BLOCK_FRAMES),
@@ -315,7 +323,12 @@ impl<'a> Delivery<'a> {
             .transpose()
             .map_err(|e| StageError::Invalid(e.to_string()))?;
         let relimit = resampler.as_ref().map(|_| {
-            let limiter = limiter_at(target.rate_hz, settings);
+            // The render already sits the limiter's safety margin under the
+            // ceiling: this one takes only what the conversion pushed past
+            // most of that margin, or it would shave every dense peak and
+            // the loudness with them.
+            let ceiling_dbtp = settings.ceiling_dbtp + SAFETY_MARGIN_DB - RELIMIT_MARGIN_DB;
+            let limiter = limiter_at(target.rate_hz, settings, ceiling_dbtp);
             let aligned = Aligned::new(limiter.latency_frames(), 2, BLOCK_FRAMES);
             (limiter, aligned)
         });
@@ -655,16 +668,28 @@ pub fn finalize_track(
     }
 
     let mut passes = if max_share < 1.0 { 2 } else { 1 };
-    // Converting the rate rebuilds the waveform between the limiter's
-    // samples: on dense material a new inter-sample peak can rise a few
-    // hundredths of a dB over the ceiling. Such files are delivered again,
-    // trimmed by their excess (and a margin), in one more render.
+    // A deliverable at another rate is limited again at its rate, so its
+    // peaks hold; but a conversion down also drops what lay above the new
+    // Nyquist, and with it some loudness (a 44.1 kHz file of a 48 kHz
+    // render loses its 20–24 kHz). Such a file is delivered again with
+    // the loss made up before its limiter. A file at the working rate
+    // that dither lifted over the ceiling is trimmed by its excess.
     let trimmed: Vec<(usize, f64)> = delivered
         .iter()
         .enumerate()
-        .map(|(i, file)| (i, file.analysis.highest_true_peak_dbtp() - settings.ceiling_dbtp))
-        .filter(|(_, excess_db)| *excess_db > 0.0)
-        .map(|(i, excess_db)| (i, -(excess_db + CONVERSION_MARGIN_DB)))
+        .filter_map(|(i, file)| {
+            let converted = deliverables[i].rate_hz != settings.rate_hz;
+            let excess_db = file.analysis.highest_true_peak_dbtp() - settings.ceiling_dbtp;
+            let lost_lu = match (render.integrated_lufs, file.analysis.integrated_lufs) {
+                (Some(render), Some(file)) => render - file,
+                _ => 0.0,
+            };
+            if converted && lost_lu.abs() > CONVERSION_LOUDNESS_TOLERANCE_LU {
+                Some((i, lost_lu))
+            } else {
+                (excess_db > 0.0).then_some((i, -(excess_db + CONVERSION_MARGIN_DB)))
+            }
+        })
         .collect();
     if !trimmed.is_empty() {
         let again: Vec<(&DeliverableTarget, f64)> =
