@@ -300,7 +300,18 @@ struct Delivery<'a> {
     relimit: Option<(TruePeakLimiter, Aligned)>,
     converted: Vec<Vec<f32>>,
     block: AudioBlock,
+    /// Before the limiter after a conversion: makes up loudness the
+    /// conversion lost.
+    makeup: f32,
+    /// Last, before encoding: brings a peak over the ceiling under it.
     trim: f32,
+}
+
+/// How a deliverable made again differs from the first render's (dB).
+#[derive(Debug, Clone, Copy, Default)]
+struct Adjust {
+    makeup_db: f64,
+    trim_db: f64,
 }
 
 impl<'a> Delivery<'a> {
@@ -308,7 +319,7 @@ impl<'a> Delivery<'a> {
         target: &'a DeliverableTarget,
         settings: &FinalizeSettings,
         tags: &Tags,
-        trim_db: f64,
+        adjust: Adjust,
     ) -> Result<Self, StageError> {
         let spec = EncodeSpec {
             format: target.format,
@@ -340,7 +351,8 @@ impl<'a> Delivery<'a> {
             relimit,
             converted: vec![Vec::new(), Vec::new()],
             block: AudioBlock::new(2, BLOCK_FRAMES),
-            trim: db_to_gain(trim_db) as f32,
+            makeup: db_to_gain(adjust.makeup_db) as f32,
+            trim: db_to_gain(adjust.trim_db) as f32,
         })
     }
 
@@ -368,7 +380,7 @@ impl<'a> Delivery<'a> {
                     None => &self.converted[channel][start..end],
                 };
                 for (o, x) in out.iter_mut().zip(input) {
-                    *o = x * self.trim;
+                    *o = x * self.makeup;
                 }
             }
             self.encode(&mut block)?;
@@ -382,7 +394,7 @@ impl<'a> Delivery<'a> {
         Ok(())
     }
 
-    /// Limits (after a conversion), encodes and measures one block.
+    /// Limits (after a conversion), trims, encodes and measures one block.
     fn encode(&mut self, block: &mut AudioBlock) -> Result<(), StageError> {
         let block = match &mut self.relimit {
             None => block,
@@ -394,6 +406,13 @@ impl<'a> Delivery<'a> {
                 }
             }
         };
+        if self.trim != 1.0 {
+            for channel in block.channels_mut() {
+                for sample in channel {
+                    *sample *= self.trim;
+                }
+            }
+        }
         let written = self.encoder.write(block)?;
         self.analyzer.add(written).map_err(|e| StageError::Invalid(e.to_string()))
     }
@@ -431,19 +450,19 @@ impl<'a> Delivery<'a> {
 }
 
 /// Renders the corrected master at `gain_db` into every target at once
-/// (each with its trim), measuring the render as it goes. Returns the
+/// (each with its adjustments), measuring the render as it goes. Returns the
 /// limiter's largest gain reduction, the render's analysis and the files.
 fn deliver(
     corrected: &Path,
     gain_db: f64,
     settings: &FinalizeSettings,
     total_frames: u64,
-    targets: &[(&DeliverableTarget, f64)],
+    targets: &[(&DeliverableTarget, Adjust)],
     tags: &Tags,
 ) -> Result<(f64, Analysis, Vec<Delivered>), StageError> {
     let deliveries = targets
         .iter()
-        .map(|(target, trim_db)| Delivery::new(target, settings, tags, *trim_db))
+        .map(|(target, adjust)| Delivery::new(target, settings, tags, *adjust))
         .collect::<Result<Vec<_>, _>>()?;
     let mut analyzer = Analyzer::new(settings.rate_hz, 2).map_err(|e| StageError::Invalid(e.to_string()))?;
     // Each deliverable converts, encodes and measures on a thread of its
@@ -636,7 +655,8 @@ pub fn finalize_track(
         let (share, corrected_lufs, corrected_lra_lu) =
             correct_keeping_dynamics(master, correction, max_share, settings.rate_hz, scratch.path())?;
         let (gain_db, lufs, probes) = find_gain(scratch.path(), corrected_lufs, correction, settings, total_frames)?;
-        let untrimmed: Vec<(&DeliverableTarget, f64)> = deliverables.iter().map(|d| (d, 0.0)).collect();
+        let untrimmed: Vec<(&DeliverableTarget, Adjust)> =
+            deliverables.iter().map(|d| (d, Adjust::default())).collect();
         let (reduction_db, render, delivered) =
             deliver(scratch.path(), gain_db, settings, total_frames, &untrimmed, tags)?;
         match share_within_cap(correction, share, &render, &delivered, settings.rate_hz) {
@@ -671,32 +691,45 @@ pub fn finalize_track(
     // A deliverable at another rate is limited again at its rate, so its
     // peaks hold; but a conversion down also drops what lay above the new
     // Nyquist, and with it some loudness (a 44.1 kHz file of a 48 kHz
-    // render loses its 20–24 kHz). Such a file is delivered again with
-    // the loss made up before its limiter. A file at the working rate
-    // that dither lifted over the ceiling is trimmed by its excess.
-    let trimmed: Vec<(usize, f64)> = delivered
-        .iter()
-        .enumerate()
-        .filter_map(|(i, file)| {
-            let converted = deliverables[i].rate_hz != settings.rate_hz;
-            let excess_db = file.analysis.highest_true_peak_dbtp() - settings.ceiling_dbtp;
-            let lost_lu = match (render.integrated_lufs, file.analysis.integrated_lufs) {
-                (Some(render), Some(file)) => render - file,
-                _ => 0.0,
-            };
-            if converted && lost_lu.abs() > CONVERSION_LOUDNESS_TOLERANCE_LU {
-                Some((i, lost_lu))
-            } else {
-                (excess_db > 0.0).then_some((i, -(excess_db + CONVERSION_MARGIN_DB)))
-            }
-        })
-        .collect();
-    if !trimmed.is_empty() {
-        let again: Vec<(&DeliverableTarget, f64)> =
-            trimmed.iter().map(|(i, trim_db)| (&deliverables[*i], *trim_db)).collect();
-        let (_, _, files) = deliver(scratch.path(), gain_db, settings, total_frames, &again, tags)?;
-        for ((i, _), file) in trimmed.iter().zip(files) {
-            delivered[*i] = file;
+    // render loses its 20–24 kHz). Such a file is made again with the loss
+    // made up before its limiter. A file that still measures over the
+    // ceiling by either reading (dither; or dense, bright material where
+    // the limiter's 4× detector reads under the 16× meter) is made again
+    // trimmed by its excess. At most two more renders.
+    let mut adjusts = vec![Adjust::default(); deliverables.len()];
+    let mut made_up = vec![false; deliverables.len()];
+    for _ in 0..2 {
+        let again: Vec<usize> = (0..deliverables.len())
+            .filter(|&i| {
+                let file = &delivered[i].analysis;
+                let excess_db = file.highest_true_peak_dbtp() - settings.ceiling_dbtp;
+                let lost_lu = match (render.integrated_lufs, file.integrated_lufs) {
+                    (Some(render), Some(file)) => render - file,
+                    _ => 0.0,
+                };
+                if deliverables[i].rate_hz != settings.rate_hz
+                    && !made_up[i]
+                    && lost_lu.abs() > CONVERSION_LOUDNESS_TOLERANCE_LU
+                {
+                    made_up[i] = true;
+                    adjusts[i].makeup_db += lost_lu;
+                    true
+                } else if excess_db > 0.0 {
+                    adjusts[i].trim_db -= excess_db + CONVERSION_MARGIN_DB;
+                    true
+                } else {
+                    false
+                }
+            })
+            .collect();
+        if again.is_empty() {
+            break;
+        }
+        let targets: Vec<(&DeliverableTarget, Adjust)> =
+            again.iter().map(|&i| (&deliverables[i], adjusts[i])).collect();
+        let (_, _, files) = deliver(scratch.path(), gain_db, settings, total_frames, &targets, tags)?;
+        for (&i, file) in again.iter().zip(files) {
+            delivered[i] = file;
         }
         passes += 1;
     }
