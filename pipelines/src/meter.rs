@@ -11,11 +11,12 @@
 //! - **True peak, as QC tools read it** (`true_peak_bs1770`): the 48-tap
 //!   Hann-windowed-sinc interpolator of libebur128 and ffmpeg (4× below
 //!   96 kHz, 2× below 192 kHz), starting from silence.
-//! - **True peak, accurately** (`true_peak`): 4× through the two steep
-//!   halfband stages of [`crate::dsp::oversample`] (flat within 0.001 dB to
-//!   0.4535 fs), and around every 4× value that comes within 0.6 dB of the
-//!   highest so far (the most a 4× grid can miss below 0.4535 fs), 16× by a
-//!   short interpolator on the 4× stream. Inter-sample values that would
+//! - **True peak, accurately** (`true_peak`): [`FinePeaks`], the reader the
+//!   limiter holds under its ceiling too: 4× through two steep halfband
+//!   stages (flat within 0.001 dB to 0.4535 fs), and around every 4× value
+//!   that comes within 0.6 dB of the highest so far (the most a 4× grid can
+//!   miss below 0.4535 fs), 16× by a short interpolator on the 4× stream.
+//!   Inter-sample values that would
 //!   depend on samples before the first one are not read: a file's start is
 //!   not a step from silence (EBU Tech 3341 cases 15–19 switch their sines
 //!   on abruptly and expect the steady tone's peak). The BS.1770 reading
@@ -25,15 +26,11 @@
 //! is allocated per block except the growing list of 100 ms energies.
 
 use crate::audio::AudioBlock;
-use crate::dsp::oversample::{self, BlockInterpolator};
+use crate::dsp::fine_peak::FinePeaks;
+use crate::dsp::oversample::BlockInterpolator;
 
 /// The longest block the meter works on at once; longer ones are split.
 const CHUNK_FRAMES: usize = 4096;
-/// A 4× value this far under the highest so far cannot hide a higher
-/// inter-sample peak: cos(π · 0.4535 / 4) = −0.56 dB, rounded out.
-const REFINE_MARGIN: f32 = 0.93;
-/// Half the taps of the 16× refinement kernel, in 4× samples.
-const REFINE_HALF_TAPS: usize = 8;
 
 /// What a [`Meter`] read.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,7 +91,7 @@ pub struct Meter {
     segment_energies: Vec<f64>,
     sample_peak: f32,
     /// The true-peak readers; `None` when only loudness is wanted.
-    peaks: Option<(BlockInterpolator, FinePeak)>,
+    peaks: Option<(BlockInterpolator, FinePeaks, f32)>,
     bs1770_peak: f32,
 }
 
@@ -102,7 +99,7 @@ impl Meter {
     /// A meter for `channels` (1 or 2) at `rate_hz`.
     pub fn new(rate_hz: u32, channels: usize) -> Self {
         let mut meter = Self::loudness_only(rate_hz, channels);
-        meter.peaks = Some((BlockInterpolator::bs1770_meter(channels, CHUNK_FRAMES, rate_hz), FinePeak::new(channels)));
+        meter.peaks = Some((BlockInterpolator::bs1770_meter(channels, CHUNK_FRAMES, rate_hz), FinePeaks::new(channels, CHUNK_FRAMES), 0.0));
         meter
     }
 
@@ -136,9 +133,9 @@ impl Meter {
             self.weigh(left, right);
             for (channel, samples) in [left, right].into_iter().take(self.channels).enumerate() {
                 self.sample_peak = samples.iter().fold(self.sample_peak, |m, x| m.max(x.abs()));
-                if let Some((bs1770, fine)) = &mut self.peaks {
+                if let Some((bs1770, fine, fine_peak)) = &mut self.peaks {
                     self.bs1770_peak = bs1770.peak(channel, samples, self.bs1770_peak);
-                    fine.add(channel, samples);
+                    *fine_peak = fine.peak(channel, samples, *fine_peak);
                 }
             }
             start = end;
@@ -185,7 +182,7 @@ impl Meter {
         Reading {
             segment_energies: std::mem::take(&mut self.segment_energies),
             sample_peak,
-            true_peak: f64::from(self.peaks.as_ref().map_or(0.0, |(_, fine)| fine.peak())).max(sample_peak),
+            true_peak: f64::from(self.peaks.as_ref().map_or(0.0, |(_, _, fine_peak)| *fine_peak)).max(sample_peak),
             true_peak_bs1770: f64::from(self.bs1770_peak).max(sample_peak),
         }
     }
@@ -222,113 +219,6 @@ fn k_weighted_energy(w: &KWeighting, state: &mut [[f64; 2]; 4], left: &[f32], ri
     sums
 }
 
-/// The accurate true-peak reader: 4× by two halfband stages, refined to
-/// 16× around the values that could hold the peak.
-struct FinePeak {
-    stages: [BlockInterpolator; 2],
-    /// The current chunk at 2×.
-    doubled: Vec<f32>,
-    /// Per channel: the last `2 · REFINE_HALF_TAPS` 4× values, then the
-    /// current chunk's, in order.
-    fine: Vec<Vec<f32>>,
-    /// Per channel: the 4× values made so far.
-    made: [u64; 2],
-    /// Three kernels (offsets ¼, ½, ¾ of a 4× step) of `2 · REFINE_HALF_TAPS`
-    /// taps: value at `i + d` = Σ_k kernel[k] · fine[i − HALF + 1 + k].
-    kernels: [[f32; 2 * REFINE_HALF_TAPS]; 3],
-    peak: f32,
-}
-
-impl FinePeak {
-    fn new(channels: usize) -> Self {
-        let kernels = std::array::from_fn(|j| {
-            let d = (j + 1) as f64 / 4.0;
-            std::array::from_fn(|k| {
-                // Distance from the sought point to tap k, in 4× samples.
-                let t = (k as f64 - (REFINE_HALF_TAPS as f64 - 1.0)) - d;
-                // Lowpass at a quarter of the 4× rate (the stream holds
-                // nothing above 0.12 of it), Kaiser β = 8 over the span.
-                let cutoff = 0.25;
-                let sinc = if t.abs() < 1e-12 {
-                    2.0 * cutoff
-                } else {
-                    (2.0 * std::f64::consts::PI * cutoff * t).sin() / (std::f64::consts::PI * t)
-                };
-                let ratio = t / REFINE_HALF_TAPS as f64;
-                let window =
-                    oversample::bessel_i0(8.0 * (1.0 - ratio * ratio).max(0.0).sqrt()) / oversample::bessel_i0(8.0);
-                (sinc * window) as f32
-            })
-        });
-        Self {
-            stages: oversample::halfband_interpolators(channels, CHUNK_FRAMES),
-            doubled: vec![0.0; 2 * CHUNK_FRAMES],
-            fine: vec![vec![0.0; 2 * REFINE_HALF_TAPS + 4 * CHUNK_FRAMES]; channels],
-            made: [0; 2],
-            kernels,
-            peak: 0.0,
-        }
-    }
-
-    fn add(&mut self, channel: usize, samples: &[f32]) {
-        let frames = samples.len();
-        let [first, second] = &mut self.stages;
-        let doubled = &mut self.doubled[..2 * frames];
-        first.upsample(channel, samples, doubled);
-        second.run(channel, doubled);
-        let history = 2 * REFINE_HALF_TAPS;
-        let fine = &mut self.fine[channel];
-        let [even, odd] = second.phase_outputs() else { unreachable!("a halfband stage has two phases") };
-        for (pair, (e, o)) in fine[history..history + 4 * frames].chunks_exact_mut(2).zip(even.iter().zip(odd)) {
-            pair[0] = *e;
-            pair[1] = *o;
-        }
-        // The first values depend on samples before the stream; a value is
-        // read, and refined, only once its refinement window is past them.
-        // `fine[history]` is 4× value number `made`.
-        let first_valid = (oversample::HALFBAND_WARMUP_4X + 2 * REFINE_HALF_TAPS) as u64;
-        let from = (first_valid + history as u64).saturating_sub(self.made[channel]).max(history as u64) as usize;
-        self.made[channel] += 4 * frames as u64;
-        if from < history + 4 * frames {
-            self.peak = refine(&self.kernels, &fine[..history + 4 * frames], from, self.peak);
-        }
-        fine.copy_within(4 * frames..4 * frames + history, 0);
-    }
-
-    fn peak(&self) -> f32 {
-        self.peak
-    }
-}
-
-/// The highest magnitude among `fine[from - HALF ..]` (a 4× stream whose
-/// last `HALF` values wait for their right-hand neighbours; `from` is at
-/// least `2 · HALF`), refined to 16× around every local maximum that comes
-/// within [`REFINE_MARGIN`] of the highest so far.
-fn refine(kernels: &[[f32; 2 * REFINE_HALF_TAPS]; 3], fine: &[f32], from: usize, mut peak: f32) -> f32 {
-    // Values i in [from - HALF, len - HALF) have HALF neighbours each side.
-    let (first, last) = (from - REFINE_HALF_TAPS, fine.len() - REFINE_HALF_TAPS);
-    let block_max = fine[first..last].iter().fold(0f32, |m, x| m.max(x.abs()));
-    if block_max <= peak * REFINE_MARGIN {
-        return peak;
-    }
-    for i in first..last {
-        let v = fine[i].abs();
-        if v <= peak * REFINE_MARGIN || v < fine[i - 1].abs() || v < fine[i + 1].abs() {
-            continue;
-        }
-        peak = peak.max(v);
-        // Between i - 1 and i, and between i and i + 1.
-        for base in [i - 1, i] {
-            let window = &fine[base + 1 - REFINE_HALF_TAPS..base + 1 + REFINE_HALF_TAPS];
-            for kernel in kernels {
-                let value: f32 = kernel.iter().zip(window).map(|(k, x)| k * x).sum();
-                peak = peak.max(value.abs());
-            }
-        }
-    }
-    peak
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,20 +231,6 @@ mod tests {
         let high_pass = [1.0, -2.0, 1.0, -1.99004745483398, 0.99007225036621];
         for (got, want) in w.shelf.iter().zip(shelf).chain(w.high_pass.iter().zip(high_pass)) {
             assert!((got - want).abs() < 1e-8, "{got} vs {want}");
-        }
-    }
-
-    #[test]
-    fn refinement_kernels_interpolate_a_slow_sine() {
-        let kernels = FinePeak::new(1).kernels;
-        let x = |t: f64| (0.3 * t).sin() as f32;
-        let fine: Vec<f32> = (0..64).map(|n| x(n as f64)).collect();
-        for (j, kernel) in kernels.iter().enumerate() {
-            let d = (j + 1) as f64 / 4.0;
-            let i = 30;
-            let window = &fine[i + 1 - REFINE_HALF_TAPS..i + 1 + REFINE_HALF_TAPS];
-            let got: f32 = kernel.iter().zip(window).map(|(k, v)| k * v).sum();
-            assert!((got - x(i as f64 + d)).abs() < 2e-4, "offset {d}: {got} vs {}", x(i as f64 + d));
         }
     }
 }

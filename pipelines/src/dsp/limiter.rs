@@ -1,7 +1,6 @@
 //! A true-peak limiter with lookahead and a smooth release.
 //!
-//! Peaks are found 4× oversampled, between the samples as well as on them.
-//! For each stretch between two samples the gain that would keep it under
+//! Peaks are found between the samples as well as on them. For each stretch between two samples the gain that would keep it under
 //! the ceiling is computed; a sliding minimum holds that gain for one
 //! window beyond the lookahead, an exponential release lets it recover,
 //! and a moving average over the window shapes the attack into a smooth
@@ -10,15 +9,16 @@
 //! construction, with a small margin for the way the gain's own movement
 //! reshapes the waveform between samples.
 //!
-//! Peaks are read by two interpolators and the larger reading counts: an
-//! accurate one (a long Kaiser-windowed sinc) and the one a BS.1770 meter
-//! such as `ebur128` uses, whose ripple near Nyquist can read dense material
-//! a little higher. The delivered file then measures under the ceiling on
-//! both.
+//! Peaks are read by the meter's two readers and the larger reading
+//! counts: the accurate one ([`FinePeaks`]: 4× through flat halfbands, 16×
+//! near the ceiling) and the interpolator a BS.1770 meter such as `ebur128`
+//! uses, whose ripple near Nyquist can read dense material a little
+//! higher. The delivered file then measures under the ceiling on both.
 //!
 //! All channels share one gain, so the stereo image never moves.
 
-use super::oversample::{BlockInterpolator, Design, bs1770_meter_delay_frames};
+use super::fine_peak::FinePeaks;
+use super::oversample::{BlockInterpolator, bs1770_meter_delay_frames};
 use super::units::{db_to_gain, gain_to_db, ms_to_frames, one_pole_coefficient};
 use super::{AudioBlock, Processor};
 
@@ -102,7 +102,7 @@ pub struct TruePeakLimiter {
     exhaustive: bool,
     window: usize,
     release_coefficient: f64,
-    interpolator: BlockInterpolator,
+    fine_peaks: FinePeaks,
     meter_interpolator: BlockInterpolator,
     /// Per channel: the delayed audio, then the current block.
     delayed: Vec<Vec<f32>>,
@@ -127,13 +127,16 @@ pub struct TruePeakLimiter {
 impl TruePeakLimiter {
     pub fn new(rate_hz: u32, channels: usize, max_block_frames: usize, settings: &LimiterSettings) -> Self {
         let window = ms_to_frames(settings.lookahead_ms, rate_hz).max(1);
-        // Each detector sees a frame's surroundings some frames after it
-        // arrives. The audio waits for the slower one; each minimum is held
-        // long enough to cover the faster one's early readings too.
-        let ours = BlockInterpolator::delay_frames(Design::TRUE_PEAK);
+        // Each reader sees a frame's surroundings some frames after it
+        // arrives: the reading it gives for frame n concerns the frames
+        // from n − latest back to n − earliest. The audio waits until the
+        // farthest back a reading reaches has arrived; each minimum is held
+        // from the first frame a reading concerns to the last.
+        let (fine_latest, fine_earliest) = FinePeaks::LAG_FRAMES;
         let meter = bs1770_meter_delay_frames(rate_hz);
-        let delay = ours.max(meter) + window - 1;
-        let hold = window + 1 + ours.abs_diff(meter);
+        let (latest, earliest) = (fine_latest.max(meter), fine_earliest.min(meter - 1));
+        let delay = latest + window - 1;
+        let hold = window + latest - earliest;
         let ceiling = db_to_gain(settings.ceiling_dbtp - SAFETY_MARGIN_DB);
         // The largest f32 not above the ceiling.
         let mut ceiling_f32 = ceiling as f32;
@@ -146,7 +149,7 @@ impl TruePeakLimiter {
             exhaustive: false,
             window,
             release_coefficient: one_pole_coefficient(settings.release_ms, rate_hz),
-            interpolator: BlockInterpolator::new(channels, max_block_frames, Design::TRUE_PEAK),
+            fine_peaks: FinePeaks::new(channels, max_block_frames),
             meter_interpolator: BlockInterpolator::bs1770_meter(channels, max_block_frames, rate_hz),
             delayed: vec![vec![0.0; delay + max_block_frames]; channels],
             delay_frames: delay,
@@ -239,7 +242,7 @@ impl Processor for TruePeakLimiter {
             // Only peaks above the ceiling matter: the interpolators skip
             // the stretches that cannot reach it.
             let floor = if self.exhaustive { 0.0 } else { self.ceiling_f32 };
-            self.interpolator.raise_peaks(channel, samples, peaks, floor);
+            self.fine_peaks.raise_peaks(channel, samples, peaks, floor);
             self.meter_interpolator.raise_peaks(channel, samples, peaks, floor);
         }
         // Turn each frame's peak into the gain for the frame leaving the delay.
@@ -281,7 +284,7 @@ impl Processor for TruePeakLimiter {
     }
 
     fn reset(&mut self) {
-        self.interpolator.reset();
+        self.fine_peaks.reset();
         self.meter_interpolator.reset();
         for line in &mut self.delayed {
             line.fill(0.0);
@@ -321,9 +324,9 @@ mod tests {
         let settings = LimiterSettings { ceiling_dbtp: -1.0, release_ms: 60.0, lookahead_ms: 1.5 };
         let mut limiter = TruePeakLimiter::new(48_000, 1, 256, &settings);
         let latency = limiter.latency_frames();
-        assert_eq!(latency, 8 + 72 - 1, "ours (8) is slower than the meter's (6) at 48 kHz");
+        assert_eq!(latency, 31 + 72 - 1, "the accurate reader (31) is slower than the meter's (6) at 48 kHz");
         let at_96k = TruePeakLimiter::new(96_000, 1, 256, &settings).latency_frames();
-        assert_eq!(at_96k, 12 + 144 - 1, "the meter's 2x interpolator (12) is slower at 96 kHz");
+        assert_eq!(at_96k, 31 + 144 - 1, "and than its 2x interpolator (12) at 96 kHz");
         let mut block = AudioBlock::new(1, 256);
         block.channel_mut(0)[0] = 0.25;
         limiter.process(&mut block);

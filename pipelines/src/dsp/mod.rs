@@ -60,6 +60,7 @@ pub mod compressor;
 pub mod delay;
 pub mod dither;
 pub mod envelope;
+pub mod fine_peak;
 mod halfbands;
 pub mod limiter;
 pub mod oversample;

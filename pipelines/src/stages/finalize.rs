@@ -693,9 +693,9 @@ pub fn finalize_track(
     // Nyquist, and with it some loudness (a 44.1 kHz file of a 48 kHz
     // render loses its 20–24 kHz). Such a file is made again with the loss
     // made up before its limiter. A file that still measures over the
-    // ceiling by either reading (dither; or dense, bright material where
-    // the limiter's 4× detector reads under the 16× meter) is made again
-    // trimmed by its excess. At most two more renders.
+    // ceiling by either reading (the limiter holds both, but dither and
+    // quantisation add their own peaks) is made again trimmed by its
+    // excess. At most two more renders.
     let mut adjusts = vec![Adjust::default(); deliverables.len()];
     let mut made_up = vec![false; deliverables.len()];
     for _ in 0..2 {
