@@ -133,7 +133,7 @@ impl Encoder {
         let quantizer = integer.then(|| Quantizer::new(spec.dither, spec.bit_depth, spec.channels, spec.dither_seed));
         let out = BufWriter::with_capacity(1 << 16, File::create(path)?);
         let writer = match spec.format {
-            AudioFormat::Wav => {
+            AudioFormat::Wav | AudioFormat::Ddp => {
                 let wav_spec = hound::WavSpec {
                     channels: spec.channels as u16,
                     sample_rate: spec.rate_hz,

@@ -10,6 +10,7 @@ pub mod album;
 pub mod analysis;
 pub mod audio;
 pub mod decode;
+pub mod disc;
 pub mod dsp;
 pub mod encode;
 pub mod manifest;

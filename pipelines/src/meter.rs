@@ -99,7 +99,11 @@ impl Meter {
     /// A meter for `channels` (1 or 2) at `rate_hz`.
     pub fn new(rate_hz: u32, channels: usize) -> Self {
         let mut meter = Self::loudness_only(rate_hz, channels);
-        meter.peaks = Some((BlockInterpolator::bs1770_meter(channels, CHUNK_FRAMES, rate_hz), FinePeaks::new(channels, CHUNK_FRAMES), 0.0));
+        meter.peaks = Some((
+            BlockInterpolator::bs1770_meter(channels, CHUNK_FRAMES, rate_hz),
+            FinePeaks::new(channels, CHUNK_FRAMES),
+            0.0,
+        ));
         meter
     }
 

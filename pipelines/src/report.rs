@@ -26,6 +26,17 @@ pub struct AlbumReport {
     pub tracks: Vec<TrackReport>,
     pub album: AlbumFigures,
     pub outputs: Vec<OutputFile>,
+    /// Each disc (`ddp` deliverable): its running order.
+    #[serde(default)]
+    pub discs: Vec<DiscReport>,
+}
+
+/// A disc's running order, as its PQ data and CUE sheet give it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiscReport {
+    /// The deliverable's name.
+    pub name: String,
+    pub layout: crate::disc::Layout,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -152,6 +163,31 @@ impl AlbumReport {
         html.push_str("</table><h2>Each track</h2>");
         for (i, t) in self.tracks.iter().enumerate() {
             html.push_str(&self.track_section(i, t));
+        }
+        for disc in &self.discs {
+            html.push_str(&format!(
+                "<h2>Disc <code>{}</code>: running order</h2><p class=\"sub\">CD frames of 1/75 s; INDEX 00 starts a track's gap, INDEX 01 its audio. Total {}.</p><table><tr><th>#</th><th>track</th><th>gap before</th><th>INDEX 00</th><th>INDEX 01</th><th>length</th></tr>",
+                esc(&disc.name),
+                crate::disc::timecode(disc.layout.lead_out_frame, ':')
+            ));
+            for (placement, t) in disc.layout.tracks.iter().zip(&self.tracks) {
+                let gap_s =
+                    (placement.start_frame - placement.gap_frame) as f64 / crate::disc::FRAMES_PER_SECOND as f64;
+                html.push_str(&format!(
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2} s</td></tr>",
+                    placement.number,
+                    esc(&t.title),
+                    if placement.gap_frame < placement.start_frame {
+                        format!("{gap_s:.2} s")
+                    } else {
+                        "none (joined)".to_owned()
+                    },
+                    crate::disc::timecode(placement.gap_frame, ':'),
+                    crate::disc::timecode(placement.start_frame, ':'),
+                    placement.samples as f64 / f64::from(crate::disc::RATE_HZ)
+                ));
+            }
+            html.push_str("</table>");
         }
         html.push_str("<h2>Warnings</h2>");
         let warnings: Vec<String> =

@@ -25,7 +25,7 @@ use crate::PIPELINE_VERSION;
 use crate::album::{AlbumPlan, Correction, PlannedTrack, Reference, plan_album};
 use crate::analysis::{Analysis, BAND_CENTRES_HZ};
 use crate::encode::Tags;
-use crate::manifest::{LoudnessMode, Manifest, MasterChain, ToneReference};
+use crate::manifest::{AudioFormat, LoudnessMode, Manifest, MasterChain, ToneReference};
 use crate::report::{AlbumFigures, AlbumReport, OutputFile, TrackReport, distance_to};
 use crate::stages::StageError;
 use crate::stages::finalize::{DeliverableTarget, FinalizeReport, FinalizeSettings, finalize_track};
@@ -253,6 +253,43 @@ impl<'a> AlbumTasks<'a> {
     /// manifest's order.
     pub fn deliverable_keys(&self, track: usize) -> Vec<String> {
         self.manifest.effective_deliverables().iter().map(|d| self.manifest.deliverable_path(track, d)).collect()
+    }
+
+    /// The deliverables that are a disc (`ddp`): assembled by the report
+    /// task from every track's file of them.
+    pub fn discs(&self) -> Vec<crate::manifest::Deliverable> {
+        self.manifest.effective_deliverables().into_iter().filter(|d| d.format == AudioFormat::Ddp).collect()
+    }
+
+    /// Writes the disc of `deliverable` into `dir` from each track's file
+    /// of it (`sources`, in album order); returns its layout and the files
+    /// written, as keys under the output.
+    pub fn disc(
+        &self,
+        deliverable: &crate::manifest::Deliverable,
+        sources: &[PathBuf],
+        dir: &Path,
+    ) -> Result<(crate::disc::Layout, Vec<(String, PathBuf)>), StageError> {
+        let album = &self.manifest.album;
+        let info = crate::disc::DiscInfo {
+            title: album.title.clone(),
+            performer: album.artist.clone(),
+            upc: album.upc.clone(),
+        };
+        let tracks: Vec<crate::disc::DiscTrack> = self
+            .manifest
+            .tracks
+            .iter()
+            .map(|t| crate::disc::DiscTrack {
+                title: t.title.clone(),
+                isrc: t.isrc.clone(),
+                gap_s: t.gap_s.unwrap_or(2.0),
+            })
+            .collect();
+        let (layout, names) = crate::disc::write_disc(dir, &info, &tracks, sources)
+            .map_err(|e| StageError::Invalid(format!("deliverable `{}` (a CD): {e}", deliverable.name)))?;
+        let files = names.into_iter().map(|name| (format!("{}/{name}", deliverable.name), dir.join(name))).collect();
+        Ok((layout, files))
     }
 
     /// Key of measuring a given mix file with content hash `blake3`.
@@ -645,6 +682,7 @@ impl<'a> AlbumTasks<'a> {
             album: AlbumFigures::from_tracks(&track_reports),
             tracks: track_reports,
             outputs,
+            discs: Vec::new(),
         })
     }
 }

@@ -130,6 +130,19 @@ fn album_matching_and_deliverables() {
 }
 
 #[test]
+fn a_disc_is_44_1_khz_16_bit_and_its_gaps_are_in_range() {
+    let tracks: String = (0..3)
+        .map(|i| format!("  - {{ id: t{i}, title: T, mix_file: t.wav, gap_s: {} }}\n", if i == 1 { 11.0 } else { 0.0 }))
+        .collect();
+    let text = format!(
+        "version: 1\nalbum: {{ title: T, artist: A, sample_rate: 48000 }}\ndeliverables:\n  - {{ name: disc, format: ddp }}\n  - {{ name: cd, format: ddp, sample_rate: 44100, bit_depth: 16 }}\ntracks:\n{tracks}"
+    );
+    assert_eq!(problem_paths(&text), ["deliverables[0].sample_rate", "deliverables[0].bit_depth", "tracks[1].gap_s",]);
+    let one = "version: 1\nalbum: { title: T, artist: A }\ndeliverables:\n  - { name: cd, format: ddp, sample_rate: 44100, bit_depth: 16 }\ntracks:\n  - { id: a, title: A, mix_file: a.wav, gap_s: 0 }\n";
+    assert!(problem_paths(one).is_empty(), "{:?}", problem_paths(one));
+}
+
+#[test]
 fn ids_isrcs_and_album_codes() {
     let text = "version: 1\nalbum: { title: T, artist: ' ', upc: '12345' }\ntracks:\n  - { id: Intro, title: A, mix_file: a.wav, isrc: GBABC2600001 }\n  - { id: b, title: B, mix_file: b.wav, isrc: GBABC2600001 }\n  - { id: c, title: '', mix_file: c.wav, isrc: GB-ABC-26-00003 }\n";
     assert_eq!(

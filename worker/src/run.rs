@@ -669,7 +669,32 @@ impl Run<'_> {
         if let Some(record) = self.cached::<AlbumReport>(&key).await? {
             return Ok((record.result.into(), true, 0));
         }
-        let report = self.tasks.report(&mixes, &masters, &plan, &finals)?;
+        let mut report = self.tasks.report(&mixes, &masters, &plan, &finals)?;
+        // Each disc from every track's file of it, in album order.
+        for deliverable in self.tasks.discs() {
+            let mut sources = Vec::with_capacity(ids.len());
+            for (track, finalized) in finals.iter().enumerate() {
+                let key = self.album.manifest.deliverable_path(track, &deliverable);
+                let expected = finalized.files.iter().find(|f| f.path == key).map(|f| f.blake3.clone());
+                let fetched = self.fetch(&self.album.output.clone(), &key).await?;
+                if expected.as_deref() != Some(fetched.blake3.as_str()) {
+                    return Err(TaskError::fatal(format!("{key} is not the file its finalize made")));
+                }
+                sources.push(fetched.path);
+            }
+            let dir = self.scratch_for(&format!("disc-{}", deliverable.name));
+            let (manifest, name) = (self.album.manifest.clone(), deliverable.name.clone());
+            let (layout, files) = self
+                .blocking(move || {
+                    // A disc is written whole: nothing of an earlier try stays.
+                    let _ = std::fs::remove_dir_all(&dir);
+                    Ok(AlbumTasks::new(&manifest).disc(&deliverable, &sources, &dir)?)
+                })
+                .await?;
+            report.discs.push(lacquer_pipelines::report::DiscReport { name, layout });
+            let published = self.publish(&files).await?;
+            report.outputs.extend(published);
+        }
         let json = serde_json::to_vec_pretty(&report).map_err(|e| TaskError::fatal(format!("cannot encode: {e}")))?;
         let html = report.to_html().into_bytes();
         let mut outputs = Vec::new();

@@ -97,6 +97,12 @@ pub struct Track {
     pub title: String,
     #[serde(default)]
     pub isrc: Option<String>,
+    /// The silence before this track on a disc (`ddp` deliverables), in
+    /// seconds (0–10, default 2; 0 joins it to the previous track without
+    /// a gap). The first track's is the disc's 2-second pregap whatever
+    /// this says.
+    #[serde(default)]
+    pub gap_s: Option<f64>,
     /// Loudness relative to the album target (-12..+3).
     #[serde(default)]
     pub loudness_offset_lu: f64,
@@ -387,12 +393,16 @@ impl Default for WarmthMatching {
 pub enum AudioFormat {
     Wav,
     Flac,
+    /// The album as one CD for the pressing plant: a DDP 2.0 fileset, and
+    /// a CUE sheet beside one WAV of the same samples (44.1 kHz, 16-bit).
+    /// Each track is also kept as a 16-bit WAV under `tracks/`.
+    Ddp,
 }
 
 impl AudioFormat {
     pub fn extension(self) -> &'static str {
         match self {
-            AudioFormat::Wav => "wav",
+            AudioFormat::Wav | AudioFormat::Ddp => "wav",
             AudioFormat::Flac => "flac",
         }
     }
@@ -448,7 +458,11 @@ impl Manifest {
 
     /// Where track `track`'s file of `deliverable` goes, under the output.
     pub fn deliverable_path(&self, track: usize, deliverable: &Deliverable) -> String {
-        format!("{}/{:02}-{}.{}", deliverable.name, track + 1, self.tracks[track].id, deliverable.format.extension())
+        let folder = match deliverable.format {
+            AudioFormat::Ddp => format!("{}/tracks", deliverable.name),
+            AudioFormat::Wav | AudioFormat::Flac => deliverable.name.clone(),
+        };
+        format!("{folder}/{:02}-{}.{}", track + 1, self.tracks[track].id, deliverable.format.extension())
     }
 
     pub fn effective_deliverables(&self) -> Vec<Deliverable> {

@@ -435,6 +435,16 @@ impl Checker {
                     self.problem(format!("{path}.bit_depth"), format!("{other} is not allowed: use 16, 24 or 32"))
                 }
             }
+            if d.format == AudioFormat::Ddp {
+                if d.sample_rate.is_some_and(|rate| rate != crate::disc::RATE_HZ)
+                    || d.sample_rate.is_none() && manifest.album.sample_rate != crate::disc::RATE_HZ
+                {
+                    self.problem(format!("{path}.sample_rate"), "a CD (`ddp`) is 44100 Hz: write `sample_rate: 44100`");
+                }
+                if d.bit_depth != 16 {
+                    self.problem(format!("{path}.bit_depth"), "a CD (`ddp`) is 16-bit: write `bit_depth: 16`");
+                }
+            }
             if d.bit_depth == 32 && matches!(d.dither, Some(Dither::Tpdf | Dither::Shaped)) {
                 self.problem(format!("{path}.dither"), "32-bit float needs no dither; use `none` or leave it out");
             }
@@ -509,6 +519,9 @@ impl Checker {
                 }
             }
             self.range(&format!("{path}.loudness_offset_lu"), track.loudness_offset_lu, -12.0, 3.0, " LU");
+            if let Some(gap_s) = track.gap_s {
+                self.range(&format!("{path}.gap_s"), gap_s, 0.0, 10.0, " s");
+            }
             self.range(&format!("{path}.fade_in_s"), track.fade_in_s, 0.0, 600.0, " s");
             self.range(&format!("{path}.fade_out_s"), track.fade_out_s, 0.0, 600.0, " s");
             self.range(&format!("{path}.trim_start_s"), track.trim_start_s, 0.0, 3600.0, " s");
