@@ -1,6 +1,7 @@
 //! The example album delivered as a CD for the pressing plant (`format:
 //! ddp`): the DDP fileset read back field by field with our reader, the CUE
-//! sheet read by cdrdao and cuetools (installed by `scripts/setup`), both
+//! sheet read by cdrdao and cuetools and the CD-TEXT by libburn's cdrskin
+//! (installed by `scripts/setup`), all
 //! held to the manifest and to a layout worked out here from the track
 //! files' lengths; the image's samples are the 16-bit deliverable's.
 
@@ -106,6 +107,13 @@ fn check_disc(out: &Path, gap_frames: u64) {
         (0..3).map(|i| (format!("{:02}", i + 1), starts[i], ISRCS[i].to_owned(), UPC.to_owned())).collect();
     expected.push(("AA".to_owned(), lead_out, String::new(), UPC.to_owned()));
     assert_eq!(index_one, expected, "PQ: tracks, INDEX 01 frames, ISRCs, UPC, lead-out");
+    let titles = ["Chorale BWV 66.6 (band)", "Maple Leaf Rag", "Aus meinen Traenen spriessen (ballad)"];
+    let performer = "The Corpus Players";
+    let cd_text: Vec<(String, String)> = std::iter::once("Corpus Sessions")
+        .chain(titles)
+        .map(|title| (title.to_owned(), performer.to_owned()))
+        .collect();
+    assert_eq!(ddp.cd_text, cd_text, "CD-TEXT: album and track titles, performer (every pack's CRC checked)");
     let gaps: Vec<u64> = ddp.pq.iter().filter(|p| p.1 == 0).map(|p| p.2).collect();
     let expected_gaps: Vec<u64> =
         if gap_frames == 0 { vec![0] } else { vec![0, starts[1] - gap_frames, starts[2] - gap_frames] };
@@ -148,11 +156,21 @@ fn check_disc(out: &Path, gap_frames: u64) {
     };
     let breaks: Vec<u64> = breakpoints.lines().map(as_frames).collect();
     assert_eq!(breaks, starts[1..].iter().map(|s| s - 150).collect::<Vec<_>>(), "{breakpoints}");
-    let titles = run("cueprint", &["-d", "", "-t", "%t\n", "album.cue"], &disc);
-    assert_eq!(
-        titles.lines().filter(|l| !l.is_empty()).collect::<Vec<_>>(),
-        ["Chorale BWV 66.6 (band)", "Maple Leaf Rag", "Aus meinen Traenen spriessen (ballad)"]
-    );
+    let cue_titles = run("cueprint", &["-d", "", "-t", "%t\n", "album.cue"], &disc);
+    assert_eq!(cue_titles.lines().filter(|l| !l.is_empty()).collect::<Vec<_>>(), titles);
+    // The CD-TEXT packs as libburn reads them.
+    let sheet = run("cdrskin", &["textfile_to_v07t=ddp/CDTEXT.BIN"], &disc);
+    let mut expected_sheet =
+        vec!["Album Title         = Corpus Sessions".to_owned(), format!("Artist Name         = {performer}")];
+    for (i, title) in titles.iter().enumerate() {
+        expected_sheet.push(format!("Track {:02} Title      = {title}", i + 1));
+        expected_sheet.push(format!("Track {:02} Artist     = {performer}", i + 1));
+    }
+    let read: Vec<&str> = sheet
+        .lines()
+        .filter(|l| l.starts_with("Album Title") || l.starts_with("Artist Name") || l.starts_with("Track "))
+        .collect();
+    assert_eq!(read, expected_sheet, "{sheet}");
 
     // The report gives the same running order.
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();

@@ -12,8 +12,10 @@
 //!
 //! **DDP 2.0 fileset** (`ddp/`): `DDPID` (128 bytes: level `DDP 2.00`, the
 //! UPC/EAN, the master id, disc type `CD`), `DDPMS` (one 128-byte map
-//! packet, `VVVM`, per stream: the audio image, `D0`, and the PQ
-//! descriptor, `S0` — type, length, start, pregap, file name), `PQDESCR`
+//! packet, `VVVM`, per stream: the audio image, `D0`, the PQ descriptor,
+//! `S0`, and CD-TEXT, `S4` — type, length, start, pregap, file name),
+//! `CDTEXT.BIN` (18-byte packs: album and track titles, performer),
+//! `PQDESCR`
 //! (one 64-byte packet, `VVVS`, per track index and the lead-out `AA`:
 //! track, index, absolute time hh:mm:ss:ff, control bytes, ISRC, UPC/EAN),
 //! `IMAGE.DAT` (the whole disc from 00:00:00, 16-bit little-endian
@@ -203,15 +205,18 @@ pub fn write_disc(
     let upc = info.upc.as_deref().map(ean13).unwrap_or_default();
     let mut files = vec![("DDPID".to_owned(), ddpid(&upc, &info.title))];
     let pq: Vec<u8> = pq_packets(&layout, tracks, &upc).concat();
+    let text = cd_text(info, tracks);
     files.push((
         "DDPMS".to_owned(),
         [
             ddpms_packet("D0", layout.lead_out_frame, FIRST_PREGAP_FRAMES, "IMAGE.DAT"),
             ddpms_packet("S0", pq.len() as u64, 0, "PQDESCR"),
+            ddpms_packet("S4", text.len() as u64, 0, "CDTEXT.BIN"),
         ]
         .concat(),
     ));
     files.push(("PQDESCR".to_owned(), pq));
+    files.push(("CDTEXT.BIN".to_owned(), text));
     let mut checksums = String::new();
     for (name, bytes) in &files {
         std::fs::write(dir.join("ddp").join(name), bytes).map_err(|e| io(name, e))?;
@@ -345,6 +350,78 @@ fn pq_packets(layout: &Layout, tracks: &[DiscTrack], upc: &str) -> Vec<Vec<u8>> 
     packets
 }
 
+/// CD-TEXT (block 0, ISO 8859-1, English): the album's and each track's
+/// title (pack type 0x80) and performer (0x81), then the three size-info
+/// packs (0x8F). Each 18-byte pack: type, track, sequence number,
+/// character position, 12 bytes of text (strings end with NUL and run on
+/// from pack to pack), and a CRC-16 (CCITT, inverted, big-endian).
+fn cd_text(info: &DiscInfo, tracks: &[DiscTrack]) -> Vec<u8> {
+    let latin1 = |text: &str| -> Vec<u8> {
+        text.chars().map(|c| if (c as u32) < 0x100 && !c.is_control() { c as u8 } else { b'?' }).collect()
+    };
+    let titles: Vec<Vec<u8>> =
+        std::iter::once(latin1(&info.title)).chain(tracks.iter().map(|t| latin1(&t.title))).collect();
+    let performers: Vec<Vec<u8>> = (0..=tracks.len()).map(|_| latin1(&info.performer)).collect();
+    let mut packs: Vec<[u8; 18]> = Vec::new();
+    let mut counts = [0u8; 16];
+    for (pack_type, strings) in [(0x80u8, &titles), (0x81, &performers)] {
+        // Every byte of the type's text with the track it belongs to and
+        // its position in that track's string.
+        let owned: Vec<(u8, u8, usize)> = strings
+            .iter()
+            .enumerate()
+            .flat_map(|(track, text)| {
+                text.iter().copied().chain([0]).enumerate().map(move |(position, byte)| (byte, track as u8, position))
+            })
+            .collect();
+        for chunk in owned.chunks(12) {
+            let (_, track, position) = chunk[0];
+            let mut pack = [0u8; 18];
+            pack[0] = pack_type;
+            pack[1] = track;
+            pack[2] = packs.len() as u8;
+            pack[3] = position.min(15) as u8;
+            for (slot, (byte, _, _)) in pack[4..16].iter_mut().zip(chunk) {
+                *slot = *byte;
+            }
+            packs.push(pack);
+            counts[usize::from(pack_type - 0x80)] += 1;
+        }
+    }
+    counts[15] = 3;
+    let mut size_info = [0u8; 36];
+    size_info[1] = 1;
+    size_info[2] = tracks.len() as u8;
+    size_info[4..20].copy_from_slice(&counts);
+    size_info[20] = (packs.len() + 2) as u8;
+    size_info[28] = 0x09;
+    for (index, text) in size_info.chunks(12).enumerate() {
+        let mut pack = [0u8; 18];
+        pack[0] = 0x8F;
+        pack[1] = index as u8;
+        pack[2] = packs.len() as u8;
+        pack[4..16].copy_from_slice(text);
+        packs.push(pack);
+    }
+    for pack in &mut packs {
+        let crc = !crc16_ccitt(&pack[..16]);
+        pack[16..].copy_from_slice(&crc.to_be_bytes());
+    }
+    packs.concat()
+}
+
+/// CRC-16/CCITT (polynomial 0x1021, initial value 0), as CD subcode uses it.
+fn crc16_ccitt(bytes: &[u8]) -> u16 {
+    let mut crc = 0u16;
+    for &byte in bytes {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
+        }
+    }
+    crc
+}
+
 /// The CUE sheet of `album.wav` (which starts at 00:02:00).
 fn cue_sheet(info: &DiscInfo, tracks: &[DiscTrack], layout: &Layout, upc: &str) -> String {
     let quoted = |text: &str| text.replace('"', "'");
@@ -383,6 +460,8 @@ pub struct DdpReading {
     pub streams: Vec<(String, u64, u64, String)>,
     /// Per PQ packet: track, index, frame, ISRC, UPC.
     pub pq: Vec<(String, u32, u64, String, String)>,
+    /// CD-TEXT block 0, per track (0: the album): title and performer.
+    pub cd_text: Vec<(String, String)>,
 }
 
 /// Reads a DDP fileset's `DDPID`, `DDPMS` and `PQDESCR` by the field
@@ -403,7 +482,7 @@ pub fn read_ddp(dir: &Path) -> Result<DdpReading, String> {
         return Err(format!("DDPID is {} bytes, not 128", id.len()));
     }
     let map = read("DDPMS")?;
-    if map.is_empty() || map.len() % 128 != 0 {
+    if map.is_empty() || !map.len().is_multiple_of(128) {
         return Err(format!("DDPMS is {} bytes, not a whole number of 128-byte packets", map.len()));
     }
     let mut streams = Vec::new();
@@ -421,7 +500,7 @@ pub fn read_ddp(dir: &Path) -> Result<DdpReading, String> {
     }
     let pq_name = streams.iter().find(|s| s.0 == "S0").map(|s| s.3.clone()).ok_or("DDPMS maps no PQ descriptor")?;
     let pq_bytes = read(&pq_name)?;
-    if pq_bytes.len() % 64 != 0 {
+    if !pq_bytes.len().is_multiple_of(64) {
         return Err(format!("{pq_name} is {} bytes, not a whole number of 64-byte packets", pq_bytes.len()));
     }
     let mut pq = Vec::new();
@@ -442,7 +521,52 @@ pub fn read_ddp(dir: &Path) -> Result<DdpReading, String> {
             text(&packet[32..45]),
         ));
     }
-    Ok(DdpReading { level: text(&id[0..8]), upc: text(&id[8..21]), disc_type: text(&id[87..89]), streams, pq })
+    let cd_text = match streams.iter().find(|s| s.0 == "S4") {
+        Some(stream) => read_cd_text(&read(&stream.3)?)?,
+        None => Vec::new(),
+    };
+    Ok(DdpReading { level: text(&id[0..8]), upc: text(&id[8..21]), disc_type: text(&id[87..89]), streams, pq, cd_text })
+}
+
+/// Titles and performers (per track, 0 the album) from CD-TEXT packs,
+/// each pack's CRC checked.
+fn read_cd_text(bytes: &[u8]) -> Result<Vec<(String, String)>, String> {
+    if !bytes.len().is_multiple_of(18) {
+        return Err(format!("CD-TEXT is {} bytes, not a whole number of 18-byte packs", bytes.len()));
+    }
+    let mut strings: [Vec<Vec<u8>>; 2] = [Vec::new(), Vec::new()];
+    for (index, pack) in bytes.chunks(18).enumerate() {
+        if !crc16_ccitt(&pack[..16]) != u16::from_be_bytes([pack[16], pack[17]]) {
+            return Err(format!("CD-TEXT pack {index} fails its CRC"));
+        }
+        if usize::from(pack[2]) != index {
+            return Err(format!("CD-TEXT pack {index} has sequence number {}", pack[2]));
+        }
+        let Some(list) = pack[0].checked_sub(0x80).and_then(|t| strings.get_mut(usize::from(t))) else { continue };
+        let mut track = usize::from(pack[1]);
+        for &byte in &pack[4..16] {
+            if list.len() <= track {
+                list.resize(track + 1, Vec::new());
+            }
+            if byte == 0 {
+                track += 1;
+            } else {
+                list[track].push(byte);
+            }
+        }
+    }
+    // The last pack's padding reads as empty strings past the last track.
+    for list in &mut strings {
+        while list.last().is_some_and(Vec::is_empty) {
+            list.pop();
+        }
+    }
+    let [titles, performers] = strings;
+    let latin1 =
+        |bytes: Option<&Vec<u8>>| bytes.map(|b| b.iter().map(|&c| char::from(c)).collect()).unwrap_or_default();
+    Ok((0..titles.len().max(performers.len()))
+        .map(|track| (latin1(titles.get(track)), latin1(performers.get(track))))
+        .collect())
 }
 
 #[cfg(test)]
@@ -482,6 +606,28 @@ mod tests {
         assert!(long.contains("longer than a CD's 79:57:00"), "{long}");
         let many = Layout::new(&[5 * SECOND; 100], &[2.0; 100]).unwrap_err();
         assert!(many.contains("1 to 99 tracks"), "{many}");
+    }
+
+    #[test]
+    fn cd_text_reads_back_and_a_damaged_pack_fails_its_crc() {
+        let info = DiscInfo { title: "Northern Lights".into(), performer: "The Examples".into(), upc: None };
+        let tracks: Vec<DiscTrack> = ["Aurora", "A title that runs over two packs", "Éte"]
+            .iter()
+            .map(|t| DiscTrack { title: (*t).into(), isrc: None, gap_s: 2.0 })
+            .collect();
+        let packs = cd_text(&info, &tracks);
+        assert_eq!(packs.len() % 18, 0);
+        let read = read_cd_text(&packs).unwrap();
+        let want: Vec<(String, String)> = ["Northern Lights", "Aurora", "A title that runs over two packs", "Éte"]
+            .iter()
+            .map(|t| ((*t).to_owned(), "The Examples".to_owned()))
+            .collect();
+        assert_eq!(read, want);
+        // The CRC of the standard's CCITT polynomial: "123456789" gives 0x31C3.
+        assert_eq!(crc16_ccitt(b"123456789"), 0x31C3);
+        let mut damaged = packs.clone();
+        damaged[20] ^= 1;
+        assert_eq!(read_cd_text(&damaged).unwrap_err(), "CD-TEXT pack 1 fails its CRC");
     }
 
     #[test]
