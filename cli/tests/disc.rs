@@ -187,6 +187,12 @@ fn the_album_is_delivered_as_a_disc_and_gapless_joins_sample_exactly() {
     let out = dir.path().join("out");
     master(&manifest(dir.path(), None), &out);
     check_disc(&out, 150);
+    // A lost file of the set is made again, the same bytes.
+    let image = out.join("disc/ddp/IMAGE.DAT");
+    let bytes = std::fs::read(&image).unwrap();
+    std::fs::remove_file(&image).unwrap();
+    master(&manifest(dir.path(), None), &out);
+    assert!(std::fs::read(&image).unwrap() == bytes, "the image is made again, bit-identical");
     // The same album without gaps: the tracks are not rendered again, the
     // disc is made anew with the tracks joined.
     master(&manifest(dir.path(), Some(0.0)), &out);

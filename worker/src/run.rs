@@ -670,6 +670,7 @@ impl Run<'_> {
             return Ok((record.result.into(), true, 0));
         }
         let mut report = self.tasks.report(&mixes, &masters, &plan, &finals)?;
+        let mut outputs = Vec::new();
         // Each disc from every track's file of it, in album order.
         for deliverable in self.tasks.discs() {
             let mut sources = Vec::with_capacity(ids.len());
@@ -693,11 +694,11 @@ impl Run<'_> {
                 .await?;
             report.discs.push(lacquer_pipelines::report::DiscReport { name, layout });
             let published = self.publish(&files).await?;
-            report.outputs.extend(published);
+            report.outputs.extend(published.iter().cloned());
+            outputs.extend(published);
         }
         let json = serde_json::to_vec_pretty(&report).map_err(|e| TaskError::fatal(format!("cannot encode: {e}")))?;
         let html = report.to_html().into_bytes();
-        let mut outputs = Vec::new();
         for (name, bytes) in [("report.json", json), ("report.html", html)] {
             let size_bytes = bytes.len() as u64;
             let blake3 = blake3::hash(&bytes).to_hex().to_string();
