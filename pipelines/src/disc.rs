@@ -15,8 +15,7 @@
 //! packet, `VVVM`, per stream: the audio image, `D0`, the PQ descriptor,
 //! `S0`, and CD-TEXT, `S4` — type, length, start, pregap, file name),
 //! `CDTEXT.BIN` (18-byte packs: album and track titles, performer),
-//! `PQDESCR`
-//! (one 64-byte packet, `VVVS`, per track index and the lead-out `AA`:
+//! `PQDESCR` (one 64-byte packet, `VVVS`, per track index and the lead-out `AA`:
 //! track, index, absolute time hh:mm:ss:ff, control bytes, ISRC, UPC/EAN),
 //! `IMAGE.DAT` (the whole disc from 00:00:00, 16-bit little-endian
 //! interleaved stereo, 2,352 bytes a frame) and `CHECKSUM.MD5` (in the form

@@ -17,7 +17,8 @@ use lacquer_pipelines::stages::finalize::{DeliverableTarget, FinalizeSettings, f
 
 const RATE_HZ: u32 = 48_000;
 
-fn write_master(path: &std::path::Path) {
+/// A 32-bit float stereo WAV at [`RATE_HZ`], as the master stage writes.
+fn float_master(path: &std::path::Path) -> Encoder {
     let spec = EncodeSpec {
         format: AudioFormat::Wav,
         bit_depth: 32,
@@ -26,7 +27,11 @@ fn write_master(path: &std::path::Path) {
         dither: Dither::None,
         dither_seed: 0,
     };
-    let mut encoder = Encoder::create(path, spec, &Tags::default()).unwrap();
+    Encoder::create(path, spec, &Tags::default()).unwrap()
+}
+
+fn write_master(path: &std::path::Path) {
+    let mut encoder = float_master(path);
     let (mut left, mut right) = (Pink::new(1), Pink::new(2));
     for second in 0..8 {
         let level = 0.6 + 0.1 * (second % 3) as f32;
@@ -125,15 +130,7 @@ fn what_is_reported_is_what_the_files_hold() {
 fn the_correction_gives_way_to_the_songs_dynamics() {
     let dir = tempfile::tempdir().unwrap();
     let master = dir.path().join("master.wav");
-    let spec = EncodeSpec {
-        format: AudioFormat::Wav,
-        bit_depth: 32,
-        rate_hz: RATE_HZ,
-        channels: 2,
-        dither: Dither::None,
-        dither_seed: 0,
-    };
-    let mut encoder = Encoder::create(&master, spec, &Tags::default()).unwrap();
+    let mut encoder = float_master(&master);
     let mut noise = Pink::new(7);
     let mut phase = 0f32;
     for section in 0..6 {
@@ -197,15 +194,7 @@ fn the_correction_gives_way_to_the_songs_dynamics() {
 fn conversions_are_limited_again_not_trimmed() {
     let dir = tempfile::tempdir().unwrap();
     let master = dir.path().join("master.wav");
-    let spec = EncodeSpec {
-        format: AudioFormat::Wav,
-        bit_depth: 32,
-        rate_hz: RATE_HZ,
-        channels: 2,
-        dither: Dither::None,
-        dither_seed: 0,
-    };
-    let mut encoder = Encoder::create(&master, spec, &Tags::default()).unwrap();
+    let mut encoder = float_master(&master);
     let (mut left, mut right) = (Pink::new(5), Pink::new(6));
     for _ in 0..6 {
         let channels = vec![

@@ -8,7 +8,7 @@
 //! 0.4535 fs, so only local maxima within that of what matters (the
 //! highest so far for a meter, the ceiling for a limiter) are refined.
 
-use super::oversample::{self, BlockInterpolator};
+use super::oversample::{self, BlockInterpolator, Highest, PeakSink, PerFrame};
 
 /// A 4× value this far under what matters cannot hide a higher
 /// inter-sample peak: −0.56 dB, rounded out.
@@ -31,41 +31,6 @@ pub struct FinePeaks {
     /// Three kernels (offsets ¼, ½, ¾ of a 4× step) of `2 · HALF_TAPS`
     /// taps: value at `i + d` = Σ_k kernel[k] · fine[i − HALF + 1 + k].
     kernels: [[f32; 2 * HALF_TAPS]; 3],
-}
-
-/// Where a block's readings go.
-trait Sink {
-    /// Readings at or under this are not wanted.
-    fn floor(&self) -> f32;
-    /// A reading for the block's frame slot `slot`.
-    fn take(&mut self, slot: usize, value: f32);
-}
-
-/// The largest reading: itself the floor.
-struct Highest(f32);
-
-impl Sink for Highest {
-    fn floor(&self) -> f32 {
-        self.0
-    }
-    fn take(&mut self, _slot: usize, value: f32) {
-        self.0 = self.0.max(value);
-    }
-}
-
-/// The largest reading of each frame slot, above a fixed floor.
-struct PerSlot<'a> {
-    peaks: &'a mut [f32],
-    floor: f32,
-}
-
-impl Sink for PerSlot<'_> {
-    fn floor(&self) -> f32 {
-        self.floor
-    }
-    fn take(&mut self, slot: usize, value: f32) {
-        self.peaks[slot] = self.peaks[slot].max(value);
-    }
 }
 
 impl FinePeaks {
@@ -123,13 +88,13 @@ impl FinePeaks {
     /// readings under it may be missing. The stream's start is read as a
     /// step from silence.
     pub fn raise_peaks(&mut self, channel: usize, samples: &[f32], peaks: &mut [f32], floor: f32) {
-        self.scan(channel, samples, HISTORY, &mut PerSlot { peaks, floor });
+        self.scan(channel, samples, HISTORY, &mut PerFrame { peaks, floor });
     }
 
     /// Makes one channel's 4× values and hands `sink` those at `from` on
     /// (an index into the buffer, at least [`HISTORY`]) that could exceed
     /// its floor, refined around their local maxima.
-    fn scan(&mut self, channel: usize, samples: &[f32], from: usize, sink: &mut impl Sink) {
+    fn scan(&mut self, channel: usize, samples: &[f32], from: usize, sink: &mut impl PeakSink) {
         let frames = samples.len();
         let [first, second] = &mut self.stages;
         let doubled = &mut self.doubled[..2 * frames];
@@ -164,7 +129,7 @@ impl FinePeaks {
 /// could exceed its floor, each in its frame slot (4 values a slot,
 /// counted from `HISTORY − HALF`), with the 16× values around every local
 /// maximum within [`REFINE_MARGIN`] of the floor.
-fn refine(kernels: &[[f32; 2 * HALF_TAPS]; 3], fine: &[f32], from: usize, sink: &mut impl Sink) {
+fn refine(kernels: &[[f32; 2 * HALF_TAPS]; 3], fine: &[f32], from: usize, sink: &mut impl PeakSink) {
     // Values i in [from - HALF, len - HALF) have HALF neighbours each side.
     let (first, last) = (from - HALF_TAPS, fine.len() - HALF_TAPS);
     let block_max = fine[first..last].iter().fold(0f32, |m, x| m.max(x.abs()));
@@ -177,7 +142,7 @@ fn refine(kernels: &[[f32; 2 * HALF_TAPS]; 3], fine: &[f32], from: usize, sink: 
             continue;
         }
         let slot = (i - (HISTORY - HALF_TAPS)) / 4;
-        sink.take(slot, v);
+        sink.take(slot, &[v]);
         if v < fine[i - 1].abs() || v < fine[i + 1].abs() {
             continue;
         }
@@ -186,7 +151,7 @@ fn refine(kernels: &[[f32; 2 * HALF_TAPS]; 3], fine: &[f32], from: usize, sink: 
             let window = &fine[base + 1 - HALF_TAPS..base + 1 + HALF_TAPS];
             for kernel in kernels {
                 let value: f32 = kernel.iter().zip(window).map(|(k, x)| k * x).sum();
-                sink.take(slot, value.abs());
+                sink.take(slot, &[value]);
             }
         }
     }

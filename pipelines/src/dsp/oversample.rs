@@ -232,8 +232,9 @@ impl BlockInterpolator {
     }
 }
 
-/// Where [`BlockInterpolator::scan`] puts the outputs it computes.
-trait PeakSink {
+/// Where [`BlockInterpolator::scan`] (and [`super::fine_peak::FinePeaks`])
+/// put the outputs they compute.
+pub(super) trait PeakSink {
     /// Outputs that cannot exceed this are not wanted.
     fn floor(&self) -> f32;
     /// One phase's outputs for the frames from `start` on.
@@ -241,9 +242,9 @@ trait PeakSink {
 }
 
 /// The largest magnitude of each frame's outputs, above a fixed floor.
-struct PerFrame<'a> {
-    peaks: &'a mut [f32],
-    floor: f32,
+pub(super) struct PerFrame<'a> {
+    pub(super) peaks: &'a mut [f32],
+    pub(super) floor: f32,
 }
 
 impl PeakSink for PerFrame<'_> {
@@ -258,7 +259,7 @@ impl PeakSink for PerFrame<'_> {
 }
 
 /// The largest magnitude of all outputs: itself the floor.
-struct Highest(f32);
+pub(super) struct Highest(pub(super) f32);
 
 impl PeakSink for Highest {
     fn floor(&self) -> f32 {
