@@ -9,6 +9,7 @@
 pub mod album;
 pub mod analysis;
 pub mod audio;
+pub mod codec;
 pub mod decode;
 pub mod disc;
 pub mod dsp;

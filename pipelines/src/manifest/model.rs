@@ -256,6 +256,58 @@ pub struct Matching {
     /// A track needing more limiting than this is delivered quieter (0..12).
     #[serde(default = "default_max_limiter_gain_reduction_db")]
     pub max_limiter_gain_reduction_db: f64,
+    /// Lossy codecs every streaming deliverable is encoded and decoded
+    /// through, its decoded true peak held at `codec_ceiling_dbtp` (new in
+    /// 1.x; empty: no check).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub codec_check: Vec<CodecSpec>,
+    /// The most a streaming deliverable may read once decoded from any
+    /// codec of `codec_check` (-9..0). Default: -1.0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codec_ceiling_dbtp: Option<f64>,
+}
+
+impl Matching {
+    pub fn codec_ceiling_dbtp(&self) -> f64 {
+        self.codec_ceiling_dbtp.unwrap_or(-1.0)
+    }
+}
+
+/// A lossy codec the stores encode with, at a bitrate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodecSpec {
+    pub codec: Codec,
+    /// Default: 256 for AAC, 160 for Opus.
+    #[serde(default)]
+    pub bitrate_kbps: Option<u32>,
+}
+
+impl CodecSpec {
+    pub fn bitrate_kbps(&self) -> u32 {
+        self.bitrate_kbps.unwrap_or(match self.codec {
+            Codec::Aac => 256,
+            Codec::Opus => 160,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Codec {
+    /// AAC-LC (Apple Music, YouTube Music, Tidal's lossy tiers).
+    Aac,
+    /// Opus at 48 kHz (Spotify, YouTube).
+    Opus,
+}
+
+impl Codec {
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::Aac => "AAC-LC",
+            Codec::Opus => "Opus",
+        }
+    }
 }
 
 fn default_true_peak_dbtp() -> f64 {
@@ -273,6 +325,8 @@ impl Default for Matching {
             tone: ToneMatching::default(),
             warmth: WarmthMatching::default(),
             max_limiter_gain_reduction_db: default_max_limiter_gain_reduction_db(),
+            codec_check: Vec::new(),
+            codec_ceiling_dbtp: None,
         }
     }
 }
@@ -425,6 +479,10 @@ pub struct Deliverable {
     /// Default: `tpdf` below 24 bits, `none` otherwise.
     #[serde(default)]
     pub dither: Option<Dither>,
+    /// Sent to the streaming stores, so checked through
+    /// `matching.codec_check`. Default: true, except for `ddp`.
+    #[serde(default)]
+    pub streaming: Option<bool>,
 }
 
 fn default_format() -> AudioFormat {
@@ -435,6 +493,9 @@ fn default_bit_depth() -> u32 {
 }
 
 impl Deliverable {
+    pub fn streaming(&self) -> bool {
+        self.streaming.unwrap_or(self.format != AudioFormat::Ddp)
+    }
     pub fn sample_rate(&self, album: &Album) -> u32 {
         self.sample_rate.unwrap_or(album.sample_rate)
     }
@@ -474,6 +535,7 @@ impl Manifest {
                 sample_rate: Some(self.album.sample_rate),
                 bit_depth: 24,
                 dither: None,
+                streaming: None,
             }],
         }
     }

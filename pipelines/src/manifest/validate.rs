@@ -389,6 +389,32 @@ impl Checker {
         self.range("matching.tone.max_correction_db", m.tone.max_correction_db, 0.0, 12.0, " dB");
         self.range("matching.warmth.strength", m.warmth.strength, 0.0, 1.0, "");
         self.range("matching.max_limiter_gain_reduction_db", m.max_limiter_gain_reduction_db, 0.0, 20.0, " dB");
+        if let Some(ceiling_dbtp) = m.codec_ceiling_dbtp {
+            self.range("matching.codec_ceiling_dbtp", ceiling_dbtp, -9.0, 0.0, " dBTP");
+        }
+        let mut codecs = BTreeSet::new();
+        for (index, spec) in m.codec_check.iter().enumerate() {
+            let path = format!("matching.codec_check[{index}]");
+            let (low, high) = match spec.codec {
+                Codec::Aac => (64, 320),
+                Codec::Opus => (48, 510),
+            };
+            let bitrate_kbps = spec.bitrate_kbps();
+            if !(low..=high).contains(&bitrate_kbps) {
+                self.problem(
+                    format!("{path}.bitrate_kbps"),
+                    format!("{bitrate_kbps} kb/s is outside {low}..{high} for {}", spec.codec.name()),
+                );
+            } else if !codecs.insert((spec.codec.name(), bitrate_kbps)) {
+                self.problem(path, format!("{} at {bitrate_kbps} kb/s is listed twice", spec.codec.name()));
+            }
+        }
+        if !m.codec_check.is_empty() && !manifest.effective_deliverables().iter().any(Deliverable::streaming) {
+            self.problem(
+                "matching.codec_check",
+                "no deliverable is for streaming (`streaming: false` on every one, or only `ddp`): nothing to check",
+            );
+        }
         match ToneReference::parse(&m.tone.reference) {
             Err(message) => self.problem("matching.tone.reference", message),
             Ok(ToneReference::Track(id)) if !manifest.tracks.iter().any(|t| t.id == id) => {
@@ -444,6 +470,9 @@ impl Checker {
                 if d.bit_depth != 16 {
                     self.problem(format!("{path}.bit_depth"), "a CD (`ddp`) is 16-bit: write `bit_depth: 16`");
                 }
+            }
+            if d.format == AudioFormat::Ddp && d.streaming == Some(true) {
+                self.problem(format!("{path}.streaming"), "a CD (`ddp`) goes to the pressing plant, not the stores");
             }
             if d.bit_depth == 32 && matches!(d.dither, Some(Dither::Tpdf | Dither::Shaped)) {
                 self.problem(format!("{path}.dither"), "32-bit float needs no dither; use `none` or leave it out");
