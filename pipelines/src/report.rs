@@ -105,6 +105,11 @@ impl AlbumFigures {
     }
 }
 
+/// Text made safe inside HTML.
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
 /// Tonal distance of an analysis to the reference balance.
 pub fn distance_to(reference_balance_db: &[f64], analysis: &Analysis) -> f64 {
     tonal_distance_db(&balance_db(analysis), reference_balance_db)
@@ -113,7 +118,6 @@ pub fn distance_to(reference_balance_db: &[f64], analysis: &Analysis) -> f64 {
 impl AlbumReport {
     pub fn to_html(&self) -> String {
         let mut html = String::new();
-        let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
         html.push_str(&format!(
             "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{} — mastering report</title><style>{STYLE}</style></head><body>",
             esc(&self.title)
@@ -189,6 +193,7 @@ impl AlbumReport {
             }
             html.push_str("</table>");
         }
+        self.codec_table(&mut html);
         html.push_str("<h2>Warnings</h2>");
         let warnings: Vec<String> =
             self.tracks.iter().flat_map(|t| t.warnings.iter().map(move |w| format!("{}: {w}", t.title))).collect();
@@ -215,8 +220,48 @@ impl AlbumReport {
     }
 
     /// One track: what the album pass did to it and what it measured.
+    /// With `matching.codec_check`: each streaming file decoded from each
+    /// codec, read at the album's ceiling and as delivered.
+    fn codec_table(&self, html: &mut String) {
+        let Some(ceiling_dbtp) =
+            self.tracks.iter().find_map(|t| t.finalize.codec_check.as_ref()).map(|c| c.codec_ceiling_dbtp)
+        else {
+            return;
+        };
+        html.push_str(&format!(
+            "<h2>Through the stores' codecs</h2><p class=\"sub\">Each streaming deliverable encoded and decoded again (no clamping); true peak of the decoded audio, accurate / BS.1770, against the codec ceiling of {ceiling_dbtp:.1} dBTP. Where a codec read over it, the file's ceiling was lowered and the file made again. Clipped: decoded samples past full scale.</p><table><tr><th>#</th><th>track</th><th>deliverable</th><th>codec</th><th>at the album ceiling: dBTP</th><th>clipped</th><th>ceiling lowered</th><th>delivered: dBTP</th><th>clipped</th></tr>"
+        ));
+        for t in &self.tracks {
+            let Some(check) = &t.finalize.codec_check else { continue };
+            for row in &check.rows {
+                let over = |db: f64| if db > check.codec_ceiling_dbtp { " class=\"over\"" } else { "" };
+                html.push_str(&format!(
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} {} kb/s</td><td{}>{:.2} / {:.2}</td><td>{}</td><td>{}</td><td{}>{:.2} / {:.2}</td><td>{}</td></tr>",
+                    t.position,
+                    esc(&t.title),
+                    esc(&row.deliverable),
+                    row.codec.name(),
+                    row.bitrate_kbps,
+                    over(row.before.highest_true_peak_dbtp()),
+                    row.before.true_peak_dbtp,
+                    row.before.true_peak_bs1770_dbtp,
+                    row.before.clipped_samples,
+                    if check.lowered_db > 0.0 {
+                        format!("{:.2} dB → {:.2} dBTP", check.lowered_db, check.streaming_ceiling_dbtp)
+                    } else {
+                        "no".to_owned()
+                    },
+                    over(row.after.highest_true_peak_dbtp()),
+                    row.after.true_peak_dbtp,
+                    row.after.true_peak_bs1770_dbtp,
+                    row.after.clipped_samples,
+                ));
+            }
+        }
+        html.push_str("</table>");
+    }
+
     fn track_section(&self, index: usize, t: &TrackReport) -> String {
-        let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
         let d = delivered(t);
         let f = |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "–".into());
         let mut html = format!(
@@ -520,4 +565,4 @@ fn short_term_chart(t: &TrackReport) -> String {
 
 const PALETTE: [&str; 8] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"];
 
-const STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:900px;color:#222}h1{margin-bottom:0}.sub{color:#666}table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left}.hash{font-family:monospace;font-size:11px}.grid{stroke:#eee}.tick{font-size:10px;fill:#888;text-anchor:middle}.label{font-size:12px}.before{fill:#bbb}.after{fill:#1f77b4}.target{stroke:#d62728;stroke-width:2}.reference{fill:none;stroke:#999;stroke-width:5;opacity:.6}.track-before{fill:none;stroke-width:1.2;stroke-dasharray:4 3;opacity:.7}.track-after{fill:none;stroke-width:1.8}.key{display:inline-block;width:12px;height:10px;margin:0 4px 0 12px}.key.target{background:#d62728}.key.before{background:#bbb}.key.after{background:#1f77b4}.track{border-top:1px solid #ddd;margin-top:1.5em}.charts{display:flex;gap:12px;flex-wrap:wrap}figure{margin:0.5em 0}figcaption{font-size:12px;color:#666;max-width:360px}.zero{stroke:#bbb}.cap{fill:#2ca02c;opacity:.12}.applied{fill:none;stroke:#2ca02c;stroke-width:2}.realised{fill:#d62728}.key.applied-key{background:#2ca02c}.key.realised-key{background:#d62728;border-radius:50%}.key.reference-key{background:#999}.st-before{fill:none;stroke:#bbb;stroke-width:1.5}.st-after{fill:none;stroke:#1f77b4;stroke-width:1.5}.warnings{color:#a33}";
+const STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:900px;color:#222}h1{margin-bottom:0}.sub{color:#666}table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left}.hash{font-family:monospace;font-size:11px}.grid{stroke:#eee}.tick{font-size:10px;fill:#888;text-anchor:middle}.label{font-size:12px}.before{fill:#bbb}.after{fill:#1f77b4}.target{stroke:#d62728;stroke-width:2}.reference{fill:none;stroke:#999;stroke-width:5;opacity:.6}.track-before{fill:none;stroke-width:1.2;stroke-dasharray:4 3;opacity:.7}.track-after{fill:none;stroke-width:1.8}.key{display:inline-block;width:12px;height:10px;margin:0 4px 0 12px}.key.target{background:#d62728}.key.before{background:#bbb}.key.after{background:#1f77b4}.track{border-top:1px solid #ddd;margin-top:1.5em}.charts{display:flex;gap:12px;flex-wrap:wrap}figure{margin:0.5em 0}figcaption{font-size:12px;color:#666;max-width:360px}.zero{stroke:#bbb}.cap{fill:#2ca02c;opacity:.12}.applied{fill:none;stroke:#2ca02c;stroke-width:2}.realised{fill:#d62728}.key.applied-key{background:#2ca02c}.key.realised-key{background:#d62728;border-radius:50%}.key.reference-key{background:#999}.st-before{fill:none;stroke:#bbb;stroke-width:1.5}.st-after{fill:none;stroke:#1f77b4;stroke-width:1.5}.warnings{color:#a33}td.over{color:#d62728;font-weight:600}";

@@ -28,7 +28,7 @@ use crate::encode::Tags;
 use crate::manifest::{AudioFormat, LoudnessMode, Manifest, MasterChain, ToneReference};
 use crate::report::{AlbumFigures, AlbumReport, OutputFile, TrackReport, distance_to};
 use crate::stages::StageError;
-use crate::stages::finalize::{DeliverableTarget, FinalizeReport, FinalizeSettings, finalize_track};
+use crate::stages::finalize::{CodecCheck, DeliverableTarget, FinalizeReport, FinalizeSettings, finalize_track};
 use crate::stages::master::{Drive, MasterJob, MasterReport, master_track};
 use crate::stages::mix::MixReport;
 pub use crate::stages::mix::MixSpec;
@@ -226,6 +226,10 @@ pub struct DeliverableSpec {
     pub bit_depth: u32,
     pub rate_hz: u32,
     pub dither: crate::manifest::Dither,
+    /// Round-tripped through `matching.codec_check` (a streaming
+    /// deliverable, with the check on).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub codec_checked: bool,
 }
 
 /// The tasks of one album.
@@ -538,8 +542,13 @@ impl<'a> AlbumTasks<'a> {
                 bit_depth: d.bit_depth,
                 rate_hz: d.sample_rate(&manifest.album),
                 dither: d.dither(),
+                codec_checked: d.streaming() && !manifest.matching.codec_check.is_empty(),
             })
             .collect();
+        let codec_check = (!manifest.matching.codec_check.is_empty()).then(|| CodecCheck {
+            codecs: manifest.matching.codec_check.clone(),
+            ceiling_dbtp: manifest.matching.codec_ceiling_dbtp(),
+        });
         FinalizeSpec {
             master_blake3: &master.file.blake3,
             correction,
@@ -551,6 +560,7 @@ impl<'a> AlbumTasks<'a> {
                 fade_in_s: t.fade_in_s,
                 fade_out_s: t.fade_out_s,
                 max_limiter_gain_reduction_db: manifest.matching.max_limiter_gain_reduction_db,
+                codec_check,
             },
             deliverables,
             tags: self.tags(track),
@@ -591,6 +601,7 @@ impl<'a> AlbumTasks<'a> {
                 rate_hz: d.rate_hz,
                 dither: d.dither,
                 path: path.clone(),
+                codec_checked: d.codec_checked,
             })
             .collect();
         finalize_track(master_path, correction, &spec.settings, &targets, &spec.tags)

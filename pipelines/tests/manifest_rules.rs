@@ -143,6 +143,34 @@ fn a_disc_is_44_1_khz_16_bit_and_its_gaps_are_in_range() {
 }
 
 #[test]
+fn the_codec_check_names_codecs_at_bitrates_and_needs_a_streaming_deliverable() {
+    let track = "tracks:\n  - { id: a, title: A, mix_file: a.wav }\n";
+    let ok = format!(
+        "{HEAD}matching:\n  codec_ceiling_dbtp: -1.5\n  codec_check:\n    - {{ codec: aac, bitrate_kbps: 256 }}\n    - {{ codec: opus }}\ndeliverables:\n  - {{ name: hires, bit_depth: 24 }}\n  - {{ name: cd, bit_depth: 16, streaming: false }}\n{track}"
+    );
+    assert!(problem_paths(&ok).is_empty(), "{:?}", problem_paths(&ok));
+    let bad = format!(
+        "{HEAD}matching:\n  codec_ceiling_dbtp: 0.5\n  codec_check:\n    - {{ codec: aac, bitrate_kbps: 32 }}\n    - {{ codec: opus, bitrate_kbps: 160 }}\n    - {{ codec: opus }}\ndeliverables:\n  - {{ name: cd, bit_depth: 16, streaming: false }}\n  - {{ name: disc, format: ddp, sample_rate: 44100, bit_depth: 16, streaming: true }}\n{track}"
+    );
+    assert_eq!(
+        problem_paths(&bad),
+        [
+            "matching.codec_ceiling_dbtp",
+            "matching.codec_check[0].bitrate_kbps",
+            "matching.codec_check[2]",
+            "deliverables[1].streaming",
+        ]
+    );
+    let nothing_to_check = format!(
+        "{HEAD}matching:\n  codec_check: [ {{ codec: aac }} ]\ndeliverables:\n  - {{ name: cd, bit_depth: 16, streaming: false }}\n{track}"
+    );
+    assert_eq!(problem_paths(&nothing_to_check), ["matching.codec_check"]);
+    let unknown = format!("{HEAD}matching:\n  codec_check: [ {{ codec: mp3 }} ]\n{track}");
+    let error = manifest::check(&unknown, &base(), None).unwrap_err().to_string();
+    assert!(error.contains("matching.codec_check") && error.contains("mp3"), "{error}");
+}
+
+#[test]
 fn ids_isrcs_and_album_codes() {
     let text = "version: 1\nalbum: { title: T, artist: ' ', upc: '12345' }\ntracks:\n  - { id: Intro, title: A, mix_file: a.wav, isrc: GBABC2600001 }\n  - { id: b, title: B, mix_file: b.wav, isrc: GBABC2600001 }\n  - { id: c, title: '', mix_file: c.wav, isrc: GB-ABC-26-00003 }\n";
     assert_eq!(

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::{AudioInput, BLOCK_FRAMES, StageError, float_wav, stream_at_rate};
 use crate::album::{Correction, equal_loudness_response_db, realised_correction_db};
 use crate::analysis::{Analysis, Analyzer, BAND_CENTRES_HZ, integrated_lufs, loudness_range_lu};
+use crate::codec::{CodecReading, RoundTrip};
 use crate::decode::AudioReader;
 use crate::dsp::aligned::{Aligned, push_silence};
 use crate::dsp::biquad::FilterChain;
@@ -25,13 +26,19 @@ use crate::dsp::resample::StreamResampler;
 use crate::dsp::units::db_to_gain;
 use crate::dsp::{AudioBlock, Processor};
 use crate::encode::{DeliveredLoudness, EncodeSpec, Encoder, Tags, dither_seed};
-use crate::manifest::{AudioFormat, Dither, Filter, Limiter};
+use crate::manifest::{AudioFormat, Codec, CodecSpec, Dither, Filter, Limiter};
 use crate::meter::Meter;
 
 /// Loudness within this of the target needs no further pass (LU).
 const LOUDNESS_TOLERANCE_LU: f64 = 0.05;
 /// Limiting this far over the budget counts as over it (dB).
 const BUDGET_TOLERANCE_DB: f64 = 0.05;
+/// The streaming ceiling is lowered in steps of this (dB), aiming this
+/// far under the codec ceiling: a step absorbs the last hundredths a
+/// codec's floating point could differ by between machines.
+const CODEC_STEP_DB: f64 = 0.05;
+/// Renders at a lowered ceiling at most.
+const MAX_CODEC_PASSES: u32 = 3;
 /// Trimmed below the ceiling by this much more when conversion overshot (dB).
 const CONVERSION_MARGIN_DB: f64 = 0.02;
 /// Loudness probes at most: the first and up to five corrections.
@@ -61,6 +68,8 @@ pub struct DeliverableTarget {
     pub rate_hz: u32,
     pub dither: Dither,
     pub path: PathBuf,
+    /// Round-tripped through the settings' `codec_check` as it is written.
+    pub codec_checked: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -73,6 +82,16 @@ pub struct FinalizeSettings<'a> {
     pub fade_out_s: f64,
     /// How much limiting is allowed at the peaks (dB).
     pub max_limiter_gain_reduction_db: f64,
+    /// The stores' codecs the streaming deliverables are checked through.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub codec_check: Option<CodecCheck>,
+}
+
+/// The stores' codecs, and the most their decoded audio may read.
+#[derive(Debug, Clone, Serialize)]
+pub struct CodecCheck {
+    pub codecs: Vec<CodecSpec>,
+    pub ceiling_dbtp: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,6 +99,9 @@ pub struct Delivered {
     pub name: String,
     pub analysis: Analysis,
     pub size_bytes: u64,
+    /// What the file reads decoded from each codec of the check.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub codecs: Vec<CodecResult>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -109,7 +131,49 @@ pub struct FinalizeReport {
     /// The corrected render at the working rate, before conversion.
     pub render: Analysis,
     pub delivered: Vec<Delivered>,
+    /// With `codec_check`: the streaming deliverables through the codecs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codec_check: Option<CodecCheckReport>,
     pub warnings: Vec<String>,
+}
+
+/// How the streaming deliverables read through the stores' codecs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CodecCheckReport {
+    /// The most a decoded file may read (dBTP).
+    pub codec_ceiling_dbtp: f64,
+    /// How far the streaming deliverables' ceiling was lowered below the
+    /// album's to hold it (dB, ≥ 0; in steps of 0.05 dB).
+    pub lowered_db: f64,
+    /// The streaming deliverables' ceiling (dBTP).
+    pub streaming_ceiling_dbtp: f64,
+    /// Their loudness gain (dB) and the limiting it took (dB).
+    pub gain_db: f64,
+    pub limiter_gain_reduction_db: f64,
+    /// How much quieter than the target they were delivered to stay
+    /// within the limiter budget (dB, ≥ 0).
+    pub held_back_db: f64,
+    /// Per streaming deliverable and codec: read at the album's ceiling,
+    /// and as delivered.
+    pub rows: Vec<CodecRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CodecRow {
+    pub deliverable: String,
+    pub codec: Codec,
+    pub bitrate_kbps: u32,
+    pub before: CodecReading,
+    pub after: CodecReading,
+}
+
+/// One codec's reading of a delivered file.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CodecResult {
+    pub codec: Codec,
+    pub bitrate_kbps: u32,
+    #[serde(flatten)]
+    pub reading: CodecReading,
 }
 
 /// The frames of a master, from its header.
@@ -305,6 +369,8 @@ struct Delivery<'a> {
     makeup: f32,
     /// Last, before encoding: brings a peak over the ceiling under it.
     trim: f32,
+    /// The written samples through the stores' codecs.
+    codecs: Vec<(CodecSpec, RoundTrip)>,
 }
 
 /// How a deliverable made again differs from the first render's (dB).
@@ -343,7 +409,16 @@ impl<'a> Delivery<'a> {
             let aligned = Aligned::new(limiter.latency_frames(), 2, BLOCK_FRAMES);
             (limiter, aligned)
         });
+        let codecs = match &settings.codec_check {
+            Some(check) if target.codec_checked => check
+                .codecs
+                .iter()
+                .map(|&codec| Ok((codec, RoundTrip::new(codec, target.rate_hz).map_err(codec_error)?)))
+                .collect::<Result<Vec<_>, StageError>>()?,
+            _ => Vec::new(),
+        };
         Ok(Self {
+            codecs,
             target,
             encoder: Encoder::create(&target.path, spec, tags)?,
             analyzer: Analyzer::new(target.rate_hz, 2).map_err(|e| StageError::Invalid(e.to_string()))?,
@@ -414,6 +489,9 @@ impl<'a> Delivery<'a> {
             }
         }
         let written = self.encoder.write(block)?;
+        for (_, trip) in &mut self.codecs {
+            trip.push(written).map_err(codec_error)?;
+        }
         self.analyzer.add(written).map_err(|e| StageError::Invalid(e.to_string()))
     }
 
@@ -445,8 +523,23 @@ impl<'a> Delivery<'a> {
                 .map_err(|source| StageError::Decode { location: path.display().to_string(), source })?;
         }
         let size_bytes = std::fs::metadata(path).map_err(|e| StageError::Io(e.to_string()))?.len();
-        Ok(Delivered { name: self.target.name.clone(), analysis, size_bytes })
+        let codecs = self
+            .codecs
+            .into_iter()
+            .map(|(spec, trip)| {
+                Ok(CodecResult {
+                    codec: spec.codec,
+                    bitrate_kbps: spec.bitrate_kbps(),
+                    reading: trip.finish().map_err(codec_error)?,
+                })
+            })
+            .collect::<Result<_, StageError>>()?;
+        Ok(Delivered { name: self.target.name.clone(), analysis, size_bytes, codecs })
     }
+}
+
+fn codec_error(e: crate::codec::CodecError) -> StageError {
+    StageError::Invalid(format!("the codec check: {e}"))
 }
 
 /// Renders the corrected master at `gain_db` into every target at once
@@ -536,15 +629,13 @@ fn probe(
 /// and the probes run.
 fn find_gain(
     corrected: &Path,
-    corrected_lufs: Option<f64>,
+    start_gain_db: f64,
     correction: &Correction,
     settings: &FinalizeSettings,
     total_frames: u64,
 ) -> Result<(f64, Option<f64>, u32), StageError> {
     let budget_db = settings.max_limiter_gain_reduction_db;
-    // The gain to the target from the corrected audio's loudness (the EQ
-    // moved it); the limiter's share is what the probes find.
-    let mut gain_db = corrected_lufs.map_or(correction.gain_db, |lufs| correction.target_lufs - lufs);
+    let mut gain_db = start_gain_db;
     let (mut lufs, mut reduction_db) = probe(corrected, gain_db, settings, total_frames)?;
     let mut probes = 1;
     // How loudness follows gain: 1 dB per dB until the limiter bends it.
@@ -619,6 +710,168 @@ fn share_within_cap(
     Some(smaller)
 }
 
+/// A deliverable at another rate is limited again at its rate, so its
+/// peaks hold; but a conversion down also drops what lay above the new
+/// Nyquist, and with it some loudness (a 44.1 kHz file of a 48 kHz render
+/// loses its 20–24 kHz). Such a file is made again with the loss made up
+/// before its limiter. A file that still measures over the ceiling by
+/// either reading (the limiter holds both, but dither and quantisation add
+/// their own peaks) is made again trimmed by its excess. At most two more
+/// renders; returns how many there were.
+#[allow(clippy::too_many_arguments)]
+fn make_again(
+    corrected: &Path,
+    gain_db: f64,
+    settings: &FinalizeSettings,
+    total_frames: u64,
+    render: &Analysis,
+    deliverables: &[DeliverableTarget],
+    delivered: &mut [Delivered],
+    tags: &Tags,
+) -> Result<u32, StageError> {
+    let mut adjusts = vec![Adjust::default(); deliverables.len()];
+    let mut made_up = vec![false; deliverables.len()];
+    let mut passes = 0;
+    for _ in 0..2 {
+        let again: Vec<usize> = (0..deliverables.len())
+            .filter(|&i| {
+                let file = &delivered[i].analysis;
+                let excess_db = file.highest_true_peak_dbtp() - settings.ceiling_dbtp;
+                let lost_lu = match (render.integrated_lufs, file.integrated_lufs) {
+                    (Some(render), Some(file)) => render - file,
+                    _ => 0.0,
+                };
+                if deliverables[i].rate_hz != settings.rate_hz
+                    && !made_up[i]
+                    && lost_lu.abs() > CONVERSION_LOUDNESS_TOLERANCE_LU
+                {
+                    made_up[i] = true;
+                    adjusts[i].makeup_db += lost_lu;
+                    true
+                } else if excess_db > 0.0 {
+                    adjusts[i].trim_db -= excess_db + CONVERSION_MARGIN_DB;
+                    true
+                } else {
+                    false
+                }
+            })
+            .collect();
+        if again.is_empty() {
+            break;
+        }
+        let targets: Vec<(&DeliverableTarget, Adjust)> =
+            again.iter().map(|&i| (&deliverables[i], adjusts[i])).collect();
+        let (_, _, files) = deliver(corrected, gain_db, settings, total_frames, &targets, tags)?;
+        for (&i, file) in again.iter().zip(files) {
+            delivered[i] = file;
+        }
+        passes += 1;
+    }
+    Ok(passes)
+}
+
+/// What every render of one track's finalize shares.
+struct Run<'a> {
+    corrected: &'a Path,
+    correction: &'a Correction,
+    settings: &'a FinalizeSettings<'a>,
+    total_frames: u64,
+    tags: &'a Tags,
+}
+
+/// Holds the streaming deliverables' decoded peaks at the codec ceiling:
+/// where a codec's decoded audio reads over it, they are rendered again
+/// with the final limiter's ceiling lowered by the excess (in steps of
+/// [`CODEC_STEP_DB`]) and the loudness found again at that ceiling, within
+/// the limiter budget; at most [`MAX_CODEC_PASSES`] times. Returns the
+/// report and the renders it took.
+fn hold_codec_ceiling(
+    run: &Run,
+    check: &CodecCheck,
+    gain_db: f64,
+    deliverables: &[DeliverableTarget],
+    delivered: &mut [Delivered],
+    warnings: &mut Vec<String>,
+) -> Result<(CodecCheckReport, u32), StageError> {
+    let streaming: Vec<usize> = (0..deliverables.len()).filter(|&i| deliverables[i].codec_checked).collect();
+    let before: Vec<Vec<CodecResult>> = streaming.iter().map(|&i| delivered[i].codecs.clone()).collect();
+    let excess_db = |delivered: &[Delivered]| {
+        streaming
+            .iter()
+            .flat_map(|&i| &delivered[i].codecs)
+            .map(|c| c.reading.highest_true_peak_dbtp() - check.ceiling_dbtp)
+            .fold(f64::NEG_INFINITY, f64::max)
+    };
+    let settings = run.settings;
+    let mut lowered_db = 0.0;
+    let mut streaming_gain_db = gain_db;
+    let mut reduction_db = None;
+    let mut lufs = None;
+    let mut renders = 0;
+    while renders < MAX_CODEC_PASSES && excess_db(delivered) > 0.0 {
+        // A whole number of steps (divided last, so 0.3 reads 0.3).
+        let steps = ((lowered_db + excess_db(delivered) + CODEC_STEP_DB) / CODEC_STEP_DB).ceil();
+        lowered_db = steps * (CODEC_STEP_DB * 100.0).round() / 100.0;
+        let lowered = FinalizeSettings { ceiling_dbtp: settings.ceiling_dbtp - lowered_db, ..settings.clone() };
+        let (gain_db, found_lufs, _) =
+            find_gain(run.corrected, streaming_gain_db, run.correction, &lowered, run.total_frames)?;
+        let subset: Vec<DeliverableTarget> = streaming.iter().map(|&i| deliverables[i].clone()).collect();
+        let targets: Vec<(&DeliverableTarget, Adjust)> = subset.iter().map(|d| (d, Adjust::default())).collect();
+        let (reduction, render, mut files) =
+            deliver(run.corrected, gain_db, &lowered, run.total_frames, &targets, run.tags)?;
+        renders +=
+            1 + make_again(run.corrected, gain_db, &lowered, run.total_frames, &render, &subset, &mut files, run.tags)?;
+        for (&i, file) in streaming.iter().zip(files) {
+            delivered[i] = file;
+        }
+        (streaming_gain_db, lufs, reduction_db) = (gain_db, found_lufs, Some(reduction));
+    }
+    let held_back_db = lufs.map_or(0.0, |lufs| (run.correction.target_lufs - lufs).max(0.0));
+    if lowered_db > 0.0 {
+        warnings.push(format!(
+            "its streaming deliverables' ceiling was lowered {lowered_db:.2} dB to {:.2} dBTP: through the stores' codecs they read over the codec ceiling of {:.1} dBTP",
+            settings.ceiling_dbtp - lowered_db,
+            check.ceiling_dbtp
+        ));
+    }
+    if held_back_db > LOUDNESS_TOLERANCE_LU {
+        warnings.push(format!(
+            "its streaming deliverables were delivered {held_back_db:.1} dB under the loudness target: holding their codec peaks under {:.1} dBTP would take more than the {:.1} dB of limiting allowed",
+            check.ceiling_dbtp, settings.max_limiter_gain_reduction_db
+        ));
+    }
+    let still_db = excess_db(delivered);
+    if still_db > 0.0 {
+        warnings.push(format!(
+            "through the stores' codecs its streaming deliverables still read {still_db:.2} dB over the codec ceiling after {MAX_CODEC_PASSES} lowered renders"
+        ));
+    }
+    let rows = streaming
+        .iter()
+        .zip(before)
+        .flat_map(|(&i, before)| {
+            let name = &deliverables[i].name;
+            before.into_iter().zip(delivered[i].codecs.clone()).map(move |(before, after)| CodecRow {
+                deliverable: name.clone(),
+                codec: before.codec,
+                bitrate_kbps: before.bitrate_kbps,
+                before: before.reading,
+                after: after.reading,
+            })
+        })
+        .collect();
+    let report = CodecCheckReport {
+        codec_ceiling_dbtp: check.ceiling_dbtp,
+        lowered_db,
+        streaming_ceiling_dbtp: settings.ceiling_dbtp - lowered_db,
+        gain_db: streaming_gain_db,
+        limiter_gain_reduction_db: reduction_db.unwrap_or(f64::NAN),
+        held_back_db,
+        rows,
+    };
+    Ok((report, renders))
+}
+
 /// Finalizes one track into every deliverable.
 ///
 /// The master is corrected (EQ) once; the loudness gain is then found by
@@ -654,7 +907,10 @@ pub fn finalize_track(
     let (correction_scale, corrected_lra_lu, gain_db, lufs, probes, reduction_db, render, mut delivered) = loop {
         let (share, corrected_lufs, corrected_lra_lu) =
             correct_keeping_dynamics(master, correction, max_share, settings.rate_hz, scratch.path())?;
-        let (gain_db, lufs, probes) = find_gain(scratch.path(), corrected_lufs, correction, settings, total_frames)?;
+        // The gain to the target from the corrected audio's loudness (the
+        // EQ moved it); the limiter's share is what the probes find.
+        let start_gain_db = corrected_lufs.map_or(correction.gain_db, |lufs| correction.target_lufs - lufs);
+        let (gain_db, lufs, probes) = find_gain(scratch.path(), start_gain_db, correction, settings, total_frames)?;
         let untrimmed: Vec<(&DeliverableTarget, Adjust)> =
             deliverables.iter().map(|d| (d, Adjust::default())).collect();
         let (reduction_db, render, delivered) =
@@ -688,51 +944,17 @@ pub fn finalize_track(
     }
 
     let mut passes = if max_share < 1.0 { 2 } else { 1 };
-    // A deliverable at another rate is limited again at its rate, so its
-    // peaks hold; but a conversion down also drops what lay above the new
-    // Nyquist, and with it some loudness (a 44.1 kHz file of a 48 kHz
-    // render loses its 20–24 kHz). Such a file is made again with the loss
-    // made up before its limiter. A file that still measures over the
-    // ceiling by either reading (the limiter holds both, but dither and
-    // quantisation add their own peaks) is made again trimmed by its
-    // excess. At most two more renders.
-    let mut adjusts = vec![Adjust::default(); deliverables.len()];
-    let mut made_up = vec![false; deliverables.len()];
-    for _ in 0..2 {
-        let again: Vec<usize> = (0..deliverables.len())
-            .filter(|&i| {
-                let file = &delivered[i].analysis;
-                let excess_db = file.highest_true_peak_dbtp() - settings.ceiling_dbtp;
-                let lost_lu = match (render.integrated_lufs, file.integrated_lufs) {
-                    (Some(render), Some(file)) => render - file,
-                    _ => 0.0,
-                };
-                if deliverables[i].rate_hz != settings.rate_hz
-                    && !made_up[i]
-                    && lost_lu.abs() > CONVERSION_LOUDNESS_TOLERANCE_LU
-                {
-                    made_up[i] = true;
-                    adjusts[i].makeup_db += lost_lu;
-                    true
-                } else if excess_db > 0.0 {
-                    adjusts[i].trim_db -= excess_db + CONVERSION_MARGIN_DB;
-                    true
-                } else {
-                    false
-                }
-            })
-            .collect();
-        if again.is_empty() {
-            break;
+    passes += make_again(scratch.path(), gain_db, settings, total_frames, &render, deliverables, &mut delivered, tags)?;
+    let codec_check = match &settings.codec_check {
+        Some(check) => {
+            let run = Run { corrected: scratch.path(), correction, settings, total_frames, tags };
+            let (report, renders) =
+                hold_codec_ceiling(&run, check, gain_db, deliverables, &mut delivered, &mut warnings)?;
+            passes += renders;
+            Some(report)
         }
-        let targets: Vec<(&DeliverableTarget, Adjust)> =
-            again.iter().map(|&i| (&deliverables[i], adjusts[i])).collect();
-        let (_, _, files) = deliver(scratch.path(), gain_db, settings, total_frames, &targets, tags)?;
-        for (&i, file) in again.iter().zip(files) {
-            delivered[i] = file;
-        }
-        passes += 1;
-    }
+        None => None,
+    };
     let delivered_lra_lu = delivered.first().map_or(render.loudness_range_lu, |d| d.analysis.loudness_range_lu);
     if (delivered_lra_lu - correction.master_lra_lu).abs() > MAX_LRA_CHANGE_LU {
         warnings.push(format!(
@@ -750,6 +972,7 @@ pub fn finalize_track(
         corrected_lra_lu,
         render,
         delivered,
+        codec_check,
         warnings,
     })
 }
