@@ -19,7 +19,15 @@ use serde_norway::Value;
 fn example() -> Manifest {
     let text =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/album-small/album.yaml")).unwrap();
-    manifest::parse(&text).unwrap().0
+    let mut manifest = manifest::parse(&text).unwrap().0;
+    // With the codec check on (the example album has it off), so its
+    // fields are changed too; the CD is not for streaming.
+    manifest.matching.codec_check = vec![manifest::CodecSpec { codec: manifest::Codec::Aac, bitrate_kbps: Some(256) }];
+    manifest.matching.codec_ceiling_dbtp = Some(-1.0);
+    if let Some(cd) = manifest.deliverables.as_mut().and_then(|d| d.iter_mut().find(|d| d.name == "cd")) {
+        cd.streaming = Some(false);
+    }
+    manifest
 }
 
 fn mix_result() -> MixResult {
@@ -110,6 +118,9 @@ fn readers(manifest: &Manifest, path: &str) -> BTreeSet<Task> {
     }
     if field("album.label") || field("matching.true_peak_dbtp") || field("matching.max_limiter_gain_reduction_db") {
         return all(&["master", "finalize"]);
+    }
+    if field("matching.codec_check") || field("matching.codec_ceiling_dbtp") {
+        return all(&["finalize"]);
     }
     if field("mix") {
         return all(&["mix"]);
