@@ -12,7 +12,8 @@
 //!   the bundled sources): the store's usual setting (application audio,
 //!   variable bitrate, complexity 10, 20 ms frames) at 48 kHz, the only
 //!   rate Opus codes at full band, so other rates are converted first as a
-//!   store's transcoder does. Decoded with `opus_decode_float`, unclamped.
+//!   store's transcoder does (so are AAC's above 96 kHz, to a quarter of
+//!   their rate). Decoded with `opus_decode_float`, unclamped.
 //!
 //! A round trip works a block at a time in buffers sized at construction;
 //! the encoders' delay is flushed with silence at the end, so every input
@@ -80,8 +81,6 @@ enum Engine {
         frame: Vec<u8>,
     },
     Opus {
-        resampler: Option<StreamResampler>,
-        converted: Vec<Vec<f32>>,
         encoder: opus::Encoder,
         decoder: opus::Decoder,
         /// Interleaved input not yet a whole frame.
@@ -94,6 +93,9 @@ enum Engine {
 /// One deliverable through one codec and back, measured.
 pub struct RoundTrip {
     codec: Codec,
+    /// To the rate the codec codes at, where that is not the input's.
+    resampler: Option<StreamResampler>,
+    converted: Vec<Vec<f32>>,
     meter: Meter,
     clipped_samples: u64,
     engine: Engine,
@@ -109,7 +111,19 @@ impl RoundTrip {
     pub fn new(spec: CodecSpec, rate_hz: u32) -> Result<Self, CodecError> {
         let bitrate_kbps = spec.bitrate_kbps();
         let setup = |detail: String| CodecError::Setup { codec: spec.codec.name(), bitrate_kbps, rate_hz, detail };
-        let (engine, decoded_rate_hz) = match spec.codec {
+        // AAC-LC codes up to 96 kHz: a 176.4 or 192 kHz master reaches
+        // the store's encoder at a quarter of its rate. Opus codes at 48 kHz.
+        let coded_rate_hz = match spec.codec {
+            Codec::Aac if rate_hz > 96_000 => rate_hz / 4,
+            Codec::Aac => rate_hz,
+            Codec::Opus => OPUS_RATE_HZ,
+        };
+        let resampler = (coded_rate_hz != rate_hz)
+            .then(|| StreamResampler::new(rate_hz, coded_rate_hz, 2))
+            .transpose()
+            .map_err(|e| setup(e.to_string()))?;
+        let rate_hz = coded_rate_hz;
+        let engine = match spec.codec {
             Codec::Aac => {
                 let encoder = AacEncoder::new(EncoderParams {
                     bit_rate: BitRate::Cbr(bitrate_kbps * 1000),
@@ -125,13 +139,12 @@ impl RoundTrip {
                 params.for_codec(CODEC_TYPE_AAC).with_sample_rate(rate_hz).with_extra_data(config.into_boxed_slice());
                 let decoder =
                     AacDecoder::try_new(&params, &DecoderOptions::default()).map_err(|e| setup(e.to_string()))?;
-                let engine = Engine::Aac {
+                Engine::Aac {
                     encoder,
                     decoder,
                     input: Vec::with_capacity(4 * AAC_FRAME * 2),
                     frame: vec![0; AAC_MAX_FRAME],
-                };
-                (engine, rate_hz)
+                }
             }
             Codec::Opus => {
                 let opus_error = |e: opus::Error| setup(e.to_string());
@@ -141,25 +154,20 @@ impl RoundTrip {
                 encoder.set_vbr(true).map_err(opus_error)?;
                 encoder.set_complexity(10).map_err(opus_error)?;
                 let decoder = opus::Decoder::new(OPUS_RATE_HZ, opus::Channels::Stereo).map_err(opus_error)?;
-                let resampler = (rate_hz != OPUS_RATE_HZ)
-                    .then(|| StreamResampler::new(rate_hz, OPUS_RATE_HZ, 2))
-                    .transpose()
-                    .map_err(|e| setup(e.to_string()))?;
-                let engine = Engine::Opus {
-                    resampler,
-                    converted: vec![Vec::new(), Vec::new()],
+                Engine::Opus {
                     encoder,
                     decoder,
                     input: Vec::with_capacity(8 * OPUS_FRAME * 2),
                     packet: vec![0; OPUS_MAX_PACKET],
                     decoded: vec![0.0; OPUS_FRAME * 2],
-                };
-                (engine, OPUS_RATE_HZ)
+                }
             }
         };
         Ok(Self {
             codec: spec.codec,
-            meter: Meter::new(decoded_rate_hz, 2),
+            resampler,
+            converted: vec![Vec::new(), Vec::new()],
+            meter: Meter::new(rate_hz, 2),
             clipped_samples: 0,
             engine,
             decoded: AudioBlock::new(2, 2 * AAC_FRAME.max(OPUS_FRAME)),
@@ -175,26 +183,15 @@ impl RoundTrip {
 
     /// Encodes, decodes and measures one block of stereo audio.
     pub fn push(&mut self, block: &AudioBlock) -> Result<(), CodecError> {
-        let (left, right) = (block.channel(0), block.channel(1));
-        match &mut self.engine {
-            Engine::Aac { input, .. } => {
-                for (l, r) in left.iter().zip(right) {
-                    input.push(to_i16(*l));
-                    input.push(to_i16(*r));
-                }
-            }
-            Engine::Opus { resampler: Some(resampler), converted, input, .. } => {
+        match &mut self.resampler {
+            Some(resampler) => {
                 resampler
-                    .push(block, converted)
-                    .map_err(|e| CodecError::Run { codec: "Opus", detail: e.to_string() })?;
-                interleave(converted, input);
+                    .push(block, &mut self.converted)
+                    .map_err(|e| CodecError::Run { codec: self.codec.name(), detail: e.to_string() })?;
+                self.engine.take(&self.converted[0], &self.converted[1]);
+                self.converted.iter_mut().for_each(Vec::clear);
             }
-            Engine::Opus { resampler: None, input, .. } => {
-                for (l, r) in left.iter().zip(right) {
-                    input.push(*l);
-                    input.push(*r);
-                }
-            }
+            None => self.engine.take(block.channel(0), block.channel(1)),
         }
         self.code(false)
     }
@@ -206,9 +203,11 @@ impl RoundTrip {
 
     /// As [`Self::finish`], with the encoded stream if it was kept.
     pub fn finish_with_stream(mut self) -> Result<(CodecReading, Option<Vec<u8>>), CodecError> {
-        if let Engine::Opus { resampler: Some(resampler), converted, input, .. } = &mut self.engine {
-            resampler.finish(converted).map_err(|e| CodecError::Run { codec: "Opus", detail: e.to_string() })?;
-            interleave(converted, input);
+        if let Some(resampler) = &mut self.resampler {
+            resampler
+                .finish(&mut self.converted)
+                .map_err(|e| CodecError::Run { codec: self.codec.name(), detail: e.to_string() })?;
+            self.engine.take(&self.converted[0], &self.converted[1]);
         }
         match &mut self.engine {
             Engine::Aac { input, .. } => input.resize(input.len() + 2 * FLUSH_FRAMES, 0),
@@ -316,15 +315,23 @@ fn measure(decoded: &AudioBlock, meter: &mut Meter, clipped: &mut u64) {
     *clipped += decoded.channels().flatten().filter(|s| s.abs() > 1.0).count() as u64;
 }
 
-/// Appends planar `converted` to `interleaved`, emptying it.
-fn interleave(converted: &mut [Vec<f32>], interleaved: &mut Vec<f32>) {
-    let (left, right) = converted.split_at_mut(1);
-    for (l, r) in left[0].iter().zip(&right[0]) {
-        interleaved.push(*l);
-        interleaved.push(*r);
-    }
-    for channel in converted {
-        channel.clear();
+impl Engine {
+    /// Appends stereo audio to the encoder's pending input, interleaved.
+    fn take(&mut self, left: &[f32], right: &[f32]) {
+        match self {
+            Engine::Aac { input, .. } => {
+                for (l, r) in left.iter().zip(right) {
+                    input.push(to_i16(*l));
+                    input.push(to_i16(*r));
+                }
+            }
+            Engine::Opus { input, .. } => {
+                for (l, r) in left.iter().zip(right) {
+                    input.push(*l);
+                    input.push(*r);
+                }
+            }
+        }
     }
 }
 

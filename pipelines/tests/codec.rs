@@ -43,7 +43,9 @@ fn square(freq_hz: f64, level_db: f64) -> impl Fn(f64) -> f32 {
 
 #[test]
 fn a_clean_tone_comes_back_at_its_level_through_each_codec() {
-    for (spec, rate_hz) in [(AAC, 44_100), (AAC, 48_000), (OPUS, 44_100), (OPUS, 48_000)] {
+    for (spec, rate_hz) in
+        [(AAC, 44_100), (AAC, 48_000), (AAC, 96_000), (AAC, 192_000), (OPUS, 44_100), (OPUS, 48_000), (OPUS, 96_000)]
+    {
         // Faded in and out over 50 ms: an abrupt start or stop is a
         // transient the codec smears into a louder pre-echo.
         let tone = sine(997.0, -6.0);
