@@ -75,7 +75,7 @@ impl CodecReading {
 enum Engine {
     Aac {
         encoder: AacEncoder,
-        decoder: AacDecoder,
+        decoder: Box<AacDecoder>,
         /// Interleaved 16-bit input not yet taken by the encoder.
         input: Vec<i16>,
         frame: Vec<u8>,
@@ -141,7 +141,7 @@ impl RoundTrip {
                     AacDecoder::try_new(&params, &DecoderOptions::default()).map_err(|e| setup(e.to_string()))?;
                 Engine::Aac {
                     encoder,
-                    decoder,
+                    decoder: Box::new(decoder),
                     input: Vec::with_capacity(4 * AAC_FRAME * 2),
                     frame: vec![0; AAC_MAX_FRAME],
                 }

@@ -61,6 +61,7 @@ fn what_is_reported_is_what_the_files_hold() {
         fade_in_s: 0.0,
         fade_out_s: 0.5,
         max_limiter_gain_reduction_db: 6.0,
+        codec_check: None,
     };
     let target = |name: &str, format, bit_depth, rate_hz, dither| DeliverableTarget {
         name: name.to_owned(),
@@ -69,6 +70,7 @@ fn what_is_reported_is_what_the_files_hold() {
         rate_hz,
         dither,
         path: dir.path().join(format!("{name}.{}", if format == AudioFormat::Flac { "flac" } else { "wav" })),
+        codec_checked: false,
     };
     let targets = [
         target("cd", AudioFormat::Wav, 16, 44_100, Dither::Shaped),
@@ -164,6 +166,7 @@ fn the_correction_gives_way_to_the_songs_dynamics() {
         fade_in_s: 0.0,
         fade_out_s: 0.0,
         max_limiter_gain_reduction_db: 6.0,
+        codec_check: None,
     };
     let target = DeliverableTarget {
         name: "float".to_owned(),
@@ -172,6 +175,7 @@ fn the_correction_gives_way_to_the_songs_dynamics() {
         rate_hz: RATE_HZ,
         dither: Dither::None,
         path: dir.path().join("float.wav"),
+        codec_checked: false,
     };
     let report = finalize_track(&master, &correction, &settings, &[target], &Tags::default()).unwrap();
     let (before, after) = (measured.loudness_range_lu, report.delivered[0].analysis.loudness_range_lu);
@@ -216,6 +220,7 @@ fn conversions_are_limited_again_not_trimmed() {
         fade_in_s: 0.0,
         fade_out_s: 0.0,
         max_limiter_gain_reduction_db: 8.0,
+        codec_check: None,
     };
     let targets: Vec<DeliverableTarget> = [("cd", 44_100), ("hires", 96_000), ("low", 32_000)]
         .into_iter()
@@ -226,6 +231,7 @@ fn conversions_are_limited_again_not_trimmed() {
             rate_hz,
             dither: Dither::None,
             path: dir.path().join(format!("{name}.wav")),
+            codec_checked: false,
         })
         .collect();
     let report = finalize_track(&master, &correction, &settings, &targets, &Tags::default()).unwrap();
