@@ -100,6 +100,42 @@ impl Correction {
     }
 }
 
+impl Correction {
+    /// This correction at `share`, redesigned to leave room, band by band,
+    /// for the final limiter's own share of the delivered balance
+    /// (`limiter_share_db`, per band; see finalize), so that the two
+    /// together stay within ±(cap + `allowance_db`): the curve is pulled
+    /// in only where the limiter pushes the same way, by as much as it
+    /// pushes, rather than the whole curve made shallower. Returns the
+    /// redesigned correction and the most it pulled the curve in (dB).
+    pub fn making_room(
+        &self,
+        share: f64,
+        limiter_share_db: &[Option<f64>],
+        allowance_db: f64,
+        rate_hz: u32,
+    ) -> (Correction, f64) {
+        let cap = self.max_correction_db;
+        let allowed = cap + allowance_db - ROOM_MARGIN_DB;
+        let mut bounds = Bounds::cap(cap);
+        for ((low, high), limiter) in bounds.low_db.iter_mut().zip(&mut bounds.high_db).zip(limiter_share_db) {
+            if let Some(limiter) = limiter {
+                *low = low.max((-allowed - limiter).min(0.0));
+                *high = high.min((allowed - limiter).max(0.0));
+            }
+        }
+        let shares = loudness_shares(&self.master_balance_db);
+        let wanted: Vec<f64> = self.curve_db.iter().map(|c| c * share).collect();
+        let curve_db = held_within(wanted.clone(), &shares, &bounds);
+        let pulled_in_db = curve_db.iter().zip(&wanted).fold(0f64, |m, (c, w)| m.max((c - w).abs()));
+        let filters = realise(&curve_db, &shares, &bounds, rate_hz);
+        (Correction { curve_db, filters, ..self.clone() }, pulled_in_db)
+    }
+}
+
+/// How far inside the cap plus the limiter's allowance a redesign aims (dB).
+const ROOM_MARGIN_DB: f64 = 0.1;
+
 /// The plan for a whole album.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlbumPlan {
@@ -234,7 +270,7 @@ pub fn plan_album(tracks: &[PlannedTrack], matching: &Matching, reference: Refer
             let filters = realise(
                 &curve_db,
                 &loudness_shares(&track.analysis.band_levels_db),
-                matching.tone.max_correction_db,
+                &Bounds::cap(matching.tone.max_correction_db),
                 rate_hz,
             );
 
@@ -334,15 +370,48 @@ fn design_curve(
             high = mid;
         }
     }
-    let mut curve = with_step(0.5 * (low + high));
-    let shares = loudness_shares(&analysis.band_levels_db);
-    let limit = (cap - DESIGN_MARGIN_DB).max(0.0);
+    let curve = with_step(0.5 * (low + high));
+    held_within(curve, &loudness_shares(&analysis.band_levels_db), &Bounds::cap(cap))
+}
+
+/// `curve_db` centred at equal loudness and held within `bounds` (less
+/// the design margin) and the slope limit.
+fn held_within(mut curve_db: Vec<f64>, shares: &[f64], bounds: &Bounds) -> Vec<f64> {
+    let limits = bounds.narrowed(DESIGN_MARGIN_DB);
     for _ in 0..4 {
-        let centre = equal_loudness_offset_db(&shares, &curve);
-        curve.iter_mut().for_each(|c| *c -= centre);
-        hold_cap_and_slope(&mut curve, limit, DESIGN_SLOPE_DB_PER_OCTAVE);
+        let centre = equal_loudness_offset_db(shares, &curve_db);
+        curve_db.iter_mut().for_each(|c| *c -= centre);
+        hold_bounds_and_slope(&mut curve_db, &limits, DESIGN_SLOPE_DB_PER_OCTAVE);
     }
-    curve
+    curve_db
+}
+
+/// How far the album pass's EQ may go, per band of [`BAND_CENTRES_HZ`]
+/// (dB at equal loudness): ±the cap everywhere, or less where the final
+/// limiter is known to push the delivered balance further the same way.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bounds {
+    pub low_db: Vec<f64>,
+    pub high_db: Vec<f64>,
+}
+
+impl Bounds {
+    pub fn cap(cap_db: f64) -> Self {
+        Self { low_db: vec![-cap_db; BAND_CENTRES_HZ.len()], high_db: vec![cap_db; BAND_CENTRES_HZ.len()] }
+    }
+
+    /// The bounds drawn in by `by_db` (≥ 0) on both sides.
+    fn narrowed(&self, by_db: f64) -> Self {
+        Self {
+            low_db: self.low_db.iter().map(|l| (l + by_db).min(0.0)).collect(),
+            high_db: self.high_db.iter().map(|h| (h - by_db).max(0.0)).collect(),
+        }
+    }
+
+    /// The bounds at `freq_hz` (linear in log frequency between bands).
+    fn at(&self, freq_hz: f64) -> (f64, f64) {
+        (curve_at(&self.low_db, freq_hz), curve_at(&self.high_db, freq_hz))
+    }
 }
 
 /// The gain that brings a track EQ'd by `curve_db` back to its loudness
@@ -352,11 +421,11 @@ fn equal_loudness_offset_db(shares: &[f64], curve_db: &[f64]) -> f64 {
     if power > 0.0 { 10.0 * power.log10() } else { 0.0 }
 }
 
-/// Brings a curve over [`BAND_CENTRES_HZ`] within ±`cap_db` and no steeper
+/// Brings a curve over [`BAND_CENTRES_HZ`] within `bounds` and no steeper
 /// than `slope_db_per_octave`: alternating projections onto the two
 /// constraints (both convex, and the flat curve meets both), ending on
-/// the cap.
-fn hold_cap_and_slope(curve_db: &mut [f64], cap_db: f64, slope_db_per_octave: f64) {
+/// the bounds.
+fn hold_bounds_and_slope(curve_db: &mut [f64], bounds: &Bounds, slope_db_per_octave: f64) {
     for _ in 0..500 {
         let mut moved = 0f64;
         for band in 0..curve_db.len() - 1 {
@@ -370,8 +439,8 @@ fn hold_cap_and_slope(curve_db: &mut [f64], cap_db: f64, slope_db_per_octave: f6
                 moved = moved.max(excess);
             }
         }
-        for c in curve_db.iter_mut() {
-            let held = c.clamp(-cap_db, cap_db);
+        for ((c, low), high) in curve_db.iter_mut().zip(&bounds.low_db).zip(&bounds.high_db) {
+            let held = c.clamp(*low, *high);
             moved = moved.max((held - *c).abs());
             *c = held;
         }
@@ -466,8 +535,8 @@ fn broad_filters(gains_db: &[f64]) -> Vec<Filter> {
 /// The broad filters whose response at `rate_hz` follows `curve_db`: gains
 /// by least squares on the check grid (Gauss–Newton, the filters' dB
 /// responses being nearly linear in their gains), then scaled back, if
-/// need be, until the response holds ±`cap_db` and the slope limit.
-fn realise(curve_db: &[f64], shares: &[f64], cap_db: f64, rate_hz: u32) -> Vec<Filter> {
+/// need be, until the response holds `bounds` and the slope limit.
+fn realise(curve_db: &[f64], shares: &[f64], bounds: &Bounds, rate_hz: u32) -> Vec<Filter> {
     if curve_db.iter().all(|c| c.abs() < NEGLIGIBLE_GAIN_DB) {
         return Vec::new();
     }
@@ -483,7 +552,10 @@ fn realise(curve_db: &[f64], shares: &[f64], cap_db: f64, rate_hz: u32) -> Vec<F
     // Where the response passes the cap or the slope limit, a penalty row
     // pulls it back: the fit holds both as it follows the curve.
     const PENALTY: f64 = 10.0;
-    let cap_limit = cap_db - DESIGN_MARGIN_DB / 2.0;
+    let limits: Vec<(f64, f64)> = {
+        let narrowed = bounds.narrowed(DESIGN_MARGIN_DB / 2.0);
+        grid.iter().map(|&f| narrowed.at(f)).collect()
+    };
     let slope_limit = MAX_SLOPE_DB_PER_OCTAVE - 0.1;
     let mut gains = [0f64; BROAD_FILTERS.len()];
     for _ in 0..20 {
@@ -491,9 +563,10 @@ fn realise(curve_db: &[f64], shares: &[f64], cap_db: f64, rate_hz: u32) -> Vec<F
         let mut rows: Vec<(Vec<f64>, f64)> =
             (0..grid.len()).map(|g| (unit.iter().map(|u| u[g]).collect(), target[g] - response[g])).collect();
         for g in 0..grid.len() {
-            let over = response[g].abs() - cap_limit;
-            if over > 0.0 {
-                rows.push((unit.iter().map(|u| PENALTY * u[g]).collect(), -PENALTY * over * response[g].signum()));
+            let (low, high) = limits[g];
+            let over = if response[g] > high { response[g] - high } else { (response[g] - low).min(0.0) };
+            if over != 0.0 {
+                rows.push((unit.iter().map(|u| PENALTY * u[g]).collect(), -PENALTY * over));
             }
             if g + 1 < grid.len() {
                 let octaves = (grid[g + 1] / grid[g]).log2();
@@ -517,10 +590,13 @@ fn realise(curve_db: &[f64], shares: &[f64], cap_db: f64, rate_hz: u32) -> Vec<F
     let holds = |scale: f64| {
         let filters = broad_filters(&gains.map(|g| g * scale));
         let response = response_db(&filters, &grid, rate_hz);
-        let (largest, steepest) = largest_and_steepest(&response, &grid);
+        let (_, steepest) = largest_and_steepest(&response, &grid);
         let offset = equal_loudness_offset_db(shares, &response_db(&filters, &BAND_CENTRES_HZ, rate_hz));
-        let at_equal_loudness = response.iter().fold(0f64, |m, r| m.max((r - offset).abs()));
-        largest.max(at_equal_loudness) <= cap_db - DESIGN_MARGIN_DB / 2.0 && steepest <= MAX_SLOPE_DB_PER_OCTAVE - 0.05
+        let within = response
+            .iter()
+            .zip(&limits)
+            .all(|(r, (low, high))| (*low..=*high).contains(r) && (*low..=*high).contains(&(r - offset)));
+        within && steepest <= MAX_SLOPE_DB_PER_OCTAVE - 0.05
     };
     let scale = if holds(1.0) {
         1.0
@@ -781,6 +857,55 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn room_for_the_limiter_is_made_only_where_it_pushes() {
+        // A bass-light track against a bass-heavy reference: the curve
+        // lifts the lows to the cap. The final limiter, working on the
+        // lifted bass, takes 0.8 dB back below 200 Hz and adds 0.1 dB up top.
+        let light: Vec<f64> = BAND_CENTRES_HZ.iter().map(|f| -24.0 + 8.0 * (f / 1000.0).log2().min(0.0)).collect();
+        let heavy: Vec<f64> = BAND_CENTRES_HZ.iter().map(|f| -24.0 - 8.0 * (f / 1000.0).log2().min(0.0)).collect();
+        let mut track = analysis(-14.0, -1.0, 0.0, 10.0);
+        track.warmth_db = warmth_index(&light);
+        track.band_levels_db = light;
+        let mut reference = analysis(-14.0, -1.0, 0.0, 10.0);
+        reference.warmth_db = warmth_index(&heavy);
+        reference.band_levels_db = heavy;
+        let matching = Matching::default();
+        let tracks = [
+            PlannedTrack { analysis: &track, loudness_offset_lu: 0.0 },
+            PlannedTrack { analysis: &reference, loudness_offset_lu: 0.0 },
+        ];
+        let rate_hz = 48_000;
+        let planned = plan_album(&tracks, &matching, Reference::Track(1), rate_hz).corrections[0].clone();
+        let cap = planned.max_correction_db;
+        let limiter: Vec<Option<f64>> =
+            BAND_CENTRES_HZ.iter().map(|&f| Some(if f < 200.0 { 0.8 } else { 0.1 })).collect();
+        let eq =
+            |c: &Correction| equal_loudness_response_db(&c.filters, &c.master_balance_db, &BAND_CENTRES_HZ, rate_hz);
+        let before = eq(&planned);
+        assert!(
+            before.iter().zip(&limiter).any(|(e, l)| e + l.unwrap() > cap + 0.2),
+            "the planned curve and the limiter's share together pass the cap: {before:?}"
+        );
+        let (room, pulled_in_db) = planned.making_room(1.0, &limiter, 0.2, rate_hz);
+        let after = eq(&room);
+        for ((f, a), l) in BAND_CENTRES_HZ.iter().zip(&after).zip(&limiter) {
+            assert!((a + l.unwrap()).abs() <= cap + 0.2, "{f} Hz: {a:.2} dB + the limiter's {l:?}");
+            assert!(a.abs() <= cap, "{f} Hz: {a:.2} dB");
+        }
+        assert!((0.5..=1.5).contains(&pulled_in_db), "pulled in {pulled_in_db:.2} dB");
+        // Where the limiter did not push it past, the curve is kept: the
+        // mids (where it moves least) within 0.5 dB of the plan.
+        for ((f, a), b) in BAND_CENTRES_HZ.iter().zip(&after).zip(&before) {
+            if (500.0..=4000.0).contains(f) {
+                assert!((a - b).abs() <= 0.5, "{f} Hz: {b:.2} → {a:.2} dB");
+            }
+        }
+        // Scaling the whole curve to fit would have given up far more of it.
+        let lows: f64 = after.iter().zip(&BAND_CENTRES_HZ).filter(|(_, f)| **f < 200.0).map(|(a, _)| a).sum();
+        assert!(lows > 0.0, "the lows are still lifted: {after:?}");
     }
 
     /// A warmth index of band levels, as [`Analysis::warmth_db`] reads it.

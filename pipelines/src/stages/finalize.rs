@@ -131,6 +131,11 @@ pub struct FinalizeReport {
     /// The corrected render at the working rate, before conversion.
     pub render: Analysis,
     pub delivered: Vec<Delivered>,
+    /// Where the final limiter's own share took the delivered balance past
+    /// the cap: the correction as applied, pulled in only where it had to
+    /// be (the plan's otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redesigned: Option<Correction>,
     /// With `codec_check`: the streaming deliverables through the codecs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub codec_check: Option<CodecCheckReport>,
@@ -665,18 +670,18 @@ fn find_gain(
     Ok((gain_db, lufs, probes))
 }
 
-/// When the balance of the render or of any deliverable, against the
-/// master's, passes the cap by more than the limiter's allowance, the
-/// share of the curve that keeps it within: the EQ's part scales with the
-/// share, the limiter's is taken as it was measured (per band, the
-/// furthest reading of all the files).
-fn share_within_cap(
+/// The final limiter's own share of the realised correction, per band:
+/// the balance of the render or of any deliverable against the master's
+/// (the furthest reading of all the files), less the EQ's part at
+/// `share` (its response at equal loudness). `None` where the master has
+/// too little to read.
+fn limiter_share_db(
     correction: &Correction,
     share: f64,
     render: &Analysis,
     delivered: &[Delivered],
     rate_hz: u32,
-) -> Option<f64> {
+) -> (Vec<Option<f64>>, Vec<f64>) {
     let mut realised = realised_correction_db(&correction.master_balance_db, render);
     for file in delivered {
         for (furthest, r) in
@@ -689,22 +694,36 @@ fn share_within_cap(
             }
         }
     }
-    let allowed = correction.max_correction_db + LIMITER_SHARE_DB;
-    if realised.iter().flatten().all(|r| r.abs() <= allowed) || share <= 0.0 {
-        return None;
-    }
     let eq = equal_loudness_response_db(
         &correction.filters_scaled(share),
         &correction.master_balance_db,
         &BAND_CENTRES_HZ,
         rate_hz,
     );
-    // Largest share s with |s/share · eq + (realised − eq)| ≤ allowed everywhere.
-    let fits = |s: f64| {
-        realised.iter().zip(&eq).all(|(r, e)| r.is_none_or(|r| (s / share * e + (r - e)).abs() <= allowed - 0.05))
+    (realised.iter().zip(&eq).map(|(r, e)| r.map(|r| r - e)).collect(), eq)
+}
+
+/// When the realised correction passes the cap by more than the
+/// limiter's allowance somewhere, the share of the curve that keeps it
+/// within: the EQ's part scales with the share, the limiter's is taken
+/// as it was measured.
+fn share_within_cap(
+    correction: &Correction,
+    share: f64,
+    render: &Analysis,
+    delivered: &[Delivered],
+    rate_hz: u32,
+) -> Option<f64> {
+    let (limiter_db, eq) = limiter_share_db(correction, share, render, delivered, rate_hz);
+    let allowed = correction.max_correction_db + LIMITER_SHARE_DB;
+    let fits = |s: f64, margin: f64| {
+        limiter_db.iter().zip(&eq).all(|(l, e)| l.is_none_or(|l| (s / share * e + l).abs() <= allowed - margin))
     };
+    if fits(share, 0.0) || share <= 0.0 {
+        return None;
+    }
     let mut smaller = share;
-    while smaller > 0.0 && !fits(smaller) {
+    while smaller > 0.0 && !fits(smaller, 0.05) {
         smaller = (smaller - 0.05).max(0.0);
     }
     Some(smaller)
@@ -904,9 +923,17 @@ pub fn finalize_track(
     // limiter's own spectral share (it works hardest on the bass-heavy
     // peaks) pushed the realised correction past the cap.
     let mut max_share = 1.0;
+    let mut redesigned: Option<Correction> = None;
+    let mut renders = 0;
+    // The smallest share that kept the loudness range, where one had to.
+    let mut kept_dynamics: Option<(f64, f64)> = None;
     let (correction_scale, corrected_lra_lu, gain_db, lufs, probes, reduction_db, render, mut delivered) = loop {
+        let correction = redesigned.as_ref().unwrap_or(correction);
         let (share, corrected_lufs, corrected_lra_lu) =
             correct_keeping_dynamics(master, correction, max_share, settings.rate_hz, scratch.path())?;
+        if share < max_share {
+            kept_dynamics = Some((share, corrected_lra_lu));
+        }
         // The gain to the target from the corrected audio's loudness (the
         // EQ moved it); the limiter's share is what the probes find.
         let start_gain_db = corrected_lufs.map_or(correction.gain_db, |lufs| correction.target_lufs - lufs);
@@ -915,7 +942,19 @@ pub fn finalize_track(
             deliverables.iter().map(|d| (d, Adjust::default())).collect();
         let (reduction_db, render, delivered) =
             deliver(scratch.path(), gain_db, settings, total_frames, &untrimmed, tags)?;
+        renders += 1;
         match share_within_cap(correction, share, &render, &delivered, settings.rate_hz) {
+            Some(_) if redesigned.is_none() => {
+                // First, room for the limiter only where it needs it.
+                let (limiter_db, _) = limiter_share_db(correction, share, &render, &delivered, settings.rate_hz);
+                let (room, pulled_in_db) =
+                    correction.making_room(share, &limiter_db, LIMITER_SHARE_DB, settings.rate_hz);
+                warnings.push(format!(
+                    "the album pass's EQ was pulled in by up to {pulled_in_db:.1} dB where the final limiter's own share ({reduction_db:.1} dB of limiting) took the delivered balance past ±{:.1} dB; elsewhere the curve is as planned",
+                    correction.max_correction_db
+                ));
+                redesigned = Some(room);
+            }
             Some(smaller) if max_share == 1.0 && smaller < share - 0.01 => {
                 warnings.push(format!(
                     "the album pass's EQ was applied at {:.0}% of the planned curve: with the final limiter's own share ({reduction_db:.1} dB of limiting) the full curve went past ±{:.1} dB",
@@ -927,10 +966,11 @@ pub fn finalize_track(
             _ => break (share, corrected_lra_lu, gain_db, lufs, probes, reduction_db, render, delivered),
         }
     };
-    if correction_scale < max_share {
+    let correction = redesigned.as_ref().unwrap_or(correction);
+    if let Some((share, lra_lu)) = kept_dynamics {
         warnings.push(format!(
-            "the album pass's EQ was applied at {:.0}% of the planned curve: in full it would have moved the loudness range by more than {MAX_LRA_CHANGE_LU} LU from the master's {:.1} LU (it lifts or cuts bands that some passages lean on more than others); at this share it is {corrected_lra_lu:.1} LU",
-            100.0 * correction_scale,
+            "the album pass's EQ was applied at {:.0}% of the planned curve: in full it would have moved the loudness range by more than {MAX_LRA_CHANGE_LU} LU from the master's {:.1} LU (it lifts or cuts bands that some passages lean on more than others); at this share it is {lra_lu:.1} LU",
+            100.0 * share,
             correction.master_lra_lu
         ));
     }
@@ -943,7 +983,7 @@ pub fn finalize_track(
         ));
     }
 
-    let mut passes = if max_share < 1.0 { 2 } else { 1 };
+    let mut passes = renders;
     passes += make_again(scratch.path(), gain_db, settings, total_frames, &render, deliverables, &mut delivered, tags)?;
     let codec_check = match &settings.codec_check {
         Some(check) => {
@@ -973,6 +1013,7 @@ pub fn finalize_track(
         render,
         delivered,
         codec_check,
+        redesigned,
         warnings,
     })
 }
