@@ -47,6 +47,40 @@ fn the_example_album_is_valid() {
     assert_eq!(json["album"]["deliverables"][0]["sample_rate_hz"], 48000);
 }
 
+#[test]
+fn the_example_release_is_valid() {
+    // The example album as a label releases it: codec-checked streaming
+    // master, CD WAV, and the DDP disc.
+    let manifest = fixture().join("release.yaml");
+    let output = lacquer(&["validate", "--json", manifest.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", text(&output));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["valid"], true);
+    let names: Vec<&str> =
+        json["album"]["deliverables"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["streaming", "cd", "disc"]);
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let release = lacquer_pipelines::manifest::parse(&text).unwrap().0;
+    assert_eq!(release.matching.codec_check.len(), 2);
+    let album =
+        lacquer_pipelines::manifest::parse(&std::fs::read_to_string(fixture().join("album.yaml")).unwrap()).unwrap().0;
+    assert_eq!(
+        release.tracks,
+        album
+            .tracks
+            .iter()
+            .cloned()
+            .map(|mut t| {
+                if t.id == "02-maple-leaf" {
+                    t.gap_s = Some(1.5);
+                }
+                t
+            })
+            .collect::<Vec<_>>(),
+        "the release masters the same album"
+    );
+}
+
 /// The six problems of the foundation issue, in one manifest, in one run.
 #[test]
 fn every_problem_is_reported_in_one_run() {
