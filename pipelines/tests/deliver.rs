@@ -246,3 +246,88 @@ fn conversions_are_limited_again_not_trimmed() {
         assert!((lufs + 11.0).abs() <= 0.05, "{name}: {lufs:.3} LUFS, target -11");
     }
 }
+
+#[test]
+fn the_codec_check_lowers_only_the_streaming_files_ceiling_and_only_when_a_codec_needs_it() {
+    use lacquer_pipelines::manifest::{Codec, CodecSpec};
+    use lacquer_pipelines::stages::finalize::CodecCheck;
+    let dir = tempfile::tempdir().unwrap();
+    let master = dir.path().join("master.wav");
+    write_master(&master);
+    let check = CodecCheck {
+        codecs: vec![
+            CodecSpec { codec: Codec::Aac, bitrate_kbps: Some(256) },
+            CodecSpec { codec: Codec::Opus, bitrate_kbps: Some(160) },
+        ],
+        ceiling_dbtp: -1.0,
+    };
+    let targets = |folder: &str| -> Vec<DeliverableTarget> {
+        std::fs::create_dir_all(dir.path().join(folder)).unwrap();
+        [("streaming", 48_000, true), ("cd", 44_100, false)]
+            .into_iter()
+            .map(|(name, rate_hz, codec_checked)| DeliverableTarget {
+                name: name.to_owned(),
+                format: AudioFormat::Wav,
+                bit_depth: 24,
+                rate_hz,
+                dither: Dither::None,
+                path: dir.path().join(folder).join(format!("{name}.wav")),
+                codec_checked,
+            })
+            .collect()
+    };
+    for target_lufs in [-20.0, -10.0] {
+        let correction: Correction = serde_json::from_str(&format!(
+            r#"{{"gain_db":0.0,"target_lufs":{target_lufs},"curve_db":[],"filters":[],"max_correction_db":4.0,"master_balance_db":[],"master_lra_lu":5.0,"expected_limiting_db":1.0,"warnings":[]}}"#,
+        ))
+        .unwrap();
+        let settings = |codec_check| FinalizeSettings {
+            track_id: "t",
+            rate_hz: RATE_HZ,
+            ceiling_dbtp: -1.0,
+            limiter: Limiter { release_ms: 60.0, lookahead_ms: 1.5 },
+            fade_in_s: 0.0,
+            fade_out_s: 0.0,
+            max_limiter_gain_reduction_db: 8.0,
+            codec_check,
+        };
+        let (on, off) = (targets(&format!("on{target_lufs}")), targets(&format!("off{target_lufs}")));
+        let checked =
+            finalize_track(&master, &correction, &settings(Some(check.clone())), &on, &Tags::default()).unwrap();
+        let plain = finalize_track(&master, &correction, &settings(None), &off, &Tags::default()).unwrap();
+        // What a worker reports survives its trip through JSON.
+        let json = serde_json::to_string(&checked).unwrap();
+        assert_eq!(
+            serde_json::from_str::<lacquer_pipelines::stages::finalize::FinalizeReport>(&json).unwrap(),
+            checked
+        );
+        let report = checked.codec_check.as_ref().expect("the check ran");
+        assert_eq!(report.rows.len(), 2, "the streaming file through both codecs, the CD through none");
+        assert!(checked.delivered[1].codecs.is_empty() && plain.delivered[0].codecs.is_empty());
+        for row in &report.rows {
+            assert!(row.after.highest_true_peak_dbtp() <= -1.0 && row.after.clipped_samples == 0, "{row:?}");
+        }
+        let bytes = |path: &std::path::Path| std::fs::read(path).unwrap();
+        // The CD is never touched by the check.
+        assert_eq!(bytes(&on[1].path), bytes(&off[1].path));
+        let streaming = &checked.delivered[0].analysis;
+        if target_lufs == -20.0 {
+            // Quiet and gentle: every codec reads under the ceiling, nothing is redone.
+            assert_eq!(report.lowered_db, 0.0, "{report:?}");
+            assert_eq!(checked.passes, plain.passes);
+            assert_eq!(bytes(&on[0].path), bytes(&off[0].path));
+        } else {
+            // Loud: dense peaks at the ceiling come out of the codecs over it.
+            assert!(report.lowered_db > 0.0, "{report:?}");
+            assert!(report.rows.iter().any(|r| r.before.highest_true_peak_dbtp() > -1.0), "{report:?}");
+            assert!(streaming.highest_true_peak_dbtp() <= report.streaming_ceiling_dbtp);
+            assert!(checked.warnings.iter().any(|w| w.contains("ceiling was lowered")), "{:?}", checked.warnings);
+        }
+        assert!(
+            (streaming.integrated_lufs.unwrap() - (target_lufs - report.held_back_db)).abs() <= 0.05,
+            "{target_lufs}: {:?} held back {}",
+            streaming.integrated_lufs,
+            report.held_back_db
+        );
+    }
+}

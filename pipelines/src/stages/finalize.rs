@@ -807,7 +807,7 @@ struct Run<'a> {
 fn hold_codec_ceiling(
     run: &Run,
     check: &CodecCheck,
-    gain_db: f64,
+    (gain_db, lufs, reduction_db): (f64, Option<f64>, f64),
     deliverables: &[DeliverableTarget],
     delivered: &mut [Delivered],
     warnings: &mut Vec<String>,
@@ -823,9 +823,7 @@ fn hold_codec_ceiling(
     };
     let settings = run.settings;
     let mut lowered_db = 0.0;
-    let mut streaming_gain_db = gain_db;
-    let mut reduction_db = None;
-    let mut lufs = None;
+    let (mut streaming_gain_db, mut lufs, mut reduction_db) = (gain_db, lufs, reduction_db);
     let mut renders = 0;
     while renders < MAX_CODEC_PASSES && excess_db(delivered) > 0.0 {
         // A whole number of steps (divided last, so 0.3 reads 0.3).
@@ -843,7 +841,7 @@ fn hold_codec_ceiling(
         for (&i, file) in streaming.iter().zip(files) {
             delivered[i] = file;
         }
-        (streaming_gain_db, lufs, reduction_db) = (gain_db, found_lufs, Some(reduction));
+        (streaming_gain_db, lufs, reduction_db) = (gain_db, found_lufs, reduction);
     }
     let held_back_db = lufs.map_or(0.0, |lufs| (run.correction.target_lufs - lufs).max(0.0));
     if lowered_db > 0.0 {
@@ -853,7 +851,7 @@ fn hold_codec_ceiling(
             check.ceiling_dbtp
         ));
     }
-    if held_back_db > LOUDNESS_TOLERANCE_LU {
+    if lowered_db > 0.0 && held_back_db > LOUDNESS_TOLERANCE_LU {
         warnings.push(format!(
             "its streaming deliverables were delivered {held_back_db:.1} dB under the loudness target: holding their codec peaks under {:.1} dBTP would take more than the {:.1} dB of limiting allowed",
             check.ceiling_dbtp, settings.max_limiter_gain_reduction_db
@@ -884,7 +882,7 @@ fn hold_codec_ceiling(
         lowered_db,
         streaming_ceiling_dbtp: settings.ceiling_dbtp - lowered_db,
         gain_db: streaming_gain_db,
-        limiter_gain_reduction_db: reduction_db.unwrap_or(f64::NAN),
+        limiter_gain_reduction_db: reduction_db,
         held_back_db,
         rows,
     };
@@ -988,8 +986,14 @@ pub fn finalize_track(
     let codec_check = match &settings.codec_check {
         Some(check) => {
             let run = Run { corrected: scratch.path(), correction, settings, total_frames, tags };
-            let (report, renders) =
-                hold_codec_ceiling(&run, check, gain_db, deliverables, &mut delivered, &mut warnings)?;
+            let (report, renders) = hold_codec_ceiling(
+                &run,
+                check,
+                (gain_db, lufs, reduction_db),
+                deliverables,
+                &mut delivered,
+                &mut warnings,
+            )?;
             passes += renders;
             Some(report)
         }
