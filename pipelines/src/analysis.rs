@@ -132,6 +132,20 @@ pub struct Analyzer {
 impl Analyzer {
     /// A meter for mono or stereo audio.
     pub fn new(rate_hz: u32, channels: usize) -> Result<Self, AnalysisError> {
+        Self::with_meter(rate_hz, channels, Meter::new)
+    }
+
+    /// Loudness and balance only: the true peaks read as the sample peak
+    /// (finalize's loudness probes, which also read the balance).
+    pub fn without_true_peaks(rate_hz: u32, channels: usize) -> Result<Self, AnalysisError> {
+        Self::with_meter(rate_hz, channels, Meter::loudness_only)
+    }
+
+    fn with_meter(
+        rate_hz: u32,
+        channels: usize,
+        meter: impl FnOnce(u32, usize) -> Meter,
+    ) -> Result<Self, AnalysisError> {
         let error = |detail: String| AnalysisError { rate_hz, channels, detail };
         if !(1..=2).contains(&channels) {
             return Err(error("only mono and stereo are measured".to_owned()));
@@ -139,7 +153,7 @@ impl Analyzer {
         if !(1_000..=768_000).contains(&rate_hz) {
             return Err(error("the rate is outside 1–768 kHz".to_owned()));
         }
-        let meter = Meter::new(rate_hz, channels);
+        let meter = meter(rate_hz, channels);
         let fft_frames = fft_frames(rate_hz);
         let fft = RealFftPlanner::<f64>::new().plan_fft_forward(fft_frames);
         let hann =

@@ -612,36 +612,36 @@ fn deliver(
     })
 }
 
-/// A loudness probe: the render at `gain_db`, measured for loudness only
-/// (nothing written). Returns its integrated loudness and the limiter's
-/// largest gain reduction.
+/// A loudness probe: the render at `gain_db`, measured for loudness and
+/// balance (no true peaks, nothing written). Returns its analysis and the
+/// limiter's largest gain reduction.
 fn probe(
     corrected: &Path,
     gain_db: f64,
     settings: &FinalizeSettings,
     total_frames: u64,
-) -> Result<(Option<f64>, f64), StageError> {
-    let mut meter = Meter::loudness_only(settings.rate_hz, 2);
-    let reduction_db = Renderer::new(gain_db, settings, total_frames).run(corrected, settings.rate_hz, |rendered| {
-        meter.add(rendered);
-        Ok(())
-    })?;
-    Ok((integrated_lufs(&meter.finish().segment_energies), reduction_db))
+) -> Result<(Analysis, f64), StageError> {
+    let invalid = |e: crate::analysis::AnalysisError| StageError::Invalid(e.to_string());
+    let mut analyzer = Analyzer::without_true_peaks(settings.rate_hz, 2).map_err(invalid)?;
+    let reduction_db = Renderer::new(gain_db, settings, total_frames)
+        .run(corrected, settings.rate_hz, |rendered| analyzer.add(rendered).map_err(invalid))?;
+    Ok((analyzer.finish().map_err(invalid)?, reduction_db))
 }
 
-/// The loudness gain, found by probes over the corrected audio (whose
-/// loudness the first one starts from): the gain, the loudness it gives
-/// and the probes run.
+/// The loudness gain, found by probes over the corrected audio starting
+/// from `start_gain_db`: the gain, the loudness it gives, the probes run
+/// and the last probe's analysis (the render's balance, as delivered).
 fn find_gain(
     corrected: &Path,
     start_gain_db: f64,
     correction: &Correction,
     settings: &FinalizeSettings,
     total_frames: u64,
-) -> Result<(f64, Option<f64>, u32), StageError> {
+) -> Result<(f64, Option<f64>, u32, Analysis), StageError> {
     let budget_db = settings.max_limiter_gain_reduction_db;
     let mut gain_db = start_gain_db;
-    let (mut lufs, mut reduction_db) = probe(corrected, gain_db, settings, total_frames)?;
+    let (mut analysis, mut reduction_db) = probe(corrected, gain_db, settings, total_frames)?;
+    let mut lufs = analysis.integrated_lufs;
     let mut probes = 1;
     // How loudness follows gain: 1 dB per dB until the limiter bends it.
     let mut slope = 1.0;
@@ -660,14 +660,15 @@ fn find_gain(
         if step_db.abs() < 1e-3 {
             break;
         }
-        let (next_lufs, next_reduction_db) = probe(corrected, gain_db + step_db, settings, total_frames)?;
-        if let (Some(before), Some(after)) = (lufs, next_lufs) {
+        let (next, next_reduction_db) = probe(corrected, gain_db + step_db, settings, total_frames)?;
+        if let (Some(before), Some(after)) = (lufs, next.integrated_lufs) {
             slope = ((after - before) / step_db).clamp(0.2, 1.0);
         }
-        (gain_db, lufs, reduction_db) = (gain_db + step_db, next_lufs, next_reduction_db);
+        (gain_db, lufs, reduction_db) = (gain_db + step_db, next.integrated_lufs, next_reduction_db);
+        analysis = next;
         probes += 1;
     }
-    Ok((gain_db, lufs, probes))
+    Ok((gain_db, lufs, probes, analysis))
 }
 
 /// The final limiter's own share of the realised correction, per band:
@@ -701,6 +702,26 @@ fn limiter_share_db(
         rate_hz,
     );
     (realised.iter().zip(&eq).map(|(r, e)| r.map(|r| r - e)).collect(), eq)
+}
+
+/// `correction` at `share` redesigned with room for the final limiter's
+/// own share as `render` and `delivered` measure it (first, room only
+/// where the limiter needs it; see [`Correction::making_room`]).
+fn make_room(
+    correction: &Correction,
+    share: f64,
+    render: &Analysis,
+    delivered: &[Delivered],
+    rate_hz: u32,
+    warnings: &mut Vec<String>,
+) -> Correction {
+    let (limiter_db, _) = limiter_share_db(correction, share, render, delivered, rate_hz);
+    let (room, pulled_in_db) = correction.making_room(share, &limiter_db, LIMITER_SHARE_DB, rate_hz);
+    warnings.push(format!(
+        "the album pass's EQ was pulled in by up to {pulled_in_db:.1} dB where the final limiter's own share took the delivered balance past ±{:.1} dB; elsewhere the curve is as planned",
+        correction.max_correction_db
+    ));
+    room
 }
 
 /// When the realised correction passes the cap by more than the
@@ -830,7 +851,7 @@ fn hold_codec_ceiling(
         let steps = ((lowered_db + excess_db(delivered) + CODEC_STEP_DB) / CODEC_STEP_DB).ceil();
         lowered_db = steps * (CODEC_STEP_DB * 100.0).round() / 100.0;
         let lowered = FinalizeSettings { ceiling_dbtp: settings.ceiling_dbtp - lowered_db, ..settings.clone() };
-        let (gain_db, found_lufs, _) =
+        let (gain_db, found_lufs, _, _) =
             find_gain(run.corrected, streaming_gain_db, run.correction, &lowered, run.total_frames)?;
         let subset: Vec<DeliverableTarget> = streaming.iter().map(|&i| deliverables[i].clone()).collect();
         let targets: Vec<(&DeliverableTarget, Adjust)> = subset.iter().map(|d| (d, Adjust::default())).collect();
@@ -935,7 +956,15 @@ pub fn finalize_track(
         // The gain to the target from the corrected audio's loudness (the
         // EQ moved it); the limiter's share is what the probes find.
         let start_gain_db = corrected_lufs.map_or(correction.gain_db, |lufs| correction.target_lufs - lufs);
-        let (gain_db, lufs, probes) = find_gain(scratch.path(), start_gain_db, correction, settings, total_frames)?;
+        let (gain_db, lufs, probes, probed) =
+            find_gain(scratch.path(), start_gain_db, correction, settings, total_frames)?;
+        // The last probe is the render to the bit, balance and all: where
+        // the final limiter's share already takes it past the cap, room is
+        // made before anything is written.
+        if redesigned.is_none() && share_within_cap(correction, share, &probed, &[], settings.rate_hz).is_some() {
+            redesigned = Some(make_room(correction, share, &probed, &[], settings.rate_hz, &mut warnings));
+            continue;
+        }
         let untrimmed: Vec<(&DeliverableTarget, Adjust)> =
             deliverables.iter().map(|d| (d, Adjust::default())).collect();
         let (reduction_db, render, delivered) =
@@ -943,15 +972,7 @@ pub fn finalize_track(
         renders += 1;
         match share_within_cap(correction, share, &render, &delivered, settings.rate_hz) {
             Some(_) if redesigned.is_none() => {
-                // First, room for the limiter only where it needs it.
-                let (limiter_db, _) = limiter_share_db(correction, share, &render, &delivered, settings.rate_hz);
-                let (room, pulled_in_db) =
-                    correction.making_room(share, &limiter_db, LIMITER_SHARE_DB, settings.rate_hz);
-                warnings.push(format!(
-                    "the album pass's EQ was pulled in by up to {pulled_in_db:.1} dB where the final limiter's own share ({reduction_db:.1} dB of limiting) took the delivered balance past ±{:.1} dB; elsewhere the curve is as planned",
-                    correction.max_correction_db
-                ));
-                redesigned = Some(room);
+                redesigned = Some(make_room(correction, share, &render, &delivered, settings.rate_hz, &mut warnings));
             }
             Some(smaller) if max_share == 1.0 && smaller < share - 0.01 => {
                 warnings.push(format!(
