@@ -82,6 +82,9 @@ fn the_example_album_is_mastered_matched_and_delivered() {
         let held_back = f(&track["finalize"]["held_back_db"]);
         let deliverables = track["finalize"]["delivered"].as_array().unwrap();
         assert_eq!(deliverables.len(), 3, "{id}: hires, cd, lossless");
+        // The closed loop lands in one render: probes find the gain (and
+        // any room the limiter needs) before anything is written.
+        assert_eq!(track["finalize"]["passes"], 1, "{id}: {}", track["finalize"]["passes"]);
         let cap = f(&track["correction"]["max_correction_db"]);
         let centres: Vec<f64> = report["band_centres_hz"].as_array().unwrap().iter().map(f).collect();
         let outputs = report["outputs"].as_array().unwrap();
