@@ -664,7 +664,7 @@ impl<'a> AlbumTasks<'a> {
                     mix,
                     master: master.analysis.clone(),
                     master_limiter_gain_reduction_db: master.limiter_gain_reduction_db,
-                    correction: finalize.redesigned.clone().unwrap_or_else(|| plan.corrections[i].clone()),
+                    correction: finalize.redesigned.as_deref().unwrap_or(&plan.corrections[i]).clone(),
                     finalize: finalize.clone(),
                     tonal_distance_before_db: distance_to(&plan.reference_balance_db, &master.analysis),
                     tonal_distance_after_db: distance_to(&plan.reference_balance_db, delivered),

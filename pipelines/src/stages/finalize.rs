@@ -135,10 +135,10 @@ pub struct FinalizeReport {
     /// the cap: the correction as applied, pulled in only where it had to
     /// be (the plan's otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redesigned: Option<Correction>,
+    pub redesigned: Option<Box<Correction>>,
     /// With `codec_check`: the streaming deliverables through the codecs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub codec_check: Option<CodecCheckReport>,
+    pub codec_check: Option<Box<CodecCheckReport>>,
     pub warnings: Vec<String>,
 }
 
@@ -1037,8 +1037,8 @@ pub fn finalize_track(
         corrected_lra_lu,
         render,
         delivered,
-        codec_check,
-        redesigned,
+        codec_check: codec_check.map(Box::new),
+        redesigned: redesigned.map(Box::new),
         warnings,
     })
 }
