@@ -155,7 +155,7 @@ fn the_example_album_is_mastered_matched_and_delivered() {
         assert!((peak + 6.0).abs() <= 0.05, "{id}: mix peak {peak:.3} dBFS");
     }
     let mean_shrink = distance_shrink.iter().sum::<f64>() / distance_shrink.len() as f64;
-    assert!(mean_shrink >= 0.2, "tonal distance shrinks {:.0}% on average", 100.0 * mean_shrink);
+    assert!(mean_shrink >= 0.3, "tonal distance shrinks {:.0}% on average", 100.0 * mean_shrink);
     // The ballad (offset -2 LU) sits 2 LU under a track that reached its target.
     let (_, maple, maple_held) = delivered_levels[1].clone();
     let (_, ballad, ballad_held) = delivered_levels[2].clone();

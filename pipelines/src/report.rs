@@ -283,16 +283,7 @@ impl AlbumReport {
         html.push_str(&self.track_balance_chart(index, t));
         html.push_str("</div>");
         html.push_str(&short_term_chart(t));
-        let filters: Vec<String> = t
-            .correction
-            .filters_scaled(t.finalize.correction_scale)
-            .iter()
-            .map(|f| format!("{} {:.0} Hz {:+.2} dB (Q {:.2})", f.kind.name(), f.freq_hz, f.gain_db(), f.q()))
-            .collect();
-        html.push_str(&format!(
-            "<p class=\"sub\">Filters: {}</p>",
-            if filters.is_empty() { "none".to_owned() } else { esc(&filters.join(", ")) }
-        ));
+        html.push_str(&format!("<p class=\"sub\">EQ: {}</p>", esc(&eq_summary(t))));
         if !t.warnings.is_empty() {
             html.push_str("<ul class=\"warnings\">");
             for w in &t.warnings {
@@ -488,16 +479,36 @@ impl LogChart {
     }
 }
 
-/// The album pass's EQ on one track: the applied filters' response at
+/// One line on the EQ applied to a track: the curve at the octave
+/// centres, as applied.
+fn eq_summary(t: &TrackReport) -> String {
+    let curve = t.correction.curve_scaled(t.finalize.correction_scale);
+    if curve.iter().all(|c| c.abs() < 0.005) {
+        return "none".to_owned();
+    }
+    let points: Vec<String> = BAND_CENTRES_HZ
+        .iter()
+        .zip(&curve)
+        .skip(2)
+        .step_by(3)
+        .map(|(f, c)| {
+            let at = if *f >= 1000.0 { format!("{} kHz", f / 1000.0) } else { format!("{f} Hz") };
+            format!("{at} {c:+.1}")
+        })
+        .collect();
+    format!("a minimum-phase FIR following the curve (dB): {}", points.join(", "))
+}
+
+/// The album pass's EQ on one track: the applied EQ's response at
 /// equal loudness, the correction measured on the delivered audio, and
 /// the ±cap band.
 fn correction_chart(t: &TrackReport) -> String {
     let cap = t.correction.max_correction_db;
     let chart = LogChart::new(360.0, 220.0, (cap + 2.0).max(4.0));
     let rate_hz = t.master.sample_rate_hz;
-    let filters = t.correction.filters_scaled(t.finalize.correction_scale);
+    let curve = t.correction.curve_scaled(t.finalize.correction_scale);
     let grid = check_grid_hz();
-    let applied = equal_loudness_response_db(&filters, &t.correction.master_balance_db, &grid, rate_hz);
+    let applied = equal_loudness_response_db(&curve, &t.correction.master_balance_db, &grid, rate_hz);
     let mut svg = chart.open("the album pass's correction");
     let (top, bottom) = (chart.y(cap), chart.y(-cap));
     svg.push_str(&format!(

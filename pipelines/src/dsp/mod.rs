@@ -57,6 +57,7 @@ pub(crate) fn wide_lanes() -> bool {
 pub mod aligned;
 pub mod biquad;
 pub mod compressor;
+pub mod curve_eq;
 pub mod delay;
 pub mod dither;
 pub mod envelope;

@@ -14,19 +14,19 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{AudioInput, BLOCK_FRAMES, StageError, float_wav, stream_at_rate};
-use crate::album::{Correction, equal_loudness_response_db, realised_correction_db};
+use crate::album::{Correction, equal_loudness_response_db, equaliser, realised_correction_db};
 use crate::analysis::{Analysis, Analyzer, BAND_CENTRES_HZ, integrated_lufs, loudness_range_lu};
 use crate::codec::{CodecReading, RoundTrip};
 use crate::decode::AudioReader;
 use crate::dsp::aligned::{Aligned, push_silence};
-use crate::dsp::biquad::FilterChain;
+use crate::dsp::curve_eq::{CurveEq, PARTITION_FRAMES};
 use crate::dsp::envelope::Fades;
 use crate::dsp::limiter::{LimiterSettings, SAFETY_MARGIN_DB, TruePeakLimiter};
 use crate::dsp::resample::StreamResampler;
 use crate::dsp::units::db_to_gain;
 use crate::dsp::{AudioBlock, Processor};
 use crate::encode::{DeliveredLoudness, EncodeSpec, Encoder, Tags, dither_seed};
-use crate::manifest::{AudioFormat, Codec, CodecSpec, Dither, Filter, Limiter};
+use crate::manifest::{AudioFormat, Codec, CodecSpec, Dither, Limiter};
 use crate::meter::Meter;
 
 /// Loudness within this of the target needs no further pass (LU).
@@ -190,21 +190,25 @@ fn master_frames(master: &Path) -> Result<u64, StageError> {
     info.frames.ok_or_else(|| StageError::Invalid(format!("{location}: the master's length is not in its header")))
 }
 
-/// Runs the master through the correction's EQ (`filters`) into
+/// Runs the master through the EQ following `curve_db` into
 /// `corrected` (32-bit float WAV at the working rate): the part of the
 /// render that does not depend on the gain. Returns the corrected audio's
 /// loudness, from which the first probe starts (the EQ moves loudness
 /// too), and its loudness range.
-fn correct(
-    master: &Path,
-    filters: &[Filter],
-    rate_hz: u32,
-    corrected: &Path,
-) -> Result<(Option<f64>, f64), StageError> {
-    let mut eq = FilterChain::new(rate_hz, 2, BLOCK_FRAMES, filters);
+fn correct(master: &Path, curve_db: &[f64], rate_hz: u32, corrected: &Path) -> Result<(Option<f64>, f64), StageError> {
+    let mut eq = CurveEq::new(&equaliser(curve_db, rate_hz));
+    let mut aligned = Aligned::new(eq.latency_frames(), 2, BLOCK_FRAMES);
     let mut meter = Meter::loudness_only(rate_hz, 2);
     let mut encoder = Encoder::create(corrected, float_wav(rate_hz, 2), &Tags::default())?;
     let mut work = AudioBlock::new(2, BLOCK_FRAMES);
+    let mut push = |work: &mut AudioBlock| -> Result<(), StageError> {
+        eq.process(work);
+        if let Some(out) = aligned.take(work) {
+            meter.add(out);
+            encoder.write(out)?;
+        }
+        Ok(())
+    };
     stream_at_rate(AudioInput::open_file(master)?, rate_hz, |block| {
         if block.channel_count() != 2 {
             return Err(StageError::Invalid(format!("{}: a master must be stereo", master.display())));
@@ -213,11 +217,9 @@ fn correct(
         for (w, input) in work.channels_mut().zip(block.channels()) {
             w.copy_from_slice(input);
         }
-        eq.process(&mut work);
-        meter.add(&work);
-        encoder.write(&work)?;
-        Ok(())
+        push(&mut work)
     })?;
+    push_silence(PARTITION_FRAMES, BLOCK_FRAMES, &mut work, &mut push)?;
     encoder.finish(&Tags::default(), None)?;
     let segments = meter.finish().segment_energies;
     Ok((integrated_lufs(&segments), loudness_range_lu(&segments)))
@@ -238,8 +240,8 @@ fn correct_keeping_dynamics(
 ) -> Result<(f64, Option<f64>, f64), StageError> {
     let limit = MAX_LRA_CHANGE_LU - LRA_MARGIN_LU;
     let keeps = |lra: f64| (lra - correction.master_lra_lu).abs() <= limit;
-    let (lufs, lra) = correct(master, &correction.filters_scaled(max_share), rate_hz, corrected)?;
-    if keeps(lra) || correction.filters.is_empty() {
+    let (lufs, lra) = correct(master, &correction.curve_scaled(max_share), rate_hz, corrected)?;
+    if keeps(lra) || correction.is_flat() {
         return Ok((max_share, lufs, lra));
     }
     // No EQ keeps the master's range by definition; look between.
@@ -247,7 +249,7 @@ fn correct_keeping_dynamics(
     let mut last: Option<(Option<f64>, f64)> = None;
     for _ in 0..LRA_SEARCH_PASSES {
         let share = 0.5 * (kept + moved);
-        let (lufs, lra) = correct(master, &correction.filters_scaled(share), rate_hz, corrected)?;
+        let (lufs, lra) = correct(master, &correction.curve_scaled(share), rate_hz, corrected)?;
         if keeps(lra) {
             kept = share;
             last = Some((lufs, lra));
@@ -260,7 +262,7 @@ fn correct_keeping_dynamics(
     // share that kept it is run again.
     let (lufs, lra) = match last {
         Some(found) => found,
-        None => correct(master, &correction.filters_scaled(kept), rate_hz, corrected)?,
+        None => correct(master, &correction.curve_scaled(kept), rate_hz, corrected)?,
     };
     Ok((kept, lufs, lra))
 }
@@ -696,7 +698,7 @@ fn limiter_share_db(
         }
     }
     let eq = equal_loudness_response_db(
-        &correction.filters_scaled(share),
+        &correction.curve_scaled(share),
         &correction.master_balance_db,
         &BAND_CENTRES_HZ,
         rate_hz,
@@ -704,25 +706,36 @@ fn limiter_share_db(
     (realised.iter().zip(&eq).map(|(r, e)| r.map(|r| r - e)).collect(), eq)
 }
 
-/// `correction` at `share` redesigned with room for the final limiter's
-/// own share as `render` and `delivered` measure it (first, room only
-/// where the limiter needs it; see [`Correction::making_room`]).
+/// `current` (the planned correction, or one already redesigned from it)
+/// at `share` redesigned with room for the final limiter's own share as
+/// `render` and `delivered` measure it (room only where the limiter needs
+/// it; see [`Correction::making_room`]). The warning says how far the
+/// curve now is from the plan's, replacing an earlier round's.
 fn make_room(
-    correction: &Correction,
+    planned: &Correction,
+    current: &Correction,
     share: f64,
-    render: &Analysis,
-    delivered: &[Delivered],
+    measured: (&Analysis, &[Delivered]),
     rate_hz: u32,
     warnings: &mut Vec<String>,
 ) -> Correction {
-    let (limiter_db, _) = limiter_share_db(correction, share, render, delivered, rate_hz);
-    let (room, pulled_in_db) = correction.making_room(share, &limiter_db, LIMITER_SHARE_DB, rate_hz);
+    let (limiter_db, _) = limiter_share_db(current, share, measured.0, measured.1, rate_hz);
+    let (room, _) = current.making_room(share, &limiter_db, LIMITER_SHARE_DB, rate_hz);
+    let pulled_in_db =
+        room.curve_db.iter().zip(planned.curve_scaled(share)).fold(0f64, |m, (r, p)| m.max((r - p).abs()));
+    warnings.retain(|w| !w.starts_with(PULLED_IN));
     warnings.push(format!(
-        "the album pass's EQ was pulled in by up to {pulled_in_db:.1} dB where the final limiter's own share took the delivered balance past ±{:.1} dB; elsewhere the curve is as planned",
-        correction.max_correction_db
+        "{PULLED_IN} by up to {pulled_in_db:.1} dB where the final limiter's own share took the delivered balance past ±{:.1} dB; elsewhere the curve is as planned",
+        planned.max_correction_db
     ));
     room
 }
+
+const PULLED_IN: &str = "the album pass's EQ was pulled in";
+
+/// How many times the curve may be redesigned from the probes: each
+/// round reads the limiter's share with the curve as last redesigned.
+const ROOM_ROUNDS: usize = 3;
 
 /// When the realised correction passes the cap by more than the
 /// limiter's allowance somewhere, the share of the curve that keeps it
@@ -925,6 +938,7 @@ pub fn finalize_track(
     deliverables: &[DeliverableTarget],
     tags: &Tags,
 ) -> Result<FinalizeReport, StageError> {
+    let planned = correction;
     let mut warnings = Vec::new();
     // The corrected master waits in a scratch file beside the first
     // deliverable (the same disk), removed however this ends: memory stays
@@ -943,11 +957,12 @@ pub fn finalize_track(
     // peaks) pushed the realised correction past the cap.
     let mut max_share = 1.0;
     let mut redesigned: Option<Correction> = None;
+    let mut room_rounds = 0;
     let mut renders = 0;
     // The smallest share that kept the loudness range, where one had to.
     let mut kept_dynamics: Option<(f64, f64)> = None;
     let (correction_scale, corrected_lra_lu, gain_db, lufs, probes, reduction_db, render, mut delivered) = loop {
-        let correction = redesigned.as_ref().unwrap_or(correction);
+        let correction = redesigned.as_ref().unwrap_or(planned);
         let (share, corrected_lufs, corrected_lra_lu) =
             correct_keeping_dynamics(master, correction, max_share, settings.rate_hz, scratch.path())?;
         if share < max_share {
@@ -961,8 +976,9 @@ pub fn finalize_track(
         // The last probe is the render to the bit, balance and all: where
         // the final limiter's share already takes it past the cap, room is
         // made before anything is written.
-        if redesigned.is_none() && share_within_cap(correction, share, &probed, &[], settings.rate_hz).is_some() {
-            redesigned = Some(make_room(correction, share, &probed, &[], settings.rate_hz, &mut warnings));
+        if room_rounds < ROOM_ROUNDS && share_within_cap(correction, share, &probed, &[], settings.rate_hz).is_some() {
+            room_rounds += 1;
+            redesigned = Some(make_room(planned, correction, share, (&probed, &[]), settings.rate_hz, &mut warnings));
             continue;
         }
         let untrimmed: Vec<(&DeliverableTarget, Adjust)> =
@@ -971,8 +987,10 @@ pub fn finalize_track(
             deliver(scratch.path(), gain_db, settings, total_frames, &untrimmed, tags)?;
         renders += 1;
         match share_within_cap(correction, share, &render, &delivered, settings.rate_hz) {
-            Some(_) if redesigned.is_none() => {
-                redesigned = Some(make_room(correction, share, &render, &delivered, settings.rate_hz, &mut warnings));
+            Some(_) if room_rounds < ROOM_ROUNDS => {
+                room_rounds += 1;
+                redesigned =
+                    Some(make_room(planned, correction, share, (&render, &delivered), settings.rate_hz, &mut warnings));
             }
             Some(smaller) if max_share == 1.0 && smaller < share - 0.01 => {
                 warnings.push(format!(
@@ -985,7 +1003,7 @@ pub fn finalize_track(
             _ => break (share, corrected_lra_lu, gain_db, lufs, probes, reduction_db, render, delivered),
         }
     };
-    let correction = redesigned.as_ref().unwrap_or(correction);
+    let correction = redesigned.as_ref().unwrap_or(planned);
     if let Some((share, lra_lu)) = kept_dynamics {
         warnings.push(format!(
             "the album pass's EQ was applied at {:.0}% of the planned curve: in full it would have moved the loudness range by more than {MAX_LRA_CHANGE_LU} LU from the master's {:.1} LU (it lifts or cuts bands that some passages lean on more than others); at this share it is {lra_lu:.1} LU",
