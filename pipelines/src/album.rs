@@ -488,9 +488,9 @@ pub fn realised_correction_db(master_balance_db: &[f64], delivered: &Analysis) -
 /// equal loudness, on a track whose balance is `balance_db`: the
 /// response less the loudness change it makes.
 pub fn equal_loudness_response_db(curve_db: &[f64], balance_db: &[f64], freqs_hz: &[f64], rate_hz: u32) -> Vec<f64> {
-    let fir = equaliser(curve_db, rate_hz);
-    let offset = equal_loudness_offset_db(&loudness_shares(balance_db), &fir.magnitude_db(&BAND_CENTRES_HZ));
-    fir.magnitude_db(freqs_hz).iter().map(|r| r - offset).collect()
+    let offset =
+        equal_loudness_offset_db(&loudness_shares(balance_db), &response_db(curve_db, &BAND_CENTRES_HZ, rate_hz));
+    response_db(curve_db, freqs_hz, rate_hz).iter().map(|r| r - offset).collect()
 }
 
 /// What finalize runs to apply `curve_db` at `rate_hz`.
@@ -498,7 +498,8 @@ pub fn equaliser(curve_db: &[f64], rate_hz: u32) -> CurveFir {
     CurveFir::design(rate_hz, |freq_hz| curve_at(curve_db, freq_hz))
 }
 
-fn is_flat(curve_db: &[f64]) -> bool {
+/// Whether `curve_db` moves nothing.
+pub fn is_flat(curve_db: &[f64]) -> bool {
     curve_db.iter().all(|c| c.abs() < NEGLIGIBLE_GAIN_DB)
 }
 
@@ -514,6 +515,9 @@ pub fn check_grid_hz() -> Vec<f64> {
 /// The response (dB) of the EQ following `curve_db` at `rate_hz`, at each
 /// of `freqs_hz`.
 pub fn response_db(curve_db: &[f64], freqs_hz: &[f64], rate_hz: u32) -> Vec<f64> {
+    if is_flat(curve_db) {
+        return vec![0.0; freqs_hz.len()];
+    }
     equaliser(curve_db, rate_hz).magnitude_db(freqs_hz)
 }
 
@@ -532,6 +536,10 @@ pub fn largest_and_steepest(response_db: &[f64], grid_hz: &[f64]) -> (f64, f64) 
 /// A curve over [`BAND_CENTRES_HZ`] at `freq_hz`: linear in log frequency
 /// between band centres, held beyond the ends.
 fn curve_at(curve_db: &[f64], freq_hz: f64) -> f64 {
+    if curve_db.len() != BAND_CENTRES_HZ.len() {
+        // No curve (a correction that moves nothing) is flat.
+        return 0.0;
+    }
     let last = BAND_CENTRES_HZ.len() - 1;
     if freq_hz <= BAND_CENTRES_HZ[0] {
         return curve_db[0];

@@ -9,6 +9,7 @@ mod support;
 use support::Pink;
 
 use lacquer_pipelines::album::Correction;
+use lacquer_pipelines::analysis::BAND_CENTRES_HZ;
 use lacquer_pipelines::decode::verify_flac;
 use lacquer_pipelines::dsp::AudioBlock;
 use lacquer_pipelines::encode::{EncodeSpec, Encoder, Tags};
@@ -50,7 +51,7 @@ fn what_is_reported_is_what_the_files_hold() {
     let master = dir.path().join("master.wav");
     write_master(&master);
     let correction: Correction = serde_json::from_str(
-        r#"{"gain_db":3.0,"target_lufs":-14.0,"curve_db":[],"filters":[],"max_correction_db":4.0,"master_balance_db":[],"master_lra_lu":5.0,"expected_limiting_db":1.0,"warnings":[]}"#,
+        r#"{"gain_db":3.0,"target_lufs":-14.0,"curve_db":[],"max_correction_db":4.0,"master_balance_db":[],"master_lra_lu":5.0,"expected_limiting_db":1.0,"warnings":[]}"#,
     )
     .unwrap();
     let settings = FinalizeSettings {
@@ -151,9 +152,10 @@ fn the_correction_gives_way_to_the_songs_dynamics() {
     }
     encoder.finish(&Tags::default(), None).unwrap();
     let measured = measure_file(&master).unwrap();
+    // A low shelf's curve: +4 dB up to 80 Hz, down 3 dB per octave above.
+    let shelf: Vec<f64> = BAND_CENTRES_HZ.iter().map(|f| (4.0 - 3.0 * (f / 80.0).log2().max(0.0)).max(0.0)).collect();
     let correction: Correction = serde_json::from_value(serde_json::json!({
-        "gain_db": 0.0, "target_lufs": -14.0, "curve_db": [],
-        "filters": [{ "type": "low_shelf", "freq_hz": 150.0, "q": 0.55, "gain_db": 4.0 }],
+        "gain_db": 0.0, "target_lufs": -14.0, "curve_db": shelf,
         "max_correction_db": 4.0, "master_balance_db": [],
         "master_lra_lu": measured.loudness_range_lu, "expected_limiting_db": 0.0, "warnings": []
     }))
@@ -209,7 +211,7 @@ fn conversions_are_limited_again_not_trimmed() {
     }
     encoder.finish(&Tags::default(), None).unwrap();
     let correction: Correction = serde_json::from_str(
-        r#"{"gain_db":0.0,"target_lufs":-11.0,"curve_db":[],"filters":[],"max_correction_db":4.0,"master_balance_db":[],"master_lra_lu":0.0,"expected_limiting_db":3.0,"warnings":[]}"#,
+        r#"{"gain_db":0.0,"target_lufs":-11.0,"curve_db":[],"max_correction_db":4.0,"master_balance_db":[],"master_lra_lu":0.0,"expected_limiting_db":3.0,"warnings":[]}"#,
     )
     .unwrap();
     let settings = FinalizeSettings {
@@ -278,7 +280,7 @@ fn the_codec_check_lowers_only_the_streaming_files_ceiling_and_only_when_a_codec
     };
     for target_lufs in [-20.0, -10.0] {
         let correction: Correction = serde_json::from_str(&format!(
-            r#"{{"gain_db":0.0,"target_lufs":{target_lufs},"curve_db":[],"filters":[],"max_correction_db":4.0,"master_balance_db":[],"master_lra_lu":5.0,"expected_limiting_db":1.0,"warnings":[]}}"#,
+            r#"{{"gain_db":0.0,"target_lufs":{target_lufs},"curve_db":[],"max_correction_db":4.0,"master_balance_db":[],"master_lra_lu":5.0,"expected_limiting_db":1.0,"warnings":[]}}"#,
         ))
         .unwrap();
         let settings = |codec_check| FinalizeSettings {

@@ -50,7 +50,7 @@ fn master_result() -> MasterResult {
 
 fn correction() -> Correction {
     serde_json::from_str(
-        r#"{"gain_db":1.0,"target_lufs":-14.0,"curve_db":[],"filters":[],"max_correction_db":4.0,"master_balance_db":[],"master_lra_lu":5.0,"expected_limiting_db":0.5,"warnings":[]}"#,
+        r#"{"gain_db":1.0,"target_lufs":-14.0,"curve_db":[],"max_correction_db":4.0,"master_balance_db":[],"master_lra_lu":5.0,"expected_limiting_db":0.5,"warnings":[]}"#,
     )
     .unwrap()
 }

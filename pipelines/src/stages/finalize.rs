@@ -14,12 +14,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{AudioInput, BLOCK_FRAMES, StageError, float_wav, stream_at_rate};
-use crate::album::{Correction, equal_loudness_response_db, equaliser, realised_correction_db};
+use crate::album::{Correction, equal_loudness_response_db, equaliser, is_flat, realised_correction_db};
 use crate::analysis::{Analysis, Analyzer, BAND_CENTRES_HZ, integrated_lufs, loudness_range_lu};
 use crate::codec::{CodecReading, RoundTrip};
 use crate::decode::AudioReader;
 use crate::dsp::aligned::{Aligned, push_silence};
-use crate::dsp::curve_eq::{CurveEq, PARTITION_FRAMES};
+use crate::dsp::curve_eq::CurveEq;
 use crate::dsp::envelope::Fades;
 use crate::dsp::limiter::{LimiterSettings, SAFETY_MARGIN_DB, TruePeakLimiter};
 use crate::dsp::resample::StreamResampler;
@@ -196,13 +196,17 @@ fn master_frames(master: &Path) -> Result<u64, StageError> {
 /// loudness, from which the first probe starts (the EQ moves loudness
 /// too), and its loudness range.
 fn correct(master: &Path, curve_db: &[f64], rate_hz: u32, corrected: &Path) -> Result<(Option<f64>, f64), StageError> {
-    let mut eq = CurveEq::new(&equaliser(curve_db, rate_hz));
-    let mut aligned = Aligned::new(eq.latency_frames(), 2, BLOCK_FRAMES);
+    // A flat curve (a silent track, a one-track album) is no EQ at all.
+    let mut eq = (!is_flat(curve_db)).then(|| CurveEq::new(&equaliser(curve_db, rate_hz)));
+    let latency_frames = eq.as_ref().map_or(0, Processor::latency_frames);
+    let mut aligned = Aligned::new(latency_frames, 2, BLOCK_FRAMES);
     let mut meter = Meter::loudness_only(rate_hz, 2);
     let mut encoder = Encoder::create(corrected, float_wav(rate_hz, 2), &Tags::default())?;
     let mut work = AudioBlock::new(2, BLOCK_FRAMES);
     let mut push = |work: &mut AudioBlock| -> Result<(), StageError> {
-        eq.process(work);
+        if let Some(eq) = eq.as_mut() {
+            eq.process(work);
+        }
         if let Some(out) = aligned.take(work) {
             meter.add(out);
             encoder.write(out)?;
@@ -219,7 +223,7 @@ fn correct(master: &Path, curve_db: &[f64], rate_hz: u32, corrected: &Path) -> R
         }
         push(&mut work)
     })?;
-    push_silence(PARTITION_FRAMES, BLOCK_FRAMES, &mut work, &mut push)?;
+    push_silence(latency_frames, BLOCK_FRAMES, &mut work, &mut push)?;
     encoder.finish(&Tags::default(), None)?;
     let segments = meter.finish().segment_energies;
     Ok((integrated_lufs(&segments), loudness_range_lu(&segments)))
