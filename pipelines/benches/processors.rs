@@ -10,6 +10,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use lacquer_pipelines::analysis::Analyzer;
 use lacquer_pipelines::dsp::biquad::FilterChain;
 use lacquer_pipelines::dsp::compressor::Compressor;
+use lacquer_pipelines::dsp::curve_eq::{CurveEq, CurveFir};
 use lacquer_pipelines::dsp::delay::Delay;
 use lacquer_pipelines::dsp::dither::Quantizer;
 use lacquer_pipelines::dsp::limiter::{LimiterSettings, TruePeakLimiter};
@@ -110,6 +111,13 @@ fn processors(c: &mut Criterion) {
     bench_processor(c, "reverb", Box::new(Reverb::new(RATE_HZ, 2, BLOCK_FRAMES, &reverb)), 2);
     let delay = manifest::Delay { time_ms: 120.0, feedback: 0.25, high_cut_hz: 6000.0, ping_pong: true };
     bench_processor(c, "delay ping-pong", Box::new(Delay::new(RATE_HZ, 2, BLOCK_FRAMES, &delay)), 2);
+    // The album pass's EQ: a broad curve (lows down, presence up, highs
+    // down) as a minimum-phase FIR, 8192 taps at 44.1 kHz.
+    let fir = CurveFir::design(RATE_HZ, |freq_hz| {
+        let octave = (freq_hz.max(20.0) / 1000.0).log2();
+        (-3.0 + 1.5 * (octave + 4.0)).min(2.0 - 0.8 * octave.abs()).clamp(-3.5, 3.5)
+    });
+    bench_processor(c, "album-pass curve EQ (FIR, 8192 taps)", Box::new(CurveEq::new(&fir)), 2);
 
     let block = program_block();
     let mut group = c.benchmark_group("processor");

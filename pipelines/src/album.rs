@@ -488,9 +488,12 @@ pub fn realised_correction_db(master_balance_db: &[f64], delivered: &Analysis) -
 /// equal loudness, on a track whose balance is `balance_db`: the
 /// response less the loudness change it makes.
 pub fn equal_loudness_response_db(curve_db: &[f64], balance_db: &[f64], freqs_hz: &[f64], rate_hz: u32) -> Vec<f64> {
-    let offset =
-        equal_loudness_offset_db(&loudness_shares(balance_db), &response_db(curve_db, &BAND_CENTRES_HZ, rate_hz));
-    response_db(curve_db, freqs_hz, rate_hz).iter().map(|r| r - offset).collect()
+    if is_flat(curve_db) {
+        return vec![0.0; freqs_hz.len()];
+    }
+    let fir = equaliser(curve_db, rate_hz);
+    let offset = equal_loudness_offset_db(&loudness_shares(balance_db), &fir.magnitude_db(&BAND_CENTRES_HZ));
+    fir.magnitude_db(freqs_hz).iter().map(|r| r - offset).collect()
 }
 
 /// What finalize runs to apply `curve_db` at `rate_hz`.
