@@ -194,14 +194,21 @@ fn master_frames(master: &Path) -> Result<u64, StageError> {
 /// `corrected` (32-bit float WAV at the working rate): the part of the
 /// render that does not depend on the gain. Returns the corrected audio's
 /// loudness, from which the first probe starts (the EQ moves loudness
-/// too), and its loudness range.
-fn correct(master: &Path, curve_db: &[f64], rate_hz: u32, corrected: &Path) -> Result<(Option<f64>, f64), StageError> {
+/// too), and its loudness range. With a flat curve and no `corrected`,
+/// only measures the master.
+fn correct(
+    master: &Path,
+    curve_db: &[f64],
+    rate_hz: u32,
+    corrected: Option<&Path>,
+) -> Result<(Option<f64>, f64), StageError> {
     // A flat curve (a silent track, a one-track album) is no EQ at all.
     let mut eq = (!is_flat(curve_db)).then(|| CurveEq::new(&equaliser(curve_db, rate_hz)));
     let latency_frames = eq.as_ref().map_or(0, Processor::latency_frames);
     let mut aligned = Aligned::new(latency_frames, 2, BLOCK_FRAMES);
     let mut meter = Meter::loudness_only(rate_hz, 2);
-    let mut encoder = Encoder::create(corrected, float_wav(rate_hz, 2), &Tags::default())?;
+    let mut encoder =
+        corrected.map(|path| Encoder::create(path, float_wav(rate_hz, 2), &Tags::default())).transpose()?;
     let mut work = AudioBlock::new(2, BLOCK_FRAMES);
     let mut push = |work: &mut AudioBlock| -> Result<(), StageError> {
         if let Some(eq) = eq.as_mut() {
@@ -209,7 +216,9 @@ fn correct(master: &Path, curve_db: &[f64], rate_hz: u32, corrected: &Path) -> R
         }
         if let Some(out) = aligned.take(work) {
             meter.add(out);
-            encoder.write(out)?;
+            if let Some(encoder) = encoder.as_mut() {
+                encoder.write(out)?;
+            }
         }
         Ok(())
     };
@@ -224,7 +233,9 @@ fn correct(master: &Path, curve_db: &[f64], rate_hz: u32, corrected: &Path) -> R
         push(&mut work)
     })?;
     push_silence(latency_frames, BLOCK_FRAMES, &mut work, &mut push)?;
-    encoder.finish(&Tags::default(), None)?;
+    if let Some(encoder) = encoder {
+        encoder.finish(&Tags::default(), None)?;
+    }
     let segments = meter.finish().segment_energies;
     Ok((integrated_lufs(&segments), loudness_range_lu(&segments)))
 }
@@ -244,7 +255,7 @@ fn correct_keeping_dynamics(
 ) -> Result<(f64, Option<f64>, f64), StageError> {
     let limit = MAX_LRA_CHANGE_LU - LRA_MARGIN_LU;
     let keeps = |lra: f64| (lra - correction.master_lra_lu).abs() <= limit;
-    let (lufs, lra) = correct(master, &correction.curve_scaled(max_share), rate_hz, corrected)?;
+    let (lufs, lra) = correct(master, &correction.curve_scaled(max_share), rate_hz, Some(corrected))?;
     if keeps(lra) || correction.is_flat() {
         return Ok((max_share, lufs, lra));
     }
@@ -253,7 +264,7 @@ fn correct_keeping_dynamics(
     let mut last: Option<(Option<f64>, f64)> = None;
     for _ in 0..LRA_SEARCH_PASSES {
         let share = 0.5 * (kept + moved);
-        let (lufs, lra) = correct(master, &correction.curve_scaled(share), rate_hz, corrected)?;
+        let (lufs, lra) = correct(master, &correction.curve_scaled(share), rate_hz, Some(corrected))?;
         if keeps(lra) {
             kept = share;
             last = Some((lufs, lra));
@@ -266,7 +277,7 @@ fn correct_keeping_dynamics(
     // share that kept it is run again.
     let (lufs, lra) = match last {
         Some(found) => found,
-        None => correct(master, &correction.curve_scaled(kept), rate_hz, corrected)?,
+        None => correct(master, &correction.curve_scaled(kept), rate_hz, Some(corrected))?,
     };
     Ok((kept, lufs, lra))
 }
@@ -962,21 +973,28 @@ pub fn finalize_track(
     let mut max_share = 1.0;
     let mut redesigned: Option<Correction> = None;
     let mut room_rounds = 0;
+    let mut corrected: &Path;
     let mut renders = 0;
     // The smallest share that kept the loudness range, where one had to.
     let mut kept_dynamics: Option<(f64, f64)> = None;
     let (correction_scale, corrected_lra_lu, gain_db, lufs, probes, reduction_db, render, mut delivered) = loop {
         let correction = redesigned.as_ref().unwrap_or(planned);
-        let (share, corrected_lufs, corrected_lra_lu) =
-            correct_keeping_dynamics(master, correction, max_share, settings.rate_hz, scratch.path())?;
+        // A flat curve leaves the master as it is: it is rendered from as
+        // it stands, measured but not copied.
+        corrected = if correction.is_flat() { master } else { scratch.path() };
+        let (share, corrected_lufs, corrected_lra_lu) = if correction.is_flat() {
+            let (lufs, lra) = correct(master, &[], settings.rate_hz, None)?;
+            (max_share, lufs, lra)
+        } else {
+            correct_keeping_dynamics(master, correction, max_share, settings.rate_hz, corrected)?
+        };
         if share < max_share {
             kept_dynamics = Some((share, corrected_lra_lu));
         }
         // The gain to the target from the corrected audio's loudness (the
         // EQ moved it); the limiter's share is what the probes find.
         let start_gain_db = corrected_lufs.map_or(correction.gain_db, |lufs| correction.target_lufs - lufs);
-        let (gain_db, lufs, probes, probed) =
-            find_gain(scratch.path(), start_gain_db, correction, settings, total_frames)?;
+        let (gain_db, lufs, probes, probed) = find_gain(corrected, start_gain_db, correction, settings, total_frames)?;
         // The last probe is the render to the bit, balance and all: where
         // the final limiter's share already takes it past the cap, room is
         // made before anything is written.
@@ -987,8 +1005,7 @@ pub fn finalize_track(
         }
         let untrimmed: Vec<(&DeliverableTarget, Adjust)> =
             deliverables.iter().map(|d| (d, Adjust::default())).collect();
-        let (reduction_db, render, delivered) =
-            deliver(scratch.path(), gain_db, settings, total_frames, &untrimmed, tags)?;
+        let (reduction_db, render, delivered) = deliver(corrected, gain_db, settings, total_frames, &untrimmed, tags)?;
         renders += 1;
         match share_within_cap(correction, share, &render, &delivered, settings.rate_hz) {
             Some(_) if room_rounds < ROOM_ROUNDS => {
@@ -1025,10 +1042,10 @@ pub fn finalize_track(
     }
 
     let mut passes = renders;
-    passes += make_again(scratch.path(), gain_db, settings, total_frames, &render, deliverables, &mut delivered, tags)?;
+    passes += make_again(corrected, gain_db, settings, total_frames, &render, deliverables, &mut delivered, tags)?;
     let codec_check = match &settings.codec_check {
         Some(check) => {
-            let run = Run { corrected: scratch.path(), correction, settings, total_frames, tags };
+            let run = Run { corrected, correction, settings, total_frames, tags };
             let (report, renders) = hold_codec_ceiling(
                 &run,
                 check,
