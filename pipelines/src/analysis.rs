@@ -8,6 +8,8 @@
 //! analyses alone ([`album_loudness`]) on a machine that never saw the audio.
 
 use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
 
 use realfft::{RealFftPlanner, RealToComplex};
 use serde::{Deserialize, Serialize};
@@ -108,6 +110,91 @@ pub struct AnalysisError {
     pub rate_hz: u32,
     pub channels: usize,
     pub detail: String,
+}
+
+/// An [`Analyzer`] on a thread of its own: the stage that makes the audio
+/// hands it each block and goes on making the next. Blocks are copied
+/// into a few buffers that go round between the two threads, so nothing
+/// is allocated per block; the analyzer sees the same blocks in the same
+/// order, so what it measures is the same to the bit.
+pub struct AnalyzerThread {
+    rate_hz: u32,
+    channels: usize,
+    blocks: Option<SyncSender<AudioBlock>>,
+    spare: Receiver<AudioBlock>,
+    worker: Option<JoinHandle<Result<Analysis, AnalysisError>>>,
+}
+
+/// Blocks queued ahead of the analyzer.
+const QUEUED_BLOCKS: usize = 4;
+
+impl AnalyzerThread {
+    /// Starts `analyzer` on its thread, with buffers of `max_block_frames`.
+    pub fn spawn(analyzer: Analyzer, max_block_frames: usize) -> Result<Self, AnalysisError> {
+        let (rate_hz, channels) = (analyzer.rate_hz, analyzer.channels);
+        let (blocks, queued) = sync_channel::<AudioBlock>(QUEUED_BLOCKS);
+        let (give_back, spare) = sync_channel::<AudioBlock>(QUEUED_BLOCKS + 1);
+        for _ in 0..=QUEUED_BLOCKS {
+            give_back.send(AudioBlock::new(channels, max_block_frames)).expect("room for every buffer");
+        }
+        let worker = std::thread::Builder::new()
+            .name("analyzer".to_owned())
+            .spawn(move || {
+                let mut analyzer = analyzer;
+                let mut failed = None;
+                for block in queued {
+                    if failed.is_none()
+                        && let Err(e) = analyzer.add(&block)
+                    {
+                        failed = Some(e);
+                    }
+                    // The other side may have stopped taking buffers back.
+                    let _ = give_back.send(block);
+                }
+                match failed {
+                    Some(e) => Err(e),
+                    None => analyzer.finish(),
+                }
+            })
+            .map_err(|e| AnalysisError { rate_hz, channels, detail: format!("cannot start a thread: {e}") })?;
+        Ok(Self { rate_hz, channels, blocks: Some(blocks), spare, worker: Some(worker) })
+    }
+
+    fn lost(&self) -> AnalysisError {
+        AnalysisError { rate_hz: self.rate_hz, channels: self.channels, detail: "the analyzer's thread stopped".into() }
+    }
+
+    /// Hands a block to the analyzer (waits while every buffer is queued).
+    pub fn add(&mut self, block: &AudioBlock) -> Result<(), AnalysisError> {
+        let mut buffer = self.spare.recv().map_err(|_| self.lost())?;
+        if buffer.channel_count() != block.channel_count() || buffer.capacity_frames() < block.frames() {
+            buffer = AudioBlock::new(block.channel_count(), block.frames());
+        }
+        buffer.set_frames(block.frames());
+        for (to, from) in buffer.channels_mut().zip(block.channels()) {
+            to.copy_from_slice(from);
+        }
+        let blocks = self.blocks.as_ref().ok_or_else(|| self.lost())?;
+        blocks.send(buffer).map_err(|_| self.lost())
+    }
+
+    /// Waits for the analyzer to take the last block; its analysis.
+    pub fn finish(mut self) -> Result<Analysis, AnalysisError> {
+        self.blocks = None;
+        let worker = self.worker.take().ok_or_else(|| self.lost())?;
+        worker.join().map_err(|_| self.lost())?
+    }
+}
+
+impl Drop for AnalyzerThread {
+    fn drop(&mut self) {
+        // Dropped unfinished (the stage failed): close the queue and wait
+        // for the thread, so none outlives its stage.
+        self.blocks = None;
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
 }
 
 /// Measures a stream of blocks.

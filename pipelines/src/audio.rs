@@ -29,6 +29,11 @@ impl AudioBlock {
         self.frames
     }
 
+    /// The most frames [`Self::set_frames`] can hold without reallocating.
+    pub fn capacity_frames(&self) -> usize {
+        self.channels.iter().map(Vec::capacity).min().unwrap_or(0)
+    }
+
     /// Changes the number of valid frames without reallocating, up to the
     /// capacity the block was created with.
     pub fn set_frames(&mut self, frames: usize) {

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{AudioInput, BLOCK_FRAMES, StageError, float_wav, stream_at_rate};
 use crate::album::{Correction, equal_loudness_response_db, equaliser, is_flat, realised_correction_db};
-use crate::analysis::{Analysis, Analyzer, BAND_CENTRES_HZ, integrated_lufs, loudness_range_lu};
+use crate::analysis::{Analysis, Analyzer, AnalyzerThread, BAND_CENTRES_HZ, integrated_lufs, loudness_range_lu};
 use crate::codec::{CodecReading, RoundTrip};
 use crate::decode::AudioReader;
 use crate::dsp::aligned::{Aligned, push_silence};
@@ -579,7 +579,9 @@ fn deliver(
         .iter()
         .map(|(target, adjust)| Delivery::new(target, settings, tags, *adjust))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut analyzer = Analyzer::new(settings.rate_hz, 2).map_err(|e| StageError::Invalid(e.to_string()))?;
+    let invalid = |e: crate::analysis::AnalysisError| StageError::Invalid(e.to_string());
+    let mut analyzer =
+        AnalyzerThread::spawn(Analyzer::new(settings.rate_hz, 2).map_err(invalid)?, BLOCK_FRAMES).map_err(invalid)?;
     // Each deliverable converts, encodes and measures on a thread of its
     // own, taking the rendered blocks in order from a short queue: the
     // bytes do not depend on the threads, and a lone track's finalize uses
@@ -639,7 +641,9 @@ fn probe(
     total_frames: u64,
 ) -> Result<(Analysis, f64), StageError> {
     let invalid = |e: crate::analysis::AnalysisError| StageError::Invalid(e.to_string());
-    let mut analyzer = Analyzer::without_true_peaks(settings.rate_hz, 2).map_err(invalid)?;
+    let mut analyzer =
+        AnalyzerThread::spawn(Analyzer::without_true_peaks(settings.rate_hz, 2).map_err(invalid)?, BLOCK_FRAMES)
+            .map_err(invalid)?;
     let reduction_db = Renderer::new(gain_db, settings, total_frames)
         .run(corrected, settings.rate_hz, |rendered| analyzer.add(rendered).map_err(invalid))?;
     Ok((analyzer.finish().map_err(invalid)?, reduction_db))

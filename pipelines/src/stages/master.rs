@@ -14,7 +14,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::{AudioInput, BLOCK_FRAMES, StageError, stream_at_rate};
-use crate::analysis::{Analysis, Analyzer};
+use crate::analysis::{Analysis, Analyzer, AnalyzerThread};
 use crate::dsp::aligned::{Aligned, push_silence};
 use crate::dsp::biquad::FilterChain;
 use crate::dsp::compressor::Compressor;
@@ -124,7 +124,10 @@ fn render_master(
         dither_seed: 0,
     };
     let mut encoder = Encoder::create(output, spec, tags)?;
-    let mut analyzer = Analyzer::new(rate_hz, 2).map_err(|e| StageError::Invalid(e.to_string()))?;
+    // Measured beside the chain, on a thread of its own.
+    let invalid = |e: crate::analysis::AnalysisError| StageError::Invalid(e.to_string());
+    let mut analyzer =
+        AnalyzerThread::spawn(Analyzer::new(rate_hz, 2).map_err(invalid)?, BLOCK_FRAMES).map_err(invalid)?;
     let mut aligned = Aligned::new(latency, 2, BLOCK_FRAMES);
     let mut to_trim = trim_frames;
     let location = mix.location.clone();
