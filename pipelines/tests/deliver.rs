@@ -50,9 +50,12 @@ fn what_is_reported_is_what_the_files_hold() {
     let dir = tempfile::tempdir().unwrap();
     let master = dir.path().join("master.wav");
     write_master(&master);
-    let correction: Correction = serde_json::from_str(
-        r#"{"gain_db":3.0,"target_lufs":-14.0,"curve_db":[],"max_correction_db":4.0,"master_balance_db":[],"master_lra_lu":5.0,"expected_limiting_db":1.0,"warnings":[]}"#,
-    )
+    // As the plan makes it: the gain from the master's measured loudness.
+    let gain_db = -14.0 - measure_file(&master).unwrap().integrated_lufs.unwrap();
+    let correction: Correction = serde_json::from_value(serde_json::json!({
+        "gain_db": gain_db, "target_lufs": -14.0, "curve_db": [], "max_correction_db": 4.0,
+        "master_balance_db": [], "master_lra_lu": 5.0, "expected_limiting_db": 1.0, "warnings": []
+    }))
     .unwrap();
     let settings = FinalizeSettings {
         track_id: "t",

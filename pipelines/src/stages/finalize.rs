@@ -194,21 +194,14 @@ fn master_frames(master: &Path) -> Result<u64, StageError> {
 /// `corrected` (32-bit float WAV at the working rate): the part of the
 /// render that does not depend on the gain. Returns the corrected audio's
 /// loudness, from which the first probe starts (the EQ moves loudness
-/// too), and its loudness range. With a flat curve and no `corrected`,
-/// only measures the master.
-fn correct(
-    master: &Path,
-    curve_db: &[f64],
-    rate_hz: u32,
-    corrected: Option<&Path>,
-) -> Result<(Option<f64>, f64), StageError> {
+/// too), and its loudness range.
+fn correct(master: &Path, curve_db: &[f64], rate_hz: u32, corrected: &Path) -> Result<(Option<f64>, f64), StageError> {
     // A flat curve (a silent track, a one-track album) is no EQ at all.
     let mut eq = (!is_flat(curve_db)).then(|| CurveEq::new(&equaliser(curve_db, rate_hz)));
     let latency_frames = eq.as_ref().map_or(0, Processor::latency_frames);
     let mut aligned = Aligned::new(latency_frames, 2, BLOCK_FRAMES);
     let mut meter = Meter::loudness_only(rate_hz, 2);
-    let mut encoder =
-        corrected.map(|path| Encoder::create(path, float_wav(rate_hz, 2), &Tags::default())).transpose()?;
+    let mut encoder = Encoder::create(corrected, float_wav(rate_hz, 2), &Tags::default())?;
     let mut work = AudioBlock::new(2, BLOCK_FRAMES);
     let mut push = |work: &mut AudioBlock| -> Result<(), StageError> {
         if let Some(eq) = eq.as_mut() {
@@ -216,9 +209,7 @@ fn correct(
         }
         if let Some(out) = aligned.take(work) {
             meter.add(out);
-            if let Some(encoder) = encoder.as_mut() {
-                encoder.write(out)?;
-            }
+            encoder.write(out)?;
         }
         Ok(())
     };
@@ -233,9 +224,7 @@ fn correct(
         push(&mut work)
     })?;
     push_silence(latency_frames, BLOCK_FRAMES, &mut work, &mut push)?;
-    if let Some(encoder) = encoder {
-        encoder.finish(&Tags::default(), None)?;
-    }
+    encoder.finish(&Tags::default(), None)?;
     let segments = meter.finish().segment_energies;
     Ok((integrated_lufs(&segments), loudness_range_lu(&segments)))
 }
@@ -255,7 +244,7 @@ fn correct_keeping_dynamics(
 ) -> Result<(f64, Option<f64>, f64), StageError> {
     let limit = MAX_LRA_CHANGE_LU - LRA_MARGIN_LU;
     let keeps = |lra: f64| (lra - correction.master_lra_lu).abs() <= limit;
-    let (lufs, lra) = correct(master, &correction.curve_scaled(max_share), rate_hz, Some(corrected))?;
+    let (lufs, lra) = correct(master, &correction.curve_scaled(max_share), rate_hz, corrected)?;
     if keeps(lra) || correction.is_flat() {
         return Ok((max_share, lufs, lra));
     }
@@ -264,7 +253,7 @@ fn correct_keeping_dynamics(
     let mut last: Option<(Option<f64>, f64)> = None;
     for _ in 0..LRA_SEARCH_PASSES {
         let share = 0.5 * (kept + moved);
-        let (lufs, lra) = correct(master, &correction.curve_scaled(share), rate_hz, Some(corrected))?;
+        let (lufs, lra) = correct(master, &correction.curve_scaled(share), rate_hz, corrected)?;
         if keeps(lra) {
             kept = share;
             last = Some((lufs, lra));
@@ -277,7 +266,7 @@ fn correct_keeping_dynamics(
     // share that kept it is run again.
     let (lufs, lra) = match last {
         Some(found) => found,
-        None => correct(master, &correction.curve_scaled(kept), rate_hz, Some(corrected))?,
+        None => correct(master, &correction.curve_scaled(kept), rate_hz, corrected)?,
     };
     Ok((kept, lufs, lra))
 }
@@ -984,11 +973,11 @@ pub fn finalize_track(
     let (correction_scale, corrected_lra_lu, gain_db, lufs, probes, reduction_db, render, mut delivered) = loop {
         let correction = redesigned.as_ref().unwrap_or(planned);
         // A flat curve leaves the master as it is: it is rendered from as
-        // it stands, measured but not copied.
+        // it stands, its loudness the one the plan measured on it (the
+        // plan's gain brings that to the target).
         corrected = if correction.is_flat() { master } else { scratch.path() };
         let (share, corrected_lufs, corrected_lra_lu) = if correction.is_flat() {
-            let (lufs, lra) = correct(master, &[], settings.rate_hz, None)?;
-            (max_share, lufs, lra)
+            (max_share, Some(correction.target_lufs - correction.gain_db), correction.master_lra_lu)
         } else {
             correct_keeping_dynamics(master, correction, max_share, settings.rate_hz, corrected)?
         };
