@@ -43,6 +43,9 @@ const MAX_CODEC_PASSES: u32 = 3;
 const CONVERSION_MARGIN_DB: f64 = 0.02;
 /// Loudness probes at most: the first and up to five corrections.
 const MAX_PROBES: u32 = 6;
+/// At most this much expected limiting (dB), the first render is
+/// delivered as it is made (see `finalize_track`).
+const DELIVER_FIRST_LIMITING_DB: f64 = 0.5;
 /// The album pass moves no track's loudness range by more than this (LU);
 /// the correction is scaled down to hold it, aiming this far inside.
 const MAX_LRA_CHANGE_LU: f64 = 1.0;
@@ -639,18 +642,23 @@ fn probe(
 }
 
 /// The loudness gain, found by probes over the corrected audio starting
-/// from `start_gain_db`: the gain, the loudness it gives, the probes run
+/// from `start_gain_db` (whose render `first_probe` may already hold):
+/// the gain, the loudness it gives, the probes run
 /// and the last probe's analysis (the render's balance, as delivered).
 fn find_gain(
     corrected: &Path,
     start_gain_db: f64,
+    first_probe: Option<(Analysis, f64)>,
     correction: &Correction,
     settings: &FinalizeSettings,
     total_frames: u64,
 ) -> Result<(f64, Option<f64>, u32, Analysis), StageError> {
     let budget_db = settings.max_limiter_gain_reduction_db;
     let mut gain_db = start_gain_db;
-    let (mut analysis, mut reduction_db) = probe(corrected, gain_db, settings, total_frames)?;
+    let (mut analysis, mut reduction_db) = match first_probe {
+        Some(probed) => probed,
+        None => probe(corrected, gain_db, settings, total_frames)?,
+    };
     let mut lufs = analysis.integrated_lufs;
     let mut probes = 1;
     // How loudness follows gain: 1 dB per dB until the limiter bends it.
@@ -873,7 +881,7 @@ fn hold_codec_ceiling(
         lowered_db = steps * (CODEC_STEP_DB * 100.0).round() / 100.0;
         let lowered = FinalizeSettings { ceiling_dbtp: settings.ceiling_dbtp - lowered_db, ..settings.clone() };
         let (gain_db, found_lufs, _, _) =
-            find_gain(run.corrected, streaming_gain_db, run.correction, &lowered, run.total_frames)?;
+            find_gain(run.corrected, streaming_gain_db, None, run.correction, &lowered, run.total_frames)?;
         let subset: Vec<DeliverableTarget> = streaming.iter().map(|&i| deliverables[i].clone()).collect();
         let targets: Vec<(&DeliverableTarget, Adjust)> = subset.iter().map(|d| (d, Adjust::default())).collect();
         let (reduction, render, mut files) =
@@ -987,19 +995,39 @@ pub fn finalize_track(
         // The gain to the target from the corrected audio's loudness (the
         // EQ moved it); the limiter's share is what the probes find.
         let start_gain_db = corrected_lufs.map_or(correction.gain_db, |lufs| correction.target_lufs - lufs);
-        let (gain_db, lufs, probes, probed) = find_gain(corrected, start_gain_db, correction, settings, total_frames)?;
-        // The last probe is the render to the bit, balance and all: where
-        // the final limiter's share already takes it past the cap, room is
-        // made before anything is written.
-        if room_rounds < ROOM_ROUNDS && share_within_cap(correction, share, &probed, &[], settings.rate_hz).is_some() {
-            room_rounds += 1;
-            redesigned = Some(make_room(planned, correction, share, (&probed, &[]), settings.rate_hz, &mut warnings));
-            continue;
-        }
         let untrimmed: Vec<(&DeliverableTarget, Adjust)> =
             deliverables.iter().map(|d| (d, Adjust::default())).collect();
-        let (reduction_db, render, delivered) = deliver(corrected, gain_db, settings, total_frames, &untrimmed, tags)?;
-        renders += 1;
+        // Where the final limiter will barely work, the start gain lands on
+        // the target: the first render is delivered as it is made, and is
+        // the first probe too. Where it will work harder (it takes loudness
+        // as it limits), probes come first.
+        let mut first_delivery = None;
+        if correction.expected_limiting_db <= DELIVER_FIRST_LIMITING_DB {
+            let delivery = deliver(corrected, start_gain_db, settings, total_frames, &untrimmed, tags)?;
+            renders += 1;
+            first_delivery = Some(delivery);
+        }
+        let first_probe = first_delivery.as_ref().map(|(reduction_db, render, _)| (render.clone(), *reduction_db));
+        let (gain_db, lufs, probes, probed) =
+            find_gain(corrected, start_gain_db, first_probe, correction, settings, total_frames)?;
+        let (reduction_db, render, delivered) = match first_delivery.filter(|_| probes == 1) {
+            Some(delivery) => delivery,
+            None => {
+                // The last probe is the render to the bit, balance and all:
+                // where the final limiter's share already takes it past the
+                // cap, room is made before anything is written.
+                if room_rounds < ROOM_ROUNDS
+                    && share_within_cap(correction, share, &probed, &[], settings.rate_hz).is_some()
+                {
+                    room_rounds += 1;
+                    redesigned =
+                        Some(make_room(planned, correction, share, (&probed, &[]), settings.rate_hz, &mut warnings));
+                    continue;
+                }
+                renders += 1;
+                deliver(corrected, gain_db, settings, total_frames, &untrimmed, tags)?
+            }
+        };
         match share_within_cap(correction, share, &render, &delivered, settings.rate_hz) {
             Some(_) if room_rounds < ROOM_ROUNDS => {
                 room_rounds += 1;
