@@ -14,7 +14,9 @@ use lacquer_pipelines::decode::verify_flac;
 use lacquer_pipelines::dsp::AudioBlock;
 use lacquer_pipelines::encode::{EncodeSpec, Encoder, Tags};
 use lacquer_pipelines::manifest::{AudioFormat, Dither, Limiter};
-use lacquer_pipelines::stages::finalize::{DeliverableTarget, FinalizeSettings, finalize_track, measure_file};
+use lacquer_pipelines::stages::finalize::{
+    CodecCheck, DeliverableTarget, FinalizeSettings, finalize_track, measure_file,
+};
 
 const RATE_HZ: u32 = 48_000;
 
@@ -45,6 +47,43 @@ fn write_master(path: &std::path::Path) {
     encoder.finish(&Tags::default(), None).unwrap();
 }
 
+/// Finalize at the test rate to -1 dBTP (60 ms release, 1.5 ms lookahead).
+fn settings(
+    fade_out_s: f64,
+    max_limiter_gain_reduction_db: f64,
+    codec_check: Option<CodecCheck>,
+) -> FinalizeSettings<'static> {
+    FinalizeSettings {
+        track_id: "t",
+        rate_hz: RATE_HZ,
+        ceiling_dbtp: -1.0,
+        limiter: Limiter { release_ms: 60.0, lookahead_ms: 1.5 },
+        fade_in_s: 0.0,
+        fade_out_s,
+        max_limiter_gain_reduction_db,
+        codec_check,
+    }
+}
+
+/// A deliverable named `name` in `folder`, its extension from its format.
+fn deliverable(
+    folder: &std::path::Path,
+    name: &str,
+    (format, bit_depth, rate_hz, dither): (AudioFormat, u32, u32, Dither),
+    codec_checked: bool,
+) -> DeliverableTarget {
+    let extension = if format == AudioFormat::Flac { "flac" } else { "wav" };
+    DeliverableTarget {
+        name: name.to_owned(),
+        format,
+        bit_depth,
+        rate_hz,
+        dither,
+        path: folder.join(format!("{name}.{extension}")),
+        codec_checked,
+    }
+}
+
 #[test]
 fn what_is_reported_is_what_the_files_hold() {
     let dir = tempfile::tempdir().unwrap();
@@ -57,24 +96,9 @@ fn what_is_reported_is_what_the_files_hold() {
         "master_balance_db": [], "master_lra_lu": 5.0, "expected_limiting_db": 1.0, "warnings": []
     }))
     .unwrap();
-    let settings = FinalizeSettings {
-        track_id: "t",
-        rate_hz: RATE_HZ,
-        ceiling_dbtp: -1.0,
-        limiter: Limiter { release_ms: 60.0, lookahead_ms: 1.5 },
-        fade_in_s: 0.0,
-        fade_out_s: 0.5,
-        max_limiter_gain_reduction_db: 6.0,
-        codec_check: None,
-    };
-    let target = |name: &str, format, bit_depth, rate_hz, dither| DeliverableTarget {
-        name: name.to_owned(),
-        format,
-        bit_depth,
-        rate_hz,
-        dither,
-        path: dir.path().join(format!("{name}.{}", if format == AudioFormat::Flac { "flac" } else { "wav" })),
-        codec_checked: false,
+    let settings = settings(0.5, 6.0, None);
+    let target = |name: &str, format, bit_depth, rate_hz, dither| {
+        deliverable(dir.path(), name, (format, bit_depth, rate_hz, dither), false)
     };
     let targets = [
         target("cd", AudioFormat::Wav, 16, 44_100, Dither::Shaped),
@@ -163,25 +187,8 @@ fn the_correction_gives_way_to_the_songs_dynamics() {
         "master_lra_lu": measured.loudness_range_lu, "expected_limiting_db": 0.0, "warnings": []
     }))
     .unwrap();
-    let settings = FinalizeSettings {
-        track_id: "t",
-        rate_hz: RATE_HZ,
-        ceiling_dbtp: -1.0,
-        limiter: Limiter { release_ms: 60.0, lookahead_ms: 1.5 },
-        fade_in_s: 0.0,
-        fade_out_s: 0.0,
-        max_limiter_gain_reduction_db: 6.0,
-        codec_check: None,
-    };
-    let target = DeliverableTarget {
-        name: "float".to_owned(),
-        format: AudioFormat::Wav,
-        bit_depth: 32,
-        rate_hz: RATE_HZ,
-        dither: Dither::None,
-        path: dir.path().join("float.wav"),
-        codec_checked: false,
-    };
+    let settings = settings(0.0, 6.0, None);
+    let target = deliverable(dir.path(), "float", (AudioFormat::Wav, 32, RATE_HZ, Dither::None), false);
     let report = finalize_track(&master, &correction, &settings, &[target], &Tags::default()).unwrap();
     let (before, after) = (measured.loudness_range_lu, report.delivered[0].analysis.loudness_range_lu);
     assert!(report.correction_scale < 0.9 && report.correction_scale > 0.0, "share {}", report.correction_scale);
@@ -217,27 +224,10 @@ fn conversions_are_limited_again_not_trimmed() {
         r#"{"gain_db":0.0,"target_lufs":-11.0,"curve_db":[],"max_correction_db":4.0,"master_balance_db":[],"master_lra_lu":0.0,"expected_limiting_db":3.0,"warnings":[]}"#,
     )
     .unwrap();
-    let settings = FinalizeSettings {
-        track_id: "t",
-        rate_hz: RATE_HZ,
-        ceiling_dbtp: -1.0,
-        limiter: Limiter { release_ms: 60.0, lookahead_ms: 1.5 },
-        fade_in_s: 0.0,
-        fade_out_s: 0.0,
-        max_limiter_gain_reduction_db: 8.0,
-        codec_check: None,
-    };
+    let settings = settings(0.0, 8.0, None);
     let targets: Vec<DeliverableTarget> = [("cd", 44_100), ("hires", 96_000), ("low", 32_000)]
         .into_iter()
-        .map(|(name, rate_hz)| DeliverableTarget {
-            name: name.to_owned(),
-            format: AudioFormat::Wav,
-            bit_depth: 24,
-            rate_hz,
-            dither: Dither::None,
-            path: dir.path().join(format!("{name}.wav")),
-            codec_checked: false,
-        })
+        .map(|(name, rate_hz)| deliverable(dir.path(), name, (AudioFormat::Wav, 24, rate_hz, Dither::None), false))
         .collect();
     let report = finalize_track(&master, &correction, &settings, &targets, &Tags::default()).unwrap();
     let render = report.render.integrated_lufs.unwrap();
@@ -255,7 +245,6 @@ fn conversions_are_limited_again_not_trimmed() {
 #[test]
 fn the_codec_check_lowers_only_the_streaming_files_ceiling_and_only_when_a_codec_needs_it() {
     use lacquer_pipelines::manifest::{Codec, CodecSpec};
-    use lacquer_pipelines::stages::finalize::CodecCheck;
     let dir = tempfile::tempdir().unwrap();
     let master = dir.path().join("master.wav");
     write_master(&master);
@@ -270,14 +259,13 @@ fn the_codec_check_lowers_only_the_streaming_files_ceiling_and_only_when_a_codec
         std::fs::create_dir_all(dir.path().join(folder)).unwrap();
         [("streaming", 48_000, true), ("cd", 44_100, false)]
             .into_iter()
-            .map(|(name, rate_hz, codec_checked)| DeliverableTarget {
-                name: name.to_owned(),
-                format: AudioFormat::Wav,
-                bit_depth: 24,
-                rate_hz,
-                dither: Dither::None,
-                path: dir.path().join(folder).join(format!("{name}.wav")),
-                codec_checked,
+            .map(|(name, rate_hz, codec_checked)| {
+                deliverable(
+                    &dir.path().join(folder),
+                    name,
+                    (AudioFormat::Wav, 24, rate_hz, Dither::None),
+                    codec_checked,
+                )
             })
             .collect()
     };
@@ -286,16 +274,7 @@ fn the_codec_check_lowers_only_the_streaming_files_ceiling_and_only_when_a_codec
             r#"{{"gain_db":0.0,"target_lufs":{target_lufs},"curve_db":[],"max_correction_db":4.0,"master_balance_db":[],"master_lra_lu":5.0,"expected_limiting_db":1.0,"warnings":[]}}"#,
         ))
         .unwrap();
-        let settings = |codec_check| FinalizeSettings {
-            track_id: "t",
-            rate_hz: RATE_HZ,
-            ceiling_dbtp: -1.0,
-            limiter: Limiter { release_ms: 60.0, lookahead_ms: 1.5 },
-            fade_in_s: 0.0,
-            fade_out_s: 0.0,
-            max_limiter_gain_reduction_db: 8.0,
-            codec_check,
-        };
+        let settings = |codec_check| settings(0.0, 8.0, codec_check);
         let (on, off) = (targets(&format!("on{target_lufs}")), targets(&format!("off{target_lufs}")));
         let checked =
             finalize_track(&master, &correction, &settings(Some(check.clone())), &on, &Tags::default()).unwrap();
