@@ -5,7 +5,7 @@
 mod support;
 use support::Noise;
 
-use lacquer_pipelines::analysis::{Analysis, Analyzer, BAND_CENTRES_HZ, album_loudness};
+use lacquer_pipelines::analysis::{Analysis, Analyzer, AnalyzerThread, BAND_CENTRES_HZ, album_loudness};
 use lacquer_pipelines::dsp::AudioBlock;
 
 const RATE_HZ: u32 = 48_000;
@@ -186,4 +186,30 @@ fn analysis_survives_serialization_and_silence() {
     assert!(serde_json::to_string(&silence).is_ok(), "no infinities in JSON");
     let short = analyse(&[vec![0.1; 100], vec![0.1; 100]], 44_100);
     assert_eq!(short.frames, 100);
+}
+
+/// The analyzer on its own thread measures what it measures in place, to
+/// the bit, over blocks of any size (some larger than its buffers).
+#[test]
+fn an_analyzer_on_its_thread_measures_the_same() {
+    let mut noise = Noise(9);
+    let blocks: Vec<AudioBlock> = [4096usize, 17, 4096, 9000, 1, 4000]
+        .iter()
+        .cycle()
+        .take(60)
+        .map(|&frames| {
+            let left = (0..frames).map(|_| noise.next() * 0.5).collect();
+            let right = (0..frames).map(|_| noise.next() * 0.25).collect();
+            AudioBlock::from_planar(vec![left, right])
+        })
+        .collect();
+    let mut here = Analyzer::new(48_000, 2).unwrap();
+    let mut there = AnalyzerThread::spawn(Analyzer::new(48_000, 2).unwrap(), 4096).unwrap();
+    for block in &blocks {
+        here.add(block).unwrap();
+        there.add(block).unwrap();
+    }
+    let (here, there) = (here.finish().unwrap(), there.finish().unwrap());
+    assert!(here.integrated_lufs.is_some() && here.true_peak_dbtp > -20.0);
+    assert_eq!(here, there);
 }

@@ -315,3 +315,47 @@ fn the_codec_check_lowers_only_the_streaming_files_ceiling_and_only_when_a_codec
         );
     }
 }
+
+/// Where little limiting is expected, the first render is delivered as it
+/// is made. When it lands (the start gain right), it is the delivery: one
+/// render, one probe. When it misses (here the start gain 4 dB short),
+/// it is only a probe: the files are made again at the gain the probes
+/// find and land on the target.
+#[test]
+fn a_first_delivery_is_kept_only_where_it_lands() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = dir.path().join("master.wav");
+    write_master(&master);
+    let measured = measure_file(&master).unwrap().integrated_lufs.unwrap();
+    // Quiet enough that the limiter barely works.
+    let target_lufs = measured - 20.0;
+    for (start_gain_db, renders) in [(-20.0, 1), (-24.0, 2)] {
+        let correction: Correction = serde_json::from_value(serde_json::json!({
+            "gain_db": start_gain_db, "target_lufs": target_lufs, "curve_db": [], "max_correction_db": 4.0,
+            "master_balance_db": [], "master_lra_lu": 5.0, "expected_limiting_db": 0.0, "warnings": []
+        }))
+        .unwrap();
+        let folder = dir.path().join(format!("start{start_gain_db}"));
+        std::fs::create_dir_all(&folder).unwrap();
+        let target = deliverable(&folder, "file", (AudioFormat::Wav, 24, RATE_HZ, Dither::None), false);
+        let report = finalize_track(
+            &master,
+            &correction,
+            &settings(0.0, 6.0, None),
+            std::slice::from_ref(&target),
+            &Tags::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            report.passes, renders,
+            "start {start_gain_db} dB: probes {} gain {} lufs {:?} {:?}",
+            report.probes, report.gain_db, report.render.integrated_lufs, report.warnings
+        );
+        assert_eq!(report.probes > 1, renders > 1, "start {start_gain_db} dB: {} probes", report.probes);
+        let lufs = measure_file(&target.path).unwrap().integrated_lufs.unwrap();
+        assert!(
+            (lufs - target_lufs).abs() <= 0.05,
+            "start {start_gain_db} dB: {lufs:.3} LUFS, target {target_lufs:.3}"
+        );
+    }
+}

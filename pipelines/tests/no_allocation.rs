@@ -12,6 +12,7 @@ use std::cell::Cell;
 
 use lacquer_pipelines::dsp::biquad::FilterChain;
 use lacquer_pipelines::dsp::compressor::Compressor;
+use lacquer_pipelines::dsp::curve_eq::{CurveEq, CurveFir};
 use lacquer_pipelines::dsp::delay::Delay;
 use lacquer_pipelines::dsp::limiter::{LimiterSettings, TruePeakLimiter};
 use lacquer_pipelines::dsp::reverb::Reverb;
@@ -113,6 +114,12 @@ fn processors() -> Vec<(&'static str, Box<dyn Processor>)> {
         (
             "stereo",
             Box::new(StereoImage::new(RATE_HZ, 2, MAX_BLOCK_FRAMES, &yaml("{ width: 1.3, mono_below_hz: 120 }"))),
+        ),
+        (
+            "album-pass curve eq",
+            Box::new(CurveEq::new(&CurveFir::design(RATE_HZ, |freq_hz| {
+                2.0 * (freq_hz.max(20.0) / 1000.0).log2().clamp(-1.5, 1.5)
+            }))),
         ),
         (
             "limiter",
