@@ -591,8 +591,25 @@ fn deliver(
                 Ok(delivery)
             }));
         }
+        // The rendered blocks go round: a block every deliverable has let
+        // go of is filled again, so a render allocates only while the
+        // queues first fill.
+        let mut pool: Vec<std::sync::Arc<AudioBlock>> = Vec::new();
         let rendered = Renderer::new(gain_db, settings, total_frames).run(corrected, settings.rate_hz, |rendered| {
-            let shared = std::sync::Arc::new(rendered.clone());
+            let index = pool.iter_mut().position(|block| {
+                std::sync::Arc::get_mut(block).is_some_and(|b| b.capacity_frames() >= rendered.frames())
+            });
+            let index = index.unwrap_or_else(|| {
+                let frames = rendered.frames().max(BLOCK_FRAMES);
+                pool.push(std::sync::Arc::new(AudioBlock::new(rendered.channel_count(), frames)));
+                pool.len() - 1
+            });
+            let block = std::sync::Arc::get_mut(&mut pool[index]).expect("no deliverable holds it");
+            block.set_frames(rendered.frames());
+            for (to, from) in block.channels_mut().zip(rendered.channels()) {
+                to.copy_from_slice(from);
+            }
+            let shared = pool[index].clone();
             for queue in &queues {
                 // A closed queue means its deliverable failed: stop, and
                 // report its error below.
