@@ -23,6 +23,7 @@
 //!   gives the same samples on every CPU (the SIMD planners reorder
 //!   arithmetic by instruction set).
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use rustfft::num_complex::Complex64;
@@ -39,6 +40,22 @@ pub fn taps(rate_hz: u32) -> usize {
     ((f64::from(rate_hz) * 0.17) as usize).next_power_of_two().max(PARTITION_FRAMES)
 }
 
+/// The design's FFT grid, in multiples of the taps: the cepstrum of a
+/// curve this smooth has died away long before it could alias (at 4× the
+/// FIR follows the curve as closely as at 8×, 0.0047 against 0.0046 dB).
+const DESIGN_GRID: usize = 4;
+
+thread_local! {
+    /// Each thread's scalar planner: it keeps the plans (and their
+    /// twiddles) it made, so a design or an EQ after the first plans nothing.
+    static PLANNER: RefCell<FftPlannerScalar<f64>> = RefCell::new(FftPlannerScalar::new());
+}
+
+/// A forward and an inverse scalar FFT of `size`.
+fn plans(size: usize) -> (Arc<dyn Fft<f64>>, Arc<dyn Fft<f64>>) {
+    PLANNER.with_borrow_mut(|planner| (planner.plan_fft_forward(size), planner.plan_fft_inverse(size)))
+}
+
 /// A minimum-phase FIR whose magnitude follows `curve_db` (dB at a
 /// frequency in Hz; the curve is read from DC to Nyquist).
 #[derive(Debug, Clone, PartialEq)]
@@ -50,19 +67,17 @@ pub struct CurveFir {
 impl CurveFir {
     pub fn design(rate_hz: u32, curve_db: impl Fn(f64) -> f64) -> Self {
         let length = taps(rate_hz);
-        // Eight times the taps: the cepstrum's aliasing is negligible.
-        let n = 8 * length;
-        let mut planner = FftPlannerScalar::<f64>::new();
-        let forward = planner.plan_fft_forward(n);
-        let inverse = planner.plan_fft_inverse(n);
+        let n = DESIGN_GRID * length;
+        let (forward, inverse) = plans(n);
         let bin_hz = f64::from(rate_hz) / n as f64;
-        // Log magnitude (nepers), real and even.
-        let mut spectrum: Vec<Complex64> = (0..n)
-            .map(|k| {
-                let bin = k.min(n - k);
-                Complex64::new(curve_db(bin as f64 * bin_hz) * std::f64::consts::LN_10 / 20.0, 0.0)
-            })
-            .collect();
+        // Log magnitude (nepers), real and even: read once per bin up to
+        // Nyquist, mirrored above.
+        let mut spectrum = vec![Complex64::default(); n];
+        for k in 0..=n / 2 {
+            let nepers = curve_db(k as f64 * bin_hz) * std::f64::consts::LN_10 / 20.0;
+            spectrum[k] = Complex64::new(nepers, 0.0);
+            spectrum[(n - k) % n] = spectrum[k];
+        }
         inverse.process(&mut spectrum);
         // The real cepstrum folded onto positive quefrency.
         let scale = 1.0 / n as f64;
@@ -99,22 +114,36 @@ impl CurveFir {
 
     /// The magnitude (dB) at each of `freqs_hz`, of the taps as they are.
     pub fn magnitude_db(&self, freqs_hz: &[f64]) -> Vec<f64> {
-        freqs_hz
-            .iter()
-            .map(|&freq_hz| {
-                let step = Complex64::from_polar(1.0, -std::f64::consts::TAU * freq_hz / f64::from(self.rate_hz));
-                let (mut sum, mut rotation) = (Complex64::new(0.0, 0.0), Complex64::new(1.0, 0.0));
-                for (index, &tap) in self.taps.iter().enumerate() {
-                    sum += rotation * tap;
-                    rotation *= step;
-                    // Renormalise now and then: the rotation stays on the circle.
-                    if index % 1024 == 1023 {
-                        rotation /= rotation.norm();
-                    }
+        // Every frequency's phasor turns a step per tap; the frequencies
+        // side by side in the inner loop, so it runs as vectors.
+        let count = freqs_hz.len();
+        let (mut step_re, mut step_im) = (Vec::with_capacity(count), Vec::with_capacity(count));
+        for &freq_hz in freqs_hz {
+            let step = Complex64::from_polar(1.0, -std::f64::consts::TAU * freq_hz / f64::from(self.rate_hz));
+            step_re.push(step.re);
+            step_im.push(step.im);
+        }
+        let (mut rot_re, mut rot_im) = (vec![1.0; count], vec![0.0; count]);
+        let (mut sum_re, mut sum_im) = (vec![0.0; count], vec![0.0; count]);
+        for (index, &tap) in self.taps.iter().enumerate() {
+            let rotations = rot_re.iter_mut().zip(rot_im.iter_mut());
+            let sums = sum_re.iter_mut().zip(sum_im.iter_mut());
+            for (((re, im), (sum_re, sum_im)), (step_re, step_im)) in
+                rotations.zip(sums).zip(step_re.iter().zip(&step_im))
+            {
+                *sum_re += *re * tap;
+                *sum_im += *im * tap;
+                (*re, *im) = (*re * step_re - *im * step_im, *re * step_im + *im * step_re);
+            }
+            // Renormalise now and then: the phasors stay on the circle.
+            if index % 1024 == 1023 {
+                for (re, im) in rot_re.iter_mut().zip(rot_im.iter_mut()) {
+                    let norm = re.hypot(*im);
+                    (*re, *im) = (*re / norm, *im / norm);
                 }
-                20.0 * sum.norm().max(1e-12).log10()
-            })
-            .collect()
+            }
+        }
+        sum_re.iter().zip(&sum_im).map(|(re, im)| 20.0 * re.hypot(*im).max(1e-12).log10()).collect()
     }
 }
 
@@ -140,9 +169,7 @@ pub struct CurveEq {
 impl CurveEq {
     pub fn new(fir: &CurveFir) -> Self {
         let size = 2 * PARTITION_FRAMES;
-        let mut planner = FftPlannerScalar::<f64>::new();
-        let forward = planner.plan_fft_forward(size);
-        let inverse = planner.plan_fft_inverse(size);
+        let (forward, inverse) = plans(size);
         let scratch_len = forward.get_inplace_scratch_len().max(inverse.get_inplace_scratch_len());
         let mut scratch = vec![Complex64::default(); scratch_len];
         let scale = 1.0 / size as f64;

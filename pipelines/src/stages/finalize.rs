@@ -995,6 +995,10 @@ pub fn finalize_track(
     let mut renders = 0;
     // The smallest share that kept the loudness range, where one had to.
     let mut kept_dynamics: Option<(f64, f64)> = None;
+    // What a round's probes found: the gain and the corrected loudness it
+    // was found over. A later round (the curve redesigned by a little)
+    // starts from there, the limiter's take on loudness already in it.
+    let mut learned: Option<(f64, f64)> = None;
     let (correction_scale, corrected_lra_lu, gain_db, lufs, probes, reduction_db, render, mut delivered) = loop {
         let correction = redesigned.as_ref().unwrap_or(planned);
         // A flat curve leaves the master as it is: it is rendered from as
@@ -1011,15 +1015,19 @@ pub fn finalize_track(
         }
         // The gain to the target from the corrected audio's loudness (the
         // EQ moved it); the limiter's share is what the probes find.
-        let start_gain_db = corrected_lufs.map_or(correction.gain_db, |lufs| correction.target_lufs - lufs);
+        let start_gain_db = match (learned, corrected_lufs) {
+            (Some((gain_db, found_over_lufs)), Some(lufs)) => gain_db + found_over_lufs - lufs,
+            _ => corrected_lufs.map_or(correction.gain_db, |lufs| correction.target_lufs - lufs),
+        };
         let untrimmed: Vec<(&DeliverableTarget, Adjust)> =
             deliverables.iter().map(|d| (d, Adjust::default())).collect();
         // Where the final limiter will barely work, the start gain lands on
         // the target: the first render is delivered as it is made, and is
-        // the first probe too. Where it will work harder (it takes loudness
-        // as it limits), probes come first.
+        // the first probe too; so too where an earlier round's probes
+        // found the gain. Where the limiter will work harder (it takes
+        // loudness as it limits), probes come first.
         let mut first_delivery = None;
-        if correction.expected_limiting_db <= DELIVER_FIRST_LIMITING_DB {
+        if correction.expected_limiting_db <= DELIVER_FIRST_LIMITING_DB || learned.is_some() {
             let delivery = deliver(corrected, start_gain_db, settings, total_frames, &untrimmed, tags)?;
             renders += 1;
             first_delivery = Some(delivery);
@@ -1027,6 +1035,7 @@ pub fn finalize_track(
         let first_probe = first_delivery.as_ref().map(|(reduction_db, render, _)| (render.clone(), *reduction_db));
         let (gain_db, lufs, probes, probed) =
             find_gain(corrected, start_gain_db, first_probe, correction, settings, total_frames)?;
+        learned = corrected_lufs.map(|corrected_lufs| (gain_db, corrected_lufs));
         let (reduction_db, render, delivered) = match first_delivery.filter(|_| probes == 1) {
             Some(delivery) => delivery,
             None => {
