@@ -203,13 +203,16 @@ pub struct Analyzer {
     channels: usize,
     meter: Meter,
     frames: u64,
-    // Spectrum (Welch): a window of the latest frames per channel.
-    fft: Arc<dyn RealToComplex<f64>>,
-    hann: Vec<f64>,
+    // Spectrum (Welch): a window of the latest frames per channel,
+    // transformed in single precision (its rounding lies some 140 dB
+    // under the window's loudest bin, below anything a band reads) and
+    // averaged in double.
+    fft: Arc<dyn RealToComplex<f32>>,
+    hann: Vec<f32>,
     window_fill: usize,
-    windows: Vec<Vec<f64>>,
-    fft_input: Vec<f64>,
-    fft_output: Vec<realfft::num_complex::Complex<f64>>,
+    windows: Vec<Vec<f32>>,
+    fft_input: Vec<f32>,
+    fft_output: Vec<realfft::num_complex::Complex<f32>>,
     bin_power: Vec<f64>,
     spectra_count: u64,
     mid_energy: f64,
@@ -242,9 +245,10 @@ impl Analyzer {
         }
         let meter = meter(rate_hz, channels);
         let fft_frames = fft_frames(rate_hz);
-        let fft = RealFftPlanner::<f64>::new().plan_fft_forward(fft_frames);
-        let hann =
-            (0..fft_frames).map(|n| 0.5 - 0.5 * (std::f64::consts::TAU * n as f64 / fft_frames as f64).cos()).collect();
+        let fft = RealFftPlanner::<f32>::new().plan_fft_forward(fft_frames);
+        let hann = (0..fft_frames)
+            .map(|n| (0.5 - 0.5 * (std::f64::consts::TAU * n as f64 / fft_frames as f64).cos()) as f32)
+            .collect();
         Ok(Self {
             rate_hz,
             channels,
@@ -280,9 +284,7 @@ impl Analyzer {
             let fft_frames = self.hann.len();
             let take = (fft_frames - self.window_fill).min(block.frames() - offset);
             for (window, channel) in self.windows.iter_mut().zip(block.channels()) {
-                for (w, s) in window[self.window_fill..self.window_fill + take].iter_mut().zip(&channel[offset..]) {
-                    *w = f64::from(*s);
-                }
+                window[self.window_fill..self.window_fill + take].copy_from_slice(&channel[offset..offset + take]);
             }
             self.window_fill += take;
             offset += take;
@@ -300,7 +302,7 @@ impl Analyzer {
             }
             if self.fft.process(&mut self.fft_input, &mut self.fft_output).is_ok() {
                 for (power, bin) in self.bin_power.iter_mut().zip(&self.fft_output) {
-                    *power += bin.norm_sqr();
+                    *power += f64::from(bin.norm_sqr());
                 }
             }
             window.copy_within(self.hann.len() / 2.., 0);
@@ -372,7 +374,7 @@ impl Analyzer {
         let bin_hz = f64::from(self.rate_hz) / self.hann.len() as f64;
         // Parseval with the window: over the one-sided spectrum,
         // Σ|X|² ≈ N · Σw² · mean square / 2.
-        let window_power: f64 = self.hann.iter().map(|w| w * w).sum();
+        let window_power: f64 = self.hann.iter().map(|&w| f64::from(w) * f64::from(w)).sum();
         let scale = 2.0 / (self.hann.len() as f64 * window_power * self.spectra_count.max(1) as f64);
         BAND_CENTRES_HZ
             .iter()
