@@ -251,11 +251,14 @@ impl FlacState {
         let mut encoder_config = config::Encoder::default();
         encoder_config.block_size = FLAC_BLOCK_FRAMES;
         encoder_config.multithread = false;
-        // Prediction up to order 8, as the reference encoder's default
-        // level: a fifth faster than flacenc's 10 for under 0.5% in size.
+        // Linear prediction up to order 8, as the reference encoder's
+        // default level, and no fixed predictors besides: flacenc's choice
+        // between the two estimates, and on mastered music it often picks
+        // a fixed one the LPC would beat. 1.3x faster than flacenc's
+        // defaults, and 1–8% smaller files (the example album's masters).
         encoder_config.subframe_coding.qlpc.lpc_order = FLAC_LPC_ORDER;
+        encoder_config.subframe_coding.use_fixed = false;
         let mut verbatim = encoder_config.clone();
-        verbatim.subframe_coding.use_fixed = false;
         verbatim.subframe_coding.use_lpc = false;
         verbatim.stereo_coding.use_leftside = false;
         verbatim.stereo_coding.use_rightside = false;
