@@ -20,7 +20,7 @@ use super::{AudioInput, BLOCK_FRAMES, StageError, float_wav, stream_at_rate};
 use crate::dsp::biquad::FilterChain;
 use crate::dsp::compressor::Compressor;
 use crate::dsp::delay::Delay;
-use crate::dsp::envelope::{Lane, balance_gains, pan_gains};
+use crate::dsp::envelope::{Lane, apply_pan_lane, balance_gains, pan_gains};
 use crate::dsp::reverb::Reverb;
 use crate::dsp::units::{db_to_gain, gain_to_db};
 use crate::dsp::{AudioBlock, Processor};
@@ -239,7 +239,6 @@ fn render_stem(
     let mut position: i64 = start_frame;
     let mut clipped = 0usize;
     let mut gains = Vec::new();
-    let mut pans = Vec::new();
     let (mut left, mut right) = (Vec::new(), Vec::new());
     let mut work: Option<AudioBlock> = None;
 
@@ -299,17 +298,8 @@ fn render_stem(
                     }
                 }
                 Some(lane) => {
-                    pans.resize(frames, 0.0);
-                    lane.fill_values(position, &mut pans);
-                    for ((l, r), pan) in left.iter_mut().zip(right.iter_mut()).zip(&pans) {
-                        let (gain_left, gain_right) = if channels == 1 {
-                            pan_gains(f64::from(*pan), spec.mix.pan_law_db)
-                        } else {
-                            balance_gains(f64::from(*pan))
-                        };
-                        *l *= gain_left;
-                        *r *= gain_right;
-                    }
+                    let law_db = (channels == 1).then_some(spec.mix.pan_law_db);
+                    apply_pan_lane(lane, position, law_db, &mut left, &mut right);
                 }
             }
             sum.add(at, &left[skip..], &right[skip..], 1.0)?;
