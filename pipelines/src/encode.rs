@@ -179,10 +179,18 @@ impl Encoder {
             }
             Some(quantizer) => {
                 let scale = 1.0 / (1u32 << (self.spec.bit_depth - 1)) as f32;
-                self.interleaved.clear();
-                for frame in 0..frames {
-                    for channel in 0..channels {
-                        self.interleaved.push(quantizer.quantize(channel, block.channel(channel)[frame]));
+                // Frame by frame, channel by channel: the dither's noise
+                // is drawn in that order.
+                self.interleaved.resize(frames * channels, 0);
+                if channels == 2 {
+                    let pairs = self.interleaved.chunks_exact_mut(2);
+                    for (out, (left, right)) in pairs.zip(block.channel(0).iter().zip(block.channel(1))) {
+                        out[0] = quantizer.quantize(0, *left);
+                        out[1] = quantizer.quantize(1, *right);
+                    }
+                } else {
+                    for (out, sample) in self.interleaved.iter_mut().zip(block.channel(0)) {
+                        *out = quantizer.quantize(0, *sample);
                     }
                 }
                 for (channel, out) in self.written.channels_mut().enumerate() {
