@@ -56,6 +56,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    lacquer_runtime::share_one_heap();
     let cli = Cli::parse();
     if let Err(error) = lacquer_pipelines::check_cpu() {
         eprintln!("error: {error}");

@@ -2,6 +2,7 @@
 //! against object storage (see `lacquer_worker::cli`).
 
 fn main() -> std::process::ExitCode {
+    lacquer_runtime::share_one_heap();
     if let Err(error) = lacquer_pipelines::check_cpu() {
         eprintln!("error: {error}");
         return std::process::ExitCode::from(2);
