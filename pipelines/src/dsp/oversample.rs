@@ -152,8 +152,7 @@ impl BlockInterpolator {
         input[self.history..self.history + frames].copy_from_slice(samples);
         for (phase, outputs) in self.phases.iter().zip(self.outputs.iter_mut()) {
             let outputs = &mut outputs[..frames];
-            outputs.fill(0.0);
-            fir_accumulate(phase, input, self.history, outputs);
+            fir_filter(phase, input, self.history, outputs);
         }
         input.copy_within(frames..frames + self.history, 0);
     }
@@ -217,8 +216,7 @@ impl BlockInterpolator {
             }
             for (phase, outputs) in self.phases.iter().zip(self.outputs.iter_mut()) {
                 let outputs = &mut outputs[start..end];
-                outputs.fill(0.0);
-                fir_accumulate(phase, input, history + start, outputs);
+                fir_filter(phase, input, history + start, outputs);
                 sink.take(start, outputs);
             }
         }
@@ -289,35 +287,56 @@ impl Taps {
 /// `out[n] += Σ_k taps[k] · input[history + n - k]` (the input's first
 /// `history` samples are the previous block's tail). Outputs are computed
 /// in groups whose partial sums stay in registers while the taps go by
-/// (one unaligned vector load, multiply and add per tap and register).
+/// (one unaligned vector load and fused multiply-add per tap and register).
 /// Each output sums its taps in the same order whatever the block size or
 /// group width, so results do not depend on how a stream is cut.
 ///
 /// On x86-64 with AVX2 the same code runs eight lanes wide instead of four,
-/// in wider groups: each lane does the same multiplies and adds in the same
-/// order (no fused multiply-add), so the output is bit-identical on every
-/// machine. The one `unsafe` of the crate is this call, made only after the
-/// check.
+/// in wider groups: each lane does the same fused multiply-adds (exactly
+/// rounded, and one instruction wherever lacquer runs: x86-64 builds
+/// enable FMA, aarch64 always has it) in the same order, so the output is
+/// bit-identical on every machine. The one `unsafe` of the crate is this
+/// call, made only after the check.
 #[allow(unsafe_code)]
 fn fir_accumulate(taps: &Taps, input: &[f32], history: usize, out: &mut [f32]) {
+    fir_dispatch::<true>(taps, input, history, out)
+}
+
+/// `out[n] = Σ_k taps[k] · input[history + n - k]`: [`fir_accumulate`]
+/// into zeros (the same bits, `0 + Σ`), without filling them first.
+fn fir_filter(taps: &Taps, input: &[f32], history: usize, out: &mut [f32]) {
+    fir_dispatch::<false>(taps, input, history, out)
+}
+
+#[allow(unsafe_code)]
+fn fir_dispatch<const ACCUMULATE: bool>(taps: &Taps, input: &[f32], history: usize, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if super::wide_lanes() {
-        // SAFETY: `wide_lanes` has found AVX2 on this CPU.
-        return unsafe { fir_accumulate_avx2(taps, input, history, out) };
+    if super::wide_lanes() && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: both features have been found on this CPU.
+        return unsafe { fir_avx2::<ACCUMULATE>(taps, input, history, out) };
     }
-    fir_accumulate_portable::<32>(taps, input, history, out)
+    fir_portable::<32, ACCUMULATE>(taps, input, history, out)
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn fir_accumulate_avx2(taps: &Taps, input: &[f32], history: usize, out: &mut [f32]) {
+#[target_feature(enable = "avx2,fma")]
+fn fir_avx2<const ACCUMULATE: bool>(taps: &Taps, input: &[f32], history: usize, out: &mut [f32]) {
     // Eight accumulators of eight lanes: enough independent adds in flight
     // to hide the adder's latency.
-    fir_accumulate_portable::<64>(taps, input, history, out)
+    fir_portable::<64, ACCUMULATE>(taps, input, history, out)
 }
 
 #[inline(always)]
-fn fir_accumulate_portable<const GROUP: usize>(taps: &Taps, input: &[f32], history: usize, out: &mut [f32]) {
+fn fir_portable<const GROUP: usize, const ACCUMULATE: bool>(
+    taps: &Taps,
+    input: &[f32],
+    history: usize,
+    out: &mut [f32],
+) {
+    #[inline(always)]
+    fn put<const ACCUMULATE: bool>(o: &mut f32, sum: f32) {
+        *o = if ACCUMULATE { *o + sum } else { 0.0 + sum };
+    }
     let frames = out.len();
     let grouped = frames - frames % GROUP;
     for (g, chunk) in out[..grouped].chunks_exact_mut(GROUP).enumerate() {
@@ -326,19 +345,19 @@ fn fir_accumulate_portable<const GROUP: usize>(taps: &Taps, input: &[f32], histo
         for (&back, &coefficient) in taps.back.iter().zip(&taps.values) {
             let x: &[f32; GROUP] = input[first - back..first - back + GROUP].try_into().expect("a whole group");
             for (sum, x) in sums.iter_mut().zip(x) {
-                *sum += coefficient * x;
+                *sum = coefficient.mul_add(*x, *sum);
             }
         }
-        for (o, sum) in chunk.iter_mut().zip(sums) {
-            *o += sum;
+        for (o, &sum) in chunk.iter_mut().zip(&sums) {
+            put::<ACCUMULATE>(o, sum);
         }
     }
     for (n, o) in out.iter_mut().enumerate().skip(grouped) {
         let mut sum = 0f32;
         for (&back, &coefficient) in taps.back.iter().zip(&taps.values) {
-            sum += coefficient * input[history + n - back];
+            sum = coefficient.mul_add(input[history + n - back], sum);
         }
-        *o += sum;
+        put::<ACCUMULATE>(o, sum);
     }
 }
 
@@ -615,9 +634,14 @@ mod tests {
         let mut portable = vec![0.25f32; 1000];
         let mut dispatched = portable.clone();
         let sparse = Taps::from_dense(&taps);
-        fir_accumulate_portable::<32>(&sparse, &input, 70, &mut portable);
+        fir_portable::<32, true>(&sparse, &input, 70, &mut portable);
         fir_accumulate(&sparse, &input, 70, &mut dispatched);
         assert!(portable.iter().zip(&dispatched).all(|(a, b)| a.to_bits() == b.to_bits()));
+        // Filtering into a buffer is accumulating into zeros, to the bit.
+        let (mut zeros, mut filtered) = (vec![0f32; 1000], vec![f32::NAN; 1000]);
+        fir_accumulate(&sparse, &input, 70, &mut zeros);
+        fir_filter(&sparse, &input, 70, &mut filtered);
+        assert!(zeros.iter().zip(&filtered).all(|(a, b)| a.to_bits() == b.to_bits()));
         // And the grouped sums are the plain convolution.
         for n in [0, 31, 32, 999] {
             let plain: f32 = 0.25 + (0..71).map(|k| taps[k] * input[70 + n - k]).sum::<f32>();
