@@ -182,17 +182,8 @@ impl Encoder {
                 // Frame by frame, channel by channel: the dither's noise
                 // is drawn in that order.
                 self.interleaved.resize(frames * channels, 0);
-                if channels == 2 {
-                    let pairs = self.interleaved.chunks_exact_mut(2);
-                    for (out, (left, right)) in pairs.zip(block.channel(0).iter().zip(block.channel(1))) {
-                        out[0] = quantizer.quantize(0, *left);
-                        out[1] = quantizer.quantize(1, *right);
-                    }
-                } else {
-                    for (out, sample) in self.interleaved.iter_mut().zip(block.channel(0)) {
-                        *out = quantizer.quantize(0, *sample);
-                    }
-                }
+                let right = (channels == 2).then(|| block.channel(1));
+                quantizer.quantize_frames(block.channel(0), right, &mut self.interleaved);
                 for (channel, out) in self.written.channels_mut().enumerate() {
                     for (o, q) in out.iter_mut().zip(self.interleaved[channel..].iter().step_by(channels)) {
                         *o = *q as f32 * scale;

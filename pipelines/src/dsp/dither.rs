@@ -90,11 +90,55 @@ impl Quantizer {
     /// One sample of one channel, as an integer in the target range.
     #[inline]
     pub fn quantize(&mut self, channel: usize, sample: f32) -> i32 {
+        match self.kind {
+            Dither::None => self.quantize_as::<NONE>(channel, sample),
+            Dither::Tpdf => self.quantize_as::<TPDF>(channel, sample),
+            Dither::Shaped => self.quantize_as::<SHAPED>(channel, sample),
+        }
+    }
+
+    /// Quantizes a block of one channel into `out`.
+    pub fn quantize_channel(&mut self, channel: usize, samples: &[f32], out: &mut [i32]) {
+        for (o, &s) in out.iter_mut().zip(samples) {
+            *o = self.quantize(channel, s);
+        }
+    }
+
+    /// Quantizes mono or stereo samples frame by frame into `interleaved`
+    /// (the dither is drawn in that order): what [`Self::quantize`] gives
+    /// sample by sample, with the kind of dither chosen once per block.
+    pub fn quantize_frames(&mut self, left: &[f32], right: Option<&[f32]>, interleaved: &mut [i32]) {
+        match self.kind {
+            Dither::None => self.frames_as::<NONE>(left, right, interleaved),
+            Dither::Tpdf => self.frames_as::<TPDF>(left, right, interleaved),
+            Dither::Shaped => self.frames_as::<SHAPED>(left, right, interleaved),
+        }
+    }
+
+    #[inline(always)]
+    fn frames_as<const KIND: u8>(&mut self, left: &[f32], right: Option<&[f32]>, interleaved: &mut [i32]) {
+        match right {
+            Some(right) => {
+                for (out, (l, r)) in interleaved.chunks_exact_mut(2).zip(left.iter().zip(right)) {
+                    out[0] = self.quantize_as::<KIND>(0, *l);
+                    out[1] = self.quantize_as::<KIND>(1, *r);
+                }
+            }
+            None => {
+                for (out, sample) in interleaved.iter_mut().zip(left) {
+                    *out = self.quantize_as::<KIND>(0, *sample);
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn quantize_as<const KIND: u8>(&mut self, channel: usize, sample: f32) -> i32 {
         let x = f64::from(sample) * self.scale;
-        let value = match self.kind {
-            Dither::None => x.round(),
-            Dither::Tpdf => (x + self.noise.triangular()).round(),
-            Dither::Shaped => {
+        let value = match KIND {
+            NONE => x.round(),
+            TPDF => (x + self.noise.triangular()).round(),
+            _ => {
                 let errors = &mut self.errors[channel];
                 let wanted = x - SHAPING.iter().zip(errors.iter()).map(|(c, e)| c * e).sum::<f64>();
                 let value = (wanted + self.noise.triangular()).round().clamp(self.min, self.max);
@@ -105,14 +149,12 @@ impl Quantizer {
         };
         value.clamp(self.min, self.max) as i32
     }
-
-    /// Quantizes a block of one channel into `out`.
-    pub fn quantize_channel(&mut self, channel: usize, samples: &[f32], out: &mut [i32]) {
-        for (o, &s) in out.iter_mut().zip(samples) {
-            *o = self.quantize(channel, s);
-        }
-    }
 }
+
+/// [`Dither`] as a const parameter of the quantizer's inner loops.
+const NONE: u8 = 0;
+const TPDF: u8 = 1;
+const SHAPED: u8 = 2;
 
 #[cfg(test)]
 mod tests {
@@ -131,6 +173,29 @@ mod tests {
         let variance = values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / values.len() as f64;
         assert!(mean.abs() < 0.01 && (variance - 1.0 / 6.0).abs() < 0.005, "TPDF: mean {mean}, variance {variance}");
         assert!(values.iter().all(|v| v.abs() < 1.0));
+    }
+
+    #[test]
+    fn a_block_quantizes_as_sample_by_sample_does() {
+        let left: Vec<f32> = (0..1000).map(|n| (n as f32 * 0.013).sin() * 0.9).collect();
+        let right: Vec<f32> = (0..1000).map(|n| (n as f32 * 0.029).cos() * 1.2).collect();
+        for kind in [Dither::None, Dither::Tpdf, Dither::Shaped] {
+            let mut by_sample = Quantizer::new(kind, 16, 2, 7);
+            let mut by_block = by_sample.clone();
+            let expected: Vec<i32> = left
+                .iter()
+                .zip(&right)
+                .flat_map(|(l, r)| [by_sample.quantize(0, *l), by_sample.quantize(1, *r)])
+                .collect();
+            let mut got = vec![0; 2 * left.len()];
+            by_block.quantize_frames(&left, Some(&right), &mut got);
+            assert_eq!(got, expected, "{kind:?}, stereo");
+            let mut mono = Quantizer::new(kind, 24, 1, 7);
+            let expected: Vec<i32> = left.iter().map(|x| mono.quantize(0, *x)).collect();
+            let mut got = vec![0; left.len()];
+            Quantizer::new(kind, 24, 1, 7).quantize_frames(&left, None, &mut got);
+            assert_eq!(got, expected, "{kind:?}, mono");
+        }
     }
 
     #[test]
