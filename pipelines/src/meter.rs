@@ -136,7 +136,7 @@ impl Meter {
             let right = if self.channels == 2 { &block.channel(1)[start..end] } else { left };
             self.weigh(left, right);
             for (channel, samples) in [left, right].into_iter().take(self.channels).enumerate() {
-                self.sample_peak = samples.iter().fold(self.sample_peak, |m, x| m.max(x.abs()));
+                self.sample_peak = crate::dsp::max_abs(samples, self.sample_peak);
                 if let Some((bs1770, fine, fine_peak)) = &mut self.peaks {
                     self.bs1770_peak = bs1770.peak(channel, samples, self.bs1770_peak);
                     *fine_peak = fine.peak(channel, samples, *fine_peak);

@@ -132,7 +132,7 @@ impl FinePeaks {
 fn refine(kernels: &[[f32; 2 * HALF_TAPS]; 3], fine: &[f32], from: usize, sink: &mut impl PeakSink) {
     // Values i in [from - HALF, len - HALF) have HALF neighbours each side.
     let (first, last) = (from - HALF_TAPS, fine.len() - HALF_TAPS);
-    let block_max = fine[first..last].iter().fold(0f32, |m, x| m.max(x.abs()));
+    let block_max = super::max_abs(&fine[first..last], 0.0);
     if block_max <= sink.floor() * REFINE_MARGIN {
         return;
     }

@@ -54,6 +54,28 @@ pub(crate) fn wide_lanes() -> bool {
     std::arch::is_x86_feature_detected!("avx2")
 }
 
+/// The largest magnitude among `samples`, or `floor` if none is larger
+/// (NaN is passed over, as `f32::max` does). Eight running maxima side by
+/// side, so the scan runs a vector at a time: the meters do this for
+/// every value they make.
+#[inline]
+pub(crate) fn max_abs(samples: &[f32], floor: f32) -> f32 {
+    #[inline(always)]
+    fn larger(m: f32, x: f32) -> f32 {
+        let x = x.abs();
+        if x > m { x } else { m }
+    }
+    let mut lanes = [floor; 8];
+    let mut chunks = samples.chunks_exact(8);
+    for chunk in &mut chunks {
+        for (m, &x) in lanes.iter_mut().zip(chunk) {
+            *m = larger(*m, x);
+        }
+    }
+    let rest = chunks.remainder().iter().fold(floor, |m, &x| larger(m, x));
+    lanes.into_iter().fold(rest, larger)
+}
+
 pub mod aligned;
 pub mod biquad;
 pub mod compressor;
@@ -102,6 +124,19 @@ pub(crate) mod tests {
     use super::stereo::StereoImage;
     use super::{AudioBlock, Processor};
     use super::{biquad, compressor, delay, reverb, saturation, stereo};
+
+    #[test]
+    fn max_abs_reads_as_a_plain_fold() {
+        let samples: Vec<f32> = (0..37).map(|n| ((n as f32) * 1.3).sin() * (1.0 + n as f32 / 10.0)).collect();
+        for length in [0, 1, 7, 8, 9, 16, 36, 37] {
+            for floor in [0.0, 0.5, 10.0] {
+                let plain = samples[..length].iter().fold(floor, |m: f32, x| m.max(x.abs()));
+                assert_eq!(super::max_abs(&samples[..length], floor), plain, "{length} samples, floor {floor}");
+            }
+        }
+        // The loudest one last, past the vector lanes; NaN passed over.
+        assert_eq!(super::max_abs(&[0.1, f32::NAN, 0.2, 0.3, 0.1, 0.1, 0.1, 0.1, 0.1, -0.9], 0.0), 0.9);
+    }
 
     thread_local! {
         /// Set by a test to run every [`wide_fn`] in its portable form.

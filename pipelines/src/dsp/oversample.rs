@@ -210,7 +210,7 @@ impl BlockInterpolator {
         for start in (0..frames).step_by(GROUP) {
             let end = (start + GROUP).min(frames);
             // Outputs start..end read inputs start - history ..= end - 1.
-            let reach = input[start..history + end].iter().fold(0f32, |m, x| m.max(x.abs()));
+            let reach = super::max_abs(&input[start..history + end], 0.0);
             if reach * self.gain_bound <= sink.floor() {
                 continue;
             }
@@ -264,7 +264,7 @@ impl PeakSink for Highest {
         self.0
     }
     fn take(&mut self, _start: usize, outputs: &[f32]) {
-        self.0 = outputs.iter().fold(self.0, |m, x| m.max(x.abs()));
+        self.0 = super::max_abs(outputs, self.0);
     }
 }
 
