@@ -5,9 +5,8 @@
 mod support;
 
 use lacquer_pipelines::dsp::AudioBlock;
-use lacquer_pipelines::encode::{EncodeSpec, Encoder, Tags};
-use lacquer_pipelines::manifest::{AudioFormat, Dither};
-use support::Pink;
+use lacquer_pipelines::encode::{Encoder, Tags};
+use support::{Pink, flac_24_bit};
 
 /// Peak resident memory of this process so far, in MiB.
 #[cfg(target_os = "linux")]
@@ -27,14 +26,7 @@ fn peak_resident_mib() -> f64 {
 fn encoding_loud_noise_to_flac_stays_small() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("noise.flac");
-    let spec = EncodeSpec {
-        format: AudioFormat::Flac,
-        bit_depth: 24,
-        rate_hz: 44_100,
-        channels: 2,
-        dither: Dither::None,
-        dither_seed: 0,
-    };
+    let spec = flac_24_bit(44_100);
     let mut encoder = Encoder::create(&path, spec, &Tags::default()).unwrap();
     // Pink noise pushed hard into a ceiling, as a loud master of dense
     // material is: prediction removes part of it, and what is left is far

@@ -1,6 +1,8 @@
 //! Encoding round trips: every deliverable format decodes back bit-exact to
 //! what was quantized, and carries its metadata.
 
+mod support;
+
 use std::io::Cursor;
 use std::path::Path;
 
@@ -9,6 +11,7 @@ use lacquer_pipelines::dsp::AudioBlock;
 use lacquer_pipelines::dsp::dither::Quantizer;
 use lacquer_pipelines::encode::{DeliveredLoudness, EncodeSpec, Encoder, Tags, dither_seed};
 use lacquer_pipelines::manifest::{AudioFormat, Dither};
+use support::flac_24_bit;
 
 fn tags() -> Tags {
     Tags {
@@ -172,14 +175,7 @@ fn wav_carries_info_and_bext() {
 fn flac_carries_vorbis_comments_and_a_valid_md5() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("01-aurora.flac");
-    let spec = EncodeSpec {
-        format: AudioFormat::Flac,
-        bit_depth: 24,
-        rate_hz: 96_000,
-        channels: 2,
-        dither: Dither::None,
-        dither_seed: 0,
-    };
+    let spec = flac_24_bit(96_000);
     encode(&path, &spec, &signal(50_000), None);
     let bytes = std::fs::read(&path).unwrap();
     assert_eq!(&bytes[0..4], b"fLaC");
@@ -226,14 +222,7 @@ fn incompressible_flac_stays_under_pcm_size() {
         })
         .collect();
     let audio = vec![white, coloured];
-    let spec = EncodeSpec {
-        format: AudioFormat::Flac,
-        bit_depth: 24,
-        rate_hz: 44_100,
-        channels: 2,
-        dither: Dither::None,
-        dither_seed: 0,
-    };
+    let spec = flac_24_bit(44_100);
     encode(&path, &spec, &audio, None);
     let size = std::fs::metadata(&path).unwrap().len();
     let pcm = (frames * 2 * 3) as u64;
@@ -264,24 +253,14 @@ fn flac_of_music_costs_no_more_than_flacencs_defaults() {
         channels[0][..44_100 * 6].iter().map(|s| s * 0.7).collect::<Vec<f32>>()
     };
     let audio = vec![stem("piano.flac"), stem("clarinet.flac")];
-    let spec = EncodeSpec {
-        format: AudioFormat::Flac,
-        bit_depth: 24,
-        rate_hz: 44_100,
-        channels: 2,
-        dither: Dither::None,
-        dither_seed: 0,
-    };
+    let spec = flac_24_bit(44_100);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("music.flac");
     encode(&path, &spec, &audio, None);
     let (decoded, _) = decode(&path);
     let mut quantizer = Quantizer::new(Dither::None, 24, 2, 0);
-    let mut interleaved = Vec::new();
-    for (l, r) in audio[0].iter().zip(&audio[1]) {
-        interleaved.push(quantizer.quantize(0, *l));
-        interleaved.push(quantizer.quantize(1, *r));
-    }
+    let mut interleaved = vec![0; 2 * audio[0].len()];
+    quantizer.quantize_frames(&audio[0], Some(&audio[1]), &mut interleaved);
     for (c, channel) in decoded.iter().enumerate() {
         assert!(
             channel.iter().zip(interleaved[c..].iter().step_by(2)).all(|(d, q)| *d == *q as f32 / (1 << 23) as f32)

@@ -2,6 +2,14 @@
 // Each test binary uses its own subset of these helpers.
 #![allow(dead_code)]
 
+use lacquer_pipelines::encode::EncodeSpec;
+use lacquer_pipelines::manifest::{AudioFormat, Dither};
+
+/// A stereo 24-bit FLAC at `rate_hz`, undithered: a lossless master.
+pub fn flac_24_bit(rate_hz: u32) -> EncodeSpec {
+    EncodeSpec { format: AudioFormat::Flac, bit_depth: 24, rate_hz, channels: 2, dither: Dither::None, dither_seed: 0 }
+}
+
 /// A deterministic white-noise source (xorshift64), uniform in [-1, 1).
 pub struct Noise(pub u64);
 
