@@ -30,7 +30,10 @@ use crate::dsp::fine_peak::FinePeaks;
 use crate::dsp::oversample::BlockInterpolator;
 
 /// The longest block the meter works on at once; longer ones are split.
-const CHUNK_FRAMES: usize = 4096;
+/// Short enough that a chunk's 4× values stay in the CPU's nearest caches
+/// between the stages that make and read them (1,024 against 4,096:
+/// 8-10 % more frames a second in the meter bench).
+const CHUNK_FRAMES: usize = 1024;
 
 /// What a [`Meter`] read.
 #[derive(Debug, Clone, PartialEq)]
@@ -83,7 +86,8 @@ impl KWeighting {
 pub struct Meter {
     channels: usize,
     weighting: KWeighting,
-    /// The two sections' transposed direct form II states, each per channel.
+    /// The K-weighting's two sections' states, each per channel (see
+    /// [`k_weighted_energy`]).
     state: [[f64; 2]; 4],
     segment_frames: usize,
     segment_fill: usize,
@@ -193,39 +197,145 @@ impl Meter {
 }
 
 /// Runs both channels through the K-weighting side by side and returns
-/// the sums of their squared outputs. The state is kept as `[section
-/// state][channel]`, so each operation works on a pair of `f64` lanes.
-/// (`mul_add` is one instruction: x86-64 builds enable FMA, and aarch64
-/// always has it.)
+/// the sums of their squared outputs. The state is kept as `[shelf w(n−1),
+/// w(n−2), high-pass w(n−1), w(n−2)][channel]`, so each operation works on
+/// a pair of `f64` lanes.
+///
+/// Direct form II, as libebur128 runs it: each section's recursion
+/// `w(n) = x(n) − a1·w(n−1) − a2·w(n−2)` is one fused multiply-add long,
+/// the `a2` term and the numerator being computed beside it. The
+/// recursion, not the arithmetic, bounds the speed of an IIR filter, and
+/// this one is half as long as transposed direct form II's. The high-pass's
+/// numerator is the standard's exact `1, −2, 1`, a second difference.
 fn k_weighted_energy(w: &KWeighting, state: &mut [[f64; 2]; 4], left: &[f32], right: &[f32]) -> [f64; 2] {
-    #[inline(always)]
-    fn lanes(f: impl Fn(usize) -> f64) -> [f64; 2] {
-        [f(0), f(1)]
-    }
-    let [sb0, sb1, sb2, sa1, sa2] = w.shelf;
-    let [hb0, hb1, hb2, ha1, ha2] = w.high_pass;
-    let [mut s1, mut s2, mut h1, mut h2] = *state;
-    let mut sums = [0.0f64; 2];
+    #[cfg(target_arch = "x86_64")]
+    return k_weighted_energy_in::<std::arch::x86_64::__m128d>(w, state, left, right);
+    #[cfg(not(target_arch = "x86_64"))]
+    k_weighted_energy_in::<[f64; 2]>(w, state, left, right)
+}
+
+#[inline(always)]
+fn k_weighted_energy_in<P: Pair>(w: &KWeighting, state: &mut [[f64; 2]; 4], left: &[f32], right: &[f32]) -> [f64; 2] {
+    debug_assert_eq!(w.high_pass[..3], [1.0, -2.0, 1.0]);
+    let [sb0, sb1, sb2, sa1, sa2] = w.shelf.map(P::splat);
+    let [_, _, _, ha1, ha2] = w.high_pass.map(P::splat);
+    let (minus_sa1, minus_sa2, minus_ha1, minus_ha2) = (P::neg(sa1), P::neg(sa2), P::neg(ha1), P::neg(ha2));
+    let [mut s1, mut s2, mut h1, mut h2] = state.map(P::load);
+    let mut sums = P::splat(0.0);
     for (l, r) in left.iter().zip(right) {
-        let x = [f64::from(*l), f64::from(*r)];
-        // Transposed direct form II, shelf then high-pass. Fused
-        // multiply-adds keep the recursion (output → state → output) two
-        // operations long, which is what bounds the speed.
-        let u = lanes(|c| sb0.mul_add(x[c], s1[c]));
-        s1 = lanes(|c| (-sa1).mul_add(u[c], sb1.mul_add(x[c], s2[c])));
-        s2 = lanes(|c| (-sa2).mul_add(u[c], sb2 * x[c]));
-        let v = lanes(|c| hb0.mul_add(u[c], h1[c]));
-        h1 = lanes(|c| (-ha1).mul_add(v[c], hb1.mul_add(u[c], h2[c])));
-        h2 = lanes(|c| (-ha2).mul_add(v[c], hb2 * u[c]));
-        sums = lanes(|c| sums[c] + v[c] * v[c]);
+        let x = P::pair(f64::from(*l), f64::from(*r));
+        let s = minus_sa1.mul_add(s1, minus_sa2.mul_add(s2, x));
+        let shelved = sb2.mul_add(s2, sb1.mul_add(s1, sb0.mul(s)));
+        let h = minus_ha1.mul_add(h1, minus_ha2.mul_add(h2, shelved));
+        let v = h.sub(h1).sub(h1.sub(h2));
+        (s2, s1, h2, h1) = (s1, s, h1, h);
+        sums = v.mul_add(v, sums);
     }
-    *state = [s1, s2, h1, h2];
-    sums
+    *state = [s1, s2, h1, h2].map(P::store);
+    P::store(sums)
+}
+
+/// Two `f64` lanes, one per channel: each operation is one instruction on
+/// both, and `mul_add` is fused (one rounding) in every implementation, so
+/// all give the same bits.
+trait Pair: Copy {
+    fn splat(value: f64) -> Self;
+    fn pair(left: f64, right: f64) -> Self;
+    fn load(lanes: [f64; 2]) -> Self {
+        Self::pair(lanes[0], lanes[1])
+    }
+    fn store(self) -> [f64; 2];
+    fn neg(self) -> Self;
+    fn mul(self, other: Self) -> Self;
+    fn sub(self, other: Self) -> Self;
+    /// `self · a + b`, rounded once.
+    fn mul_add(self, a: Self, b: Self) -> Self;
+}
+
+impl Pair for [f64; 2] {
+    fn splat(value: f64) -> Self {
+        [value; 2]
+    }
+    fn pair(left: f64, right: f64) -> Self {
+        [left, right]
+    }
+    fn store(self) -> [f64; 2] {
+        self
+    }
+    fn neg(self) -> Self {
+        self.map(|x| -x)
+    }
+    fn mul(self, other: Self) -> Self {
+        [self[0] * other[0], self[1] * other[1]]
+    }
+    fn sub(self, other: Self) -> Self {
+        [self[0] - other[0], self[1] - other[1]]
+    }
+    fn mul_add(self, a: Self, b: Self) -> Self {
+        [self[0].mul_add(a[0], b[0]), self[1].mul_add(a[1], b[1])]
+    }
+}
+
+/// The compiler does not keep `[f64; 2]` in one register through a
+/// recursion this long; it does an SSE2 register.
+///
+/// SAFETY (every `unsafe` here): SSE2 is part of x86-64, and FMA is
+/// enabled for every x86-64 build of lacquer (`.cargo/config.toml`), whose
+/// binaries refuse to start on a CPU without it (`check_cpu`). These
+/// intrinsics take and return values only.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+impl Pair for std::arch::x86_64::__m128d {
+    #[inline(always)]
+    fn splat(value: f64) -> Self {
+        unsafe { std::arch::x86_64::_mm_set1_pd(value) }
+    }
+    #[inline(always)]
+    fn pair(left: f64, right: f64) -> Self {
+        unsafe { std::arch::x86_64::_mm_set_pd(right, left) }
+    }
+    #[inline(always)]
+    fn store(self) -> [f64; 2] {
+        use std::arch::x86_64::{_mm_cvtsd_f64, _mm_unpackhi_pd};
+        unsafe { [_mm_cvtsd_f64(self), _mm_cvtsd_f64(_mm_unpackhi_pd(self, self))] }
+    }
+    #[inline(always)]
+    fn neg(self) -> Self {
+        unsafe { std::arch::x86_64::_mm_sub_pd(std::arch::x86_64::_mm_setzero_pd(), self) }
+    }
+    #[inline(always)]
+    fn mul(self, other: Self) -> Self {
+        unsafe { std::arch::x86_64::_mm_mul_pd(self, other) }
+    }
+    #[inline(always)]
+    fn sub(self, other: Self) -> Self {
+        unsafe { std::arch::x86_64::_mm_sub_pd(self, other) }
+    }
+    #[inline(always)]
+    fn mul_add(self, a: Self, b: Self) -> Self {
+        unsafe { std::arch::x86_64::_mm_fmadd_pd(self, a, b) }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn k_weighting_gives_the_same_bits_in_registers_and_arrays() {
+        let w = KWeighting::new(44_100);
+        let left: Vec<f32> = (0..5000).map(|n| ((n as f32) * 0.05).sin() * 0.7).collect();
+        let right: Vec<f32> = (0..5000).map(|n| ((n as f32) * 0.31).cos() * 0.2).collect();
+        let (mut in_arrays, mut in_registers) = ([[0.0; 2]; 4], [[0.0; 2]; 4]);
+        for (l, r) in left.chunks(777).zip(right.chunks(777)) {
+            let a = k_weighted_energy_in::<[f64; 2]>(&w, &mut in_arrays, l, r);
+            let b = k_weighted_energy_in::<std::arch::x86_64::__m128d>(&w, &mut in_registers, l, r);
+            assert_eq!(a.map(f64::to_bits), b.map(f64::to_bits));
+            assert!(a[0] > 0.0 && a[1] > 0.0);
+        }
+        assert_eq!(in_arrays, in_registers);
+    }
 
     #[test]
     fn k_weighting_at_48_khz_is_the_standards() {

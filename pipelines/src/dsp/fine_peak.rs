@@ -22,8 +22,6 @@ const HISTORY: usize = 2 * HALF_TAPS;
 #[derive(Debug, Clone)]
 pub struct FinePeaks {
     stages: [BlockInterpolator; 2],
-    /// The current block at 2×.
-    doubled: Vec<f32>,
     /// Per channel: the last [`HISTORY`] 4× values, then the current block's.
     fine: Vec<Vec<f32>>,
     /// Per channel: the 4× values made so far.
@@ -62,7 +60,6 @@ impl FinePeaks {
         });
         Self {
             stages: oversample::halfband_interpolators(channels, max_block_frames),
-            doubled: vec![0.0; 2 * max_block_frames],
             fine: vec![vec![0.0; HISTORY + 4 * max_block_frames]; channels],
             made: vec![0; channels],
             kernels,
@@ -97,15 +94,12 @@ impl FinePeaks {
     fn scan(&mut self, channel: usize, samples: &[f32], from: usize, sink: &mut impl PeakSink) {
         let frames = samples.len();
         let [first, second] = &mut self.stages;
-        let doubled = &mut self.doubled[..2 * frames];
-        first.upsample(channel, samples, doubled);
-        second.run(channel, doubled);
+        first.run(channel, samples);
+        let [even, odd] = first.phase_outputs() else { unreachable!("a halfband stage has two phases") };
+        second.run_interleaved(channel, &even[..frames], &odd[..frames]);
         let fine = &mut self.fine[channel];
         let [even, odd] = second.phase_outputs() else { unreachable!("a halfband stage has two phases") };
-        for (pair, (e, o)) in fine[HISTORY..HISTORY + 4 * frames].chunks_exact_mut(2).zip(even.iter().zip(odd)) {
-            pair[0] = *e;
-            pair[1] = *o;
-        }
+        super::interleave(even, odd, &mut fine[HISTORY..HISTORY + 4 * frames]);
         self.made[channel] += 4 * frames as u64;
         if from < HISTORY + 4 * frames {
             refine(&self.kernels, &fine[..HISTORY + 4 * frames], from, sink);

@@ -76,6 +76,30 @@ pub(crate) fn max_abs(samples: &[f32], floor: f32) -> f32 {
     lanes.into_iter().fold(rest, larger)
 }
 
+wide_fn! {
+    /// Interleaves two phases of a stream: `out[2n] = even[n]` and
+    /// `out[2n + 1] = odd[n]` for every `n < out.len() / 2`. Eight pairs at
+    /// a time, which the compiler turns into vector shuffles.
+    pub(crate) fn interleave(even: &[f32], odd: &[f32], out: &mut [f32]) {
+        let pairs = out.len() / 2;
+        let (even, odd) = (&even[..pairs], &odd[..pairs]);
+        let mut outs = out.chunks_exact_mut(16);
+        for ((o, e), d) in (&mut outs).zip(even.chunks_exact(8)).zip(odd.chunks_exact(8)) {
+            let o: &mut [f32; 16] = o.try_into().expect("sixteen");
+            let (e, d): (&[f32; 8], &[f32; 8]) = (e.try_into().expect("eight"), d.try_into().expect("eight"));
+            for k in 0..8 {
+                o[2 * k] = e[k];
+                o[2 * k + 1] = d[k];
+            }
+        }
+        let done = pairs - pairs % 8;
+        for (o, (e, d)) in outs.into_remainder().chunks_exact_mut(2).zip(even[done..].iter().zip(&odd[done..])) {
+            o[0] = *e;
+            o[1] = *d;
+        }
+    }
+}
+
 pub mod aligned;
 pub mod biquad;
 pub mod compressor;
@@ -136,6 +160,18 @@ pub(crate) mod tests {
         }
         // The loudest one last, past the vector lanes; NaN passed over.
         assert_eq!(super::max_abs(&[0.1, f32::NAN, 0.2, 0.3, 0.1, 0.1, 0.1, 0.1, 0.1, -0.9], 0.0), 0.9);
+    }
+
+    #[test]
+    fn interleave_puts_even_and_odd_in_turn() {
+        for pairs in [0, 1, 7, 8, 9, 16, 37] {
+            let even: Vec<f32> = (0..pairs).map(|n| n as f32).collect();
+            let odd: Vec<f32> = (0..pairs).map(|n| -(n as f32) - 0.5).collect();
+            let mut out = vec![f32::NAN; 2 * pairs];
+            super::interleave(&even, &odd, &mut out);
+            let plain: Vec<f32> = even.iter().zip(&odd).flat_map(|(e, o)| [*e, *o]).collect();
+            assert_eq!(out, plain, "{pairs} pairs");
+        }
     }
 
     thread_local! {

@@ -99,11 +99,19 @@ impl BlockInterpolator {
         let factor = bs1770_meter_factor(rate_hz);
         let h: Vec<f64> = (0..TAPS)
             .map(|j| {
-                let j = j as f64;
-                let window = 0.5 * (1.0 - (2.0 * PI * j / TAPS as f64).cos());
-                let m = j - TAPS as f64 / 2.0;
-                let x = m * PI / factor as f64;
-                if m == 0.0 { window } else { window * x.sin() / x }
+                let window = 0.5 * (1.0 - (2.0 * PI * j as f64 / TAPS as f64).cos());
+                let m = j as isize - TAPS as isize / 2;
+                let x = m as f64 * PI / factor as f64;
+                // The sinc's zero crossings are zeros (f64's sin(kπ) is
+                // ~1e-16, a tap that changes no output but costs as much as
+                // any): phase 0 is then the input itself, one tap.
+                if m == 0 {
+                    window
+                } else if m % factor as isize == 0 {
+                    0.0
+                } else {
+                    window * x.sin() / x
+                }
             })
             .collect();
         Self::from_coefficients(channels, max_block_frames, factor, &h)
@@ -148,8 +156,21 @@ impl BlockInterpolator {
     /// with [`Self::phase_outputs`]).
     pub(crate) fn run(&mut self, channel: usize, samples: &[f32]) {
         let frames = samples.len();
+        self.input[channel][self.history..self.history + frames].copy_from_slice(samples);
+        self.filter_input(channel, frames);
+    }
+
+    /// [`Self::run`] on a stream given as its even and odd samples (a 2×
+    /// stage's phase outputs), interleaved straight into the input.
+    pub(crate) fn run_interleaved(&mut self, channel: usize, even: &[f32], odd: &[f32]) {
+        let frames = 2 * even.len();
+        super::interleave(even, odd, &mut self.input[channel][self.history..self.history + frames]);
+        self.filter_input(channel, frames);
+    }
+
+    /// Every phase's outputs for the block of `frames` in the input.
+    fn filter_input(&mut self, channel: usize, frames: usize) {
         let input = &mut self.input[channel];
-        input[self.history..self.history + frames].copy_from_slice(samples);
         for (phase, outputs) in self.phases.iter().zip(self.outputs.iter_mut()) {
             let outputs = &mut outputs[..frames];
             fir_filter(phase, input, self.history, outputs);
@@ -162,10 +183,7 @@ impl BlockInterpolator {
         self.run(channel, samples);
         let frames = samples.len();
         if let [even, odd] = &self.outputs[..] {
-            for (pair, (e, o)) in out.chunks_exact_mut(2).zip(even[..frames].iter().zip(&odd[..frames])) {
-                pair[0] = *e;
-                pair[1] = *o;
-            }
+            super::interleave(even, odd, &mut out[..2 * frames]);
             return;
         }
         let factor = self.factor();
@@ -536,8 +554,9 @@ impl BlockOversampler {
         let frames = input.len();
         debug_assert_eq!(out.len(), frames);
         let doubled = &mut self.doubled[..2 * frames];
-        self.up_first.upsample(channel, input, doubled);
-        self.up_second.run(channel, doubled);
+        self.up_first.run(channel, input);
+        let [even, odd] = self.up_first.phase_outputs() else { unreachable!("a halfband stage has two phases") };
+        self.up_second.run_interleaved(channel, &even[..frames], &odd[..frames]);
         for phase in &mut self.up_second.outputs {
             shape(&mut phase[..2 * frames]);
         }
@@ -571,6 +590,19 @@ mod tests {
         }
         for n in 0..150 {
             assert!((phase0[n + delay] - input[n]).abs() < 1e-6, "frame {n}: {} vs {}", phase0[n + delay], input[n]);
+        }
+    }
+
+    #[test]
+    fn bs1770_phase_zero_is_the_input_itself() {
+        let input: Vec<f32> = (0..300).map(|n| ((n as f32) * 0.7).sin() * 0.9 + 1e-3).collect();
+        for rate_hz in [44_100, 96_000] {
+            let delay = bs1770_meter_delay_frames(rate_hz);
+            let mut meter = BlockInterpolator::bs1770_meter(1, 300, rate_hz);
+            assert_eq!(meter.phases[0].values, [1.0], "one tap at {rate_hz} Hz");
+            meter.run(0, &input);
+            let phase0 = &meter.phase_outputs()[0];
+            assert!((delay..300).all(|n| phase0[n] == input[n - delay]), "at {rate_hz} Hz");
         }
     }
 
