@@ -142,7 +142,10 @@ impl Meter {
             for (channel, samples) in [left, right].into_iter().take(self.channels).enumerate() {
                 self.sample_peak = crate::dsp::max_abs(samples, self.sample_peak);
                 if let Some((bs1770, fine, fine_peak)) = &mut self.peaks {
-                    self.bs1770_peak = bs1770.peak(channel, samples, self.bs1770_peak);
+                    // Held at least at the sample peak (which it reads as
+                    // in the end anyway), so the interpolator need not
+                    // compute outputs that cannot pass it.
+                    self.bs1770_peak = bs1770.peak(channel, samples, self.bs1770_peak.max(self.sample_peak));
                     *fine_peak = fine.peak(channel, samples, *fine_peak);
                 }
             }

@@ -81,8 +81,10 @@ pub struct BlockInterpolator {
     /// Per phase: the outputs of the current block.
     outputs: Vec<Vec<f32>>,
     history: usize,
-    /// The largest Σ|h| of a phase, with room for f32 rounding: no output
-    /// exceeds the largest input magnitude times this.
+    /// Per phase, Σ|h| with room for f32 rounding: none of the phase's
+    /// outputs exceeds the largest input magnitude times this.
+    gain_bounds: Vec<f32>,
+    /// The largest of them.
     gain_bound: f32,
 }
 
@@ -129,10 +131,12 @@ impl BlockInterpolator {
             })
             .collect();
         let history = taps_per_phase - 1;
-        let gain_bound =
-            (0..factor).map(|p| h.iter().skip(p).step_by(factor).map(|c| c.abs()).sum::<f64>()).fold(0.0, f64::max);
+        let gain_bounds: Vec<f32> = (0..factor)
+            .map(|p| (h.iter().skip(p).step_by(factor).map(|c| c.abs()).sum::<f64>() * (1.0 + 1e-5)) as f32)
+            .collect();
         Self {
-            gain_bound: (gain_bound * (1.0 + 1e-5)) as f32,
+            gain_bound: gain_bounds.iter().copied().fold(0.0, f32::max),
+            gain_bounds,
             phases,
             input: vec![vec![0.0; history + max_block_frames]; channels],
             outputs: vec![vec![0.0; max_block_frames]; factor],
@@ -232,7 +236,13 @@ impl BlockInterpolator {
             if reach * self.gain_bound <= sink.floor() {
                 continue;
             }
-            for (phase, outputs) in self.phases.iter().zip(self.outputs.iter_mut()) {
+            for ((phase, outputs), bound) in self.phases.iter().zip(self.outputs.iter_mut()).zip(&self.gain_bounds) {
+                // A phase can be quieter than the others: a BS.1770
+                // meter's phase 0 is the input itself, which a floor
+                // holding the sample peak already covers.
+                if reach * bound <= sink.floor() {
+                    continue;
+                }
                 let outputs = &mut outputs[start..end];
                 fir_filter(phase, input, history + start, outputs);
                 sink.take(start, outputs);
