@@ -184,8 +184,15 @@ impl Encoder {
                 self.interleaved.resize(frames * channels, 0);
                 let right = (channels == 2).then(|| block.channel(1));
                 quantizer.quantize_frames(block.channel(0), right, &mut self.interleaved);
-                for (channel, out) in self.written.channels_mut().enumerate() {
-                    for (o, q) in out.iter_mut().zip(self.interleaved[channel..].iter().step_by(channels)) {
+                let interleaved = &self.interleaved;
+                if channels == 2 {
+                    // In pairs, which the compiler turns into vector shuffles.
+                    let (left, right) = self.written.stereo_mut();
+                    for ((l, r), pair) in left.iter_mut().zip(right.iter_mut()).zip(interleaved.chunks_exact(2)) {
+                        (*l, *r) = (pair[0] as f32 * scale, pair[1] as f32 * scale);
+                    }
+                } else {
+                    for (o, q) in self.written.channel_mut(0).iter_mut().zip(interleaved) {
                         *o = *q as f32 * scale;
                     }
                 }
