@@ -213,6 +213,7 @@ pub struct Analyzer {
     windows: Vec<Vec<f32>>,
     fft_input: Vec<f32>,
     fft_output: Vec<realfft::num_complex::Complex<f32>>,
+    fft_scratch: Vec<realfft::num_complex::Complex<f32>>,
     bin_power: Vec<f64>,
     spectra_count: u64,
     mid_energy: f64,
@@ -256,6 +257,7 @@ impl Analyzer {
             frames: 0,
             fft_input: fft.make_input_vec(),
             fft_output: fft.make_output_vec(),
+            fft_scratch: fft.make_scratch_vec(),
             fft,
             hann,
             window_fill: 0,
@@ -300,7 +302,7 @@ impl Analyzer {
             for ((input, sample), w) in self.fft_input.iter_mut().zip(window.iter()).zip(&self.hann) {
                 *input = sample * w;
             }
-            if self.fft.process(&mut self.fft_input, &mut self.fft_output).is_ok() {
+            if self.fft.process_with_scratch(&mut self.fft_input, &mut self.fft_output, &mut self.fft_scratch).is_ok() {
                 for (power, bin) in self.bin_power.iter_mut().zip(&self.fft_output) {
                     *power += f64::from(bin.norm_sqr());
                 }
