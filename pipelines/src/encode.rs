@@ -235,6 +235,18 @@ impl Encoder {
     /// Completes the file: headers, metadata, and (for WAV) the `bext`
     /// loudness fields. The file is synced to disk.
     pub fn finish(self, tags: &Tags, loudness: Option<&DeliveredLoudness>) -> Result<(), EncodeError> {
+        self.complete(tags, loudness, true)
+    }
+
+    /// Completes a scratch file, one this process reads back and removes:
+    /// as [`Self::finish`] with no tags, but not synced to disk (waiting
+    /// for the disk would keep nothing a crash could need: a rerun makes
+    /// the file again).
+    pub fn finish_scratch(self) -> Result<(), EncodeError> {
+        self.complete(&Tags::default(), None, false)
+    }
+
+    fn complete(self, tags: &Tags, loudness: Option<&DeliveredLoudness>, sync: bool) -> Result<(), EncodeError> {
         match self.writer {
             Writer::Wav(wav) => {
                 let mut file = wav.out.into_inner().map_err(|e| e.into_error())?;
@@ -243,9 +255,11 @@ impl Encoder {
                 file.seek(SeekFrom::Start(wav.data_size_offset))?;
                 file.write_all(&data_bytes.to_le_bytes())?;
                 append_wav_metadata(&mut file, &self.spec, tags, loudness)?;
-                file.sync_all()?;
+                if sync {
+                    file.sync_all()?;
+                }
             }
-            Writer::Flac(state) => state.finish(self.spec.channels)?,
+            Writer::Flac(state) => state.finish(self.spec.channels, sync)?,
         }
         Ok(())
     }
@@ -352,7 +366,7 @@ impl FlacState {
         Ok(())
     }
 
-    fn finish(mut self, channels: usize) -> Result<(), EncodeError> {
+    fn finish(mut self, channels: usize, sync: bool) -> Result<(), EncodeError> {
         self.encode_pending(channels)?;
         self.stream_info.set_md5_digest(&self.context.md5_digest());
         self.stream_info.set_total_samples(self.context.total_samples());
@@ -367,7 +381,9 @@ impl FlacState {
         let mut file = self.out.into_inner().map_err(|e| e.into_error())?;
         file.seek(SeekFrom::Start(self.stream_info_offset))?;
         file.write_all(sink.as_slice())?;
-        file.sync_all()?;
+        if sync {
+            file.sync_all()?;
+        }
         Ok(())
     }
 }

@@ -278,3 +278,23 @@ fn flac_of_music_costs_no_more_than_flacencs_defaults() {
     assert!(ours * 100 <= defaults * 102, "{ours} bytes against {defaults} with flacenc's defaults");
     eprintln!("lacquer's FLAC {ours} bytes, flacenc's defaults {defaults} bytes");
 }
+
+#[test]
+fn a_scratch_file_is_the_file_finish_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let audio = signal(9_001);
+    for (format, bits, extension) in [(AudioFormat::Wav, 32, "wav"), (AudioFormat::Flac, 24, "flac")] {
+        let spec =
+            EncodeSpec { format, bit_depth: bits, rate_hz: 48_000, channels: 2, dither: Dither::None, dither_seed: 1 };
+        let (finished, scratch) =
+            (dir.path().join(format!("finished.{extension}")), dir.path().join(format!("scratch.{extension}")));
+        let mut encoder = Encoder::create(&finished, spec.clone(), &Tags::default()).unwrap();
+        encoder.write(&AudioBlock::from_planar(audio.clone())).unwrap();
+        encoder.finish(&Tags::default(), None).unwrap();
+        let mut encoder = Encoder::create(&scratch, spec, &Tags::default()).unwrap();
+        encoder.write(&AudioBlock::from_planar(audio.clone())).unwrap();
+        encoder.finish_scratch().unwrap();
+        assert_eq!(std::fs::read(&finished).unwrap(), std::fs::read(&scratch).unwrap(), "{format:?}");
+        assert_eq!(decode(&scratch).0, decode(&finished).0);
+    }
+}

@@ -227,7 +227,7 @@ fn correct(master: &Path, curve_db: &[f64], rate_hz: u32, corrected: &Path) -> R
         push(&mut work)
     })?;
     push_silence(latency_frames, BLOCK_FRAMES, &mut work, &mut push)?;
-    encoder.finish(&Tags::default(), None)?;
+    encoder.finish_scratch()?;
     let segments = meter.finish().segment_energies;
     Ok((integrated_lufs(&segments), loudness_range_lu(&segments)))
 }
