@@ -164,4 +164,15 @@ fn limiting_is_deterministic_and_block_size_free() {
     let mut block = AudioBlock::from_planar(input.iter().map(|c| c[..5000].to_vec()).collect());
     limiter.process(&mut block);
     assert!(limiter.max_gain_reduction_db() > 10.0, "pink noise +20 dB needs heavy limiting");
+    // The same samples however the stream is cut (one block of 5,000
+    // frames, read a piece at a time inside, against blocks of 700).
+    let mut cut = TruePeakLimiter::new(rate_hz, 2, 700, &settings);
+    for start in (0..5000).step_by(700) {
+        let end = (start + 700).min(5000);
+        let mut piece = AudioBlock::from_planar(input.iter().map(|c| c[start..end].to_vec()).collect());
+        cut.process(&mut piece);
+        for (whole, piece) in block.channels().zip(piece.channels()) {
+            assert!(whole[start..end].iter().zip(piece).all(|(a, b)| a.to_bits() == b.to_bits()), "frames {start}..");
+        }
+    }
 }

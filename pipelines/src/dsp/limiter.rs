@@ -27,6 +27,9 @@ use super::{AudioBlock, Processor};
 /// meters.
 pub const SAFETY_MARGIN_DB: f64 = 0.1;
 
+/// The most frames the true-peak readers take at once (see `process`).
+const PEAK_PIECE_FRAMES: usize = 1024;
+
 #[derive(Debug, Clone)]
 pub struct LimiterSettings {
     pub ceiling_dbtp: f64,
@@ -149,8 +152,12 @@ impl TruePeakLimiter {
             exhaustive: false,
             window,
             release_coefficient: one_pole_coefficient(settings.release_ms, rate_hz),
-            fine_peaks: FinePeaks::new(channels, max_block_frames),
-            meter_interpolator: BlockInterpolator::bs1770_meter(channels, max_block_frames, rate_hz),
+            fine_peaks: FinePeaks::new(channels, max_block_frames.min(PEAK_PIECE_FRAMES)),
+            meter_interpolator: BlockInterpolator::bs1770_meter(
+                channels,
+                max_block_frames.min(PEAK_PIECE_FRAMES),
+                rate_hz,
+            ),
             delayed: vec![vec![0.0; delay + max_block_frames]; channels],
             delay_frames: delay,
             peaks: vec![0.0; max_block_frames],
@@ -232,18 +239,24 @@ impl Processor for TruePeakLimiter {
         for (peak, sample) in peaks.iter_mut().zip(block.channel(0)) {
             *peak = sample.abs();
         }
-        for channel in 0..block.channel_count() {
-            let samples = block.channel(channel);
-            if channel > 0 {
-                for (peak, sample) in peaks.iter_mut().zip(samples) {
-                    *peak = peak.max(sample.abs());
-                }
+        for channel in 1..block.channel_count() {
+            for (peak, sample) in peaks.iter_mut().zip(block.channel(channel)) {
+                *peak = peak.max(sample.abs());
             }
-            // Only peaks above the ceiling matter: the interpolators skip
-            // the stretches that cannot reach it.
-            let floor = if self.exhaustive { 0.0 } else { self.ceiling_f32 };
-            self.fine_peaks.raise_peaks(channel, samples, peaks, floor);
-            self.meter_interpolator.raise_peaks(channel, samples, peaks, floor);
+        }
+        // Only peaks above the ceiling matter: the interpolators skip the
+        // stretches that cannot reach it. A piece of the block at a time,
+        // so its 4× values stay in the nearest caches between the stages
+        // that make and read them (the readers carry their state from one
+        // piece to the next: the same peaks however the block is cut).
+        let floor = if self.exhaustive { 0.0 } else { self.ceiling_f32 };
+        for start in (0..frames).step_by(PEAK_PIECE_FRAMES) {
+            let piece = start..(start + PEAK_PIECE_FRAMES).min(frames);
+            for channel in 0..block.channel_count() {
+                let samples = &block.channel(channel)[piece.clone()];
+                self.fine_peaks.raise_peaks(channel, samples, &mut peaks[piece.clone()], floor);
+                self.meter_interpolator.raise_peaks(channel, samples, &mut peaks[piece.clone()], floor);
+            }
         }
         // Turn each frame's peak into the gain for the frame leaving the delay.
         // First the gain each frame's peak needs (independent divisions),
