@@ -492,8 +492,12 @@ pub fn equal_loudness_response_db(curve_db: &[f64], balance_db: &[f64], freqs_hz
         return vec![0.0; freqs_hz.len()];
     }
     let fir = equaliser(curve_db, rate_hz);
-    let offset = equal_loudness_offset_db(&loudness_shares(balance_db), &fir.magnitude_db(&BAND_CENTRES_HZ));
-    fir.magnitude_db(freqs_hz).iter().map(|r| r - offset).collect()
+    let at_bands = fir.magnitude_db(&BAND_CENTRES_HZ);
+    let offset = equal_loudness_offset_db(&loudness_shares(balance_db), &at_bands);
+    // Read at the band centres themselves (finalize's room checks), the
+    // response is the one just computed.
+    let response = if freqs_hz == BAND_CENTRES_HZ { at_bands } else { fir.magnitude_db(freqs_hz) };
+    response.iter().map(|r| r - offset).collect()
 }
 
 /// What finalize runs to apply `curve_db` at `rate_hz`.
