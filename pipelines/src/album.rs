@@ -501,30 +501,8 @@ pub fn equal_loudness_response_db(curve_db: &[f64], balance_db: &[f64], freqs_hz
 }
 
 /// What finalize runs to apply `curve_db` at `rate_hz`.
-///
-/// A design is 3 FFTs of 32,768 points and a curve read at every bin, and
-/// a track's finalize asks for the same one again and again (the
-/// correction, each room check, the report): the last few are kept, per
-/// process, and shared. A design is a pure function of its curve and rate,
-/// so a kept one is the one a new design would give, to the bit.
-pub fn equaliser(curve_db: &[f64], rate_hz: u32) -> std::sync::Arc<CurveFir> {
-    type Kept = Vec<((u32, Vec<u64>), std::sync::Arc<CurveFir>)>;
-    const KEPT: usize = 8;
-    static DESIGNS: std::sync::Mutex<Kept> = std::sync::Mutex::new(Vec::new());
-    let key = (rate_hz, curve_db.iter().map(|c| c.to_bits()).collect::<Vec<u64>>());
-    let kept = |designs: &Kept| designs.iter().find(|(k, _)| *k == key).map(|(_, fir)| fir.clone());
-    if let Some(fir) = kept(&DESIGNS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)) {
-        return fir;
-    }
-    // Designed outside the lock: tracks finalizing side by side design
-    // their own curves at once.
-    let fir = std::sync::Arc::new(CurveFir::design(rate_hz, |freq_hz| curve_at(curve_db, freq_hz)));
-    let mut designs = DESIGNS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if designs.len() == KEPT {
-        designs.remove(0);
-    }
-    designs.push((key, fir.clone()));
-    fir
+pub fn equaliser(curve_db: &[f64], rate_hz: u32) -> CurveFir {
+    CurveFir::design(rate_hz, |freq_hz| curve_at(curve_db, freq_hz))
 }
 
 /// Whether `curve_db` moves nothing.
@@ -650,19 +628,6 @@ pub fn loudness_shares(band_levels_db: &[f64]) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_kept_design_is_the_design() {
-        let curve: Vec<f64> = BAND_CENTRES_HZ.iter().map(|f| 1.5 * (f / 1000.0).log2().tanh()).collect();
-        let first = equaliser(&curve, 48_000);
-        assert!(std::sync::Arc::ptr_eq(&first, &equaliser(&curve, 48_000)), "kept, not designed again");
-        assert_eq!(*first, CurveFir::design(48_000, |f| curve_at(&curve, f)));
-        // Another rate, or another curve by one bit, is another design.
-        assert!(!std::sync::Arc::ptr_eq(&first, &equaliser(&curve, 44_100)));
-        let mut nudged = curve.clone();
-        nudged[3] = f64::from_bits(nudged[3].to_bits() + 1);
-        assert!(!std::sync::Arc::ptr_eq(&first, &equaliser(&nudged, 48_000)));
-    }
 
     fn analysis(lufs: f64, true_peak: f64, tilt_db_per_octave: f64, warmth_db: f64) -> Analysis {
         let bands = BAND_CENTRES_HZ.iter().map(|f| lufs - 10.0 + tilt_db_per_octave * (f / 1000.0).log2()).collect();
