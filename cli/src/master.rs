@@ -59,7 +59,7 @@ pub async fn run(args: Args, s3: S3Options) -> anyhow::Result<ExitCode> {
     // One more task than cores: a task's threads wait on one another (a
     // render hands its blocks to each deliverable's encoder and meter, a
     // probe to its analyzer), and the spare task's work fills those waits
-    // (the example album on 2 cores: 1.28 -> 1.21 s, 6 runs each side by
+    // (the example album on 2 cores: 1.22 -> 1.12 s, 6 runs each side by
     // side; the same files, whatever `--jobs`).
     let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()) + 1).max(1);
     let runner = Runner::new(Arc::new(Stores::new(s3)), default_scratch(&valid.output));

@@ -323,8 +323,8 @@ impl Taps {
 /// in wider groups: each lane does the same fused multiply-adds (exactly
 /// rounded, and one instruction wherever lacquer runs: x86-64 builds
 /// enable FMA, aarch64 always has it) in the same order, so the output is
-/// bit-identical on every machine. The one `unsafe` of the crate is this
-/// call, made only after the check.
+/// bit-identical on every machine. This call is made only after the
+/// check.
 #[allow(unsafe_code)]
 fn fir_accumulate(taps: &Taps, input: &[f32], history: usize, out: &mut [f32]) {
     fir_dispatch::<true>(taps, input, history, out)
