@@ -19,18 +19,23 @@
 //!   through one complex FFT (left real, right imaginary: the filter is
 //!   real, so the two never mix). Output is [`PARTITION_FRAMES`] late
 //!   ([`Processor::latency_frames`]).
+//! - **Precision**: the design and the taps' spectra are double
+//!   precision; the running convolution is single precision, like every
+//!   other stage's samples: its error stays 135 dB under the signal (in
+//!   double precision 152: the output's own rounding to `f32`), on a
+//!   master at -14 LUFS about the noise of 24-bit quantisation, and it
+//!   runs twice as fast (57 → 115 M frames/s here).
 //! - **Bits**: the FFTs are `rustfft`'s planner's for the CPU, which
 //!   reorders arithmetic by instruction set: on x86-64 its AVX ones, since
 //!   every CPU lacquer accepts has FMA and so AVX (`check_cpu`), so one
 //!   build gives the same samples on every x86-64 machine (and its own on
-//!   aarch64, NEON). The EQ runs 1.7× as fast as on the scalar FFTs
-//!   (`processors` bench: 59 → 100 M frames/s), and the correction pass
-//!   is mostly this EQ.
+//!   aarch64, NEON). The correction pass is mostly this EQ.
 
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use rustfft::num_complex::Complex64;
+use realfft::{ComplexToReal, RealFftPlanner, RealToComplex};
+use rustfft::num_complex::{Complex32, Complex64};
 use rustfft::{Fft, FftPlanner};
 
 use super::{AudioBlock, Processor};
@@ -50,14 +55,26 @@ pub fn taps(rate_hz: u32) -> usize {
 const DESIGN_GRID: usize = 4;
 
 thread_local! {
-    /// Each thread's planner: it keeps the plans (and their twiddles) it
-    /// made, so a design or an EQ after the first plans nothing.
+    /// Each thread's planners: they keep the plans (and their twiddles)
+    /// they made, so a design or an EQ after the first plans nothing.
     static PLANNER: RefCell<FftPlanner<f64>> = RefCell::new(FftPlanner::new());
+    static PLANNER_F32: RefCell<FftPlanner<f32>> = RefCell::new(FftPlanner::new());
+    static REAL_PLANNER: RefCell<RealFftPlanner<f64>> = RefCell::new(RealFftPlanner::new());
 }
 
 /// A forward and an inverse FFT of `size`.
 fn plans(size: usize) -> (Arc<dyn Fft<f64>>, Arc<dyn Fft<f64>>) {
     PLANNER.with_borrow_mut(|planner| (planner.plan_fft_forward(size), planner.plan_fft_inverse(size)))
+}
+
+/// A real forward and inverse FFT of `size`, for the design.
+fn real_plans(size: usize) -> (Arc<dyn RealToComplex<f64>>, Arc<dyn ComplexToReal<f64>>) {
+    REAL_PLANNER.with_borrow_mut(|planner| (planner.plan_fft_forward(size), planner.plan_fft_inverse(size)))
+}
+
+/// The same in single precision, for the convolution.
+fn plans_f32(size: usize) -> (Arc<dyn Fft<f32>>, Arc<dyn Fft<f32>>) {
+    PLANNER_F32.with_borrow_mut(|planner| (planner.plan_fft_forward(size), planner.plan_fft_inverse(size)))
 }
 
 /// A minimum-phase FIR whose magnitude follows `curve_db` (dB at a
@@ -72,35 +89,41 @@ impl CurveFir {
     pub fn design(rate_hz: u32, curve_db: impl Fn(f64) -> f64) -> Self {
         let length = taps(rate_hz);
         let n = DESIGN_GRID * length;
-        let (forward, inverse) = plans(n);
+        // Every sequence here is real (the log magnitude, the cepstrum, the
+        // impulse response), so each transform is a real one over half a
+        // spectrum: a design takes half the work of complex transforms.
+        let (forward, inverse) = real_plans(n);
         let bin_hz = f64::from(rate_hz) / n as f64;
         // Log magnitude (nepers), real and even: read once per bin up to
-        // Nyquist, mirrored above.
-        let mut spectrum = vec![Complex64::default(); n];
-        for k in 0..=n / 2 {
-            let nepers = curve_db(k as f64 * bin_hz) * std::f64::consts::LN_10 / 20.0;
-            spectrum[k] = Complex64::new(nepers, 0.0);
-            spectrum[(n - k) % n] = spectrum[k];
-        }
-        inverse.process(&mut spectrum);
+        // Nyquist.
+        let mut spectrum: Vec<Complex64> = (0..=n / 2)
+            .map(|k| Complex64::new(curve_db(k as f64 * bin_hz) * std::f64::consts::LN_10 / 20.0, 0.0))
+            .collect();
+        let mut sequence = vec![0.0; n];
+        let real = "the design's spectrum is real at DC and Nyquist";
+        inverse.process(&mut spectrum, &mut sequence).expect(real);
         // The real cepstrum folded onto positive quefrency.
         let scale = 1.0 / n as f64;
-        for (index, c) in spectrum.iter_mut().enumerate() {
+        for (index, c) in sequence.iter_mut().enumerate() {
             let fold = match index {
                 0 => 1.0,
                 i if i < n / 2 => 2.0,
                 i if i == n / 2 => 1.0,
                 _ => 0.0,
             };
-            *c = Complex64::new(c.re * scale * fold, 0.0);
+            *c *= scale * fold;
         }
-        forward.process(&mut spectrum);
+        forward.process(&mut sequence, &mut spectrum).expect("lengths as planned");
         for value in &mut spectrum {
             *value = value.exp();
         }
-        inverse.process(&mut spectrum);
+        // DC and Nyquist are real to the last bit (exp of a real value).
+        for edge in [0, n / 2] {
+            spectrum[edge].im = 0.0;
+        }
+        inverse.process(&mut spectrum, &mut sequence).expect(real);
         let fade_from = length - length / 8;
-        let taps = spectrum[..length]
+        let taps = sequence[..length]
             .iter()
             .enumerate()
             .map(|(index, value)| {
@@ -110,7 +133,7 @@ impl CurveFir {
                     let t = (index - fade_from) as f64 / (length - fade_from) as f64;
                     0.5 * (1.0 + (std::f64::consts::PI * t).cos())
                 };
-                value.re * scale * fade
+                value * scale * fade
             })
             .collect();
         Self { rate_hz, taps }
@@ -153,31 +176,32 @@ impl CurveFir {
 
 /// The FIR run over stereo (or mono) blocks, `PARTITION_FRAMES` late.
 pub struct CurveEq {
-    forward: Arc<dyn Fft<f64>>,
-    inverse: Arc<dyn Fft<f64>>,
+    forward: Arc<dyn Fft<f32>>,
+    inverse: Arc<dyn Fft<f32>>,
     /// Each partition of the taps, zero-padded to two partitions, as a spectrum.
-    partitions: Vec<Vec<Complex64>>,
+    partitions: Vec<Vec<Complex32>>,
     /// The spectra of the latest input windows, newest at `newest`.
-    delay_line: Vec<Vec<Complex64>>,
+    delay_line: Vec<Vec<Complex32>>,
     newest: usize,
     /// The last two partitions of input (left + i·right).
-    window: Vec<Complex64>,
+    window: Vec<Complex32>,
     /// Input gathered toward the next partition.
     gathered: usize,
     /// Output of the last partition computed, read out as input arrives.
-    output: Vec<Complex64>,
-    sum: Vec<Complex64>,
-    scratch: Vec<Complex64>,
+    output: Vec<Complex32>,
+    sum: Vec<Complex32>,
+    scratch: Vec<Complex32>,
 }
 
 impl CurveEq {
     pub fn new(fir: &CurveFir) -> Self {
         let size = 2 * PARTITION_FRAMES;
-        let (forward, inverse) = plans(size);
-        let scratch_len = forward.get_inplace_scratch_len().max(inverse.get_inplace_scratch_len());
-        let mut scratch = vec![Complex64::default(); scratch_len];
+        // The taps' spectra are computed in double precision and rounded
+        // once; the running convolution is single precision.
+        let (forward_f64, _) = plans(size);
+        let mut scratch_f64 = vec![Complex64::default(); forward_f64.get_inplace_scratch_len()];
         let scale = 1.0 / size as f64;
-        let partitions: Vec<Vec<Complex64>> = fir
+        let partitions: Vec<Vec<Complex32>> = fir
             .taps
             .chunks(PARTITION_FRAMES)
             .map(|chunk| {
@@ -185,22 +209,24 @@ impl CurveEq {
                 for (s, &tap) in spectrum.iter_mut().zip(chunk) {
                     *s = Complex64::new(tap * scale, 0.0);
                 }
-                forward.process_with_scratch(&mut spectrum, &mut scratch);
-                spectrum
+                forward_f64.process_with_scratch(&mut spectrum, &mut scratch_f64);
+                spectrum.iter().map(|c| Complex32::new(c.re as f32, c.im as f32)).collect()
             })
             .collect();
+        let (forward, inverse) = plans_f32(size);
+        let scratch_len = forward.get_inplace_scratch_len().max(inverse.get_inplace_scratch_len());
         let count = partitions.len();
         Self {
             forward,
             inverse,
             partitions,
-            delay_line: vec![vec![Complex64::default(); size]; count],
+            delay_line: vec![vec![Complex32::default(); size]; count],
             newest: 0,
-            window: vec![Complex64::default(); size],
+            window: vec![Complex32::default(); size],
             gathered: 0,
-            output: vec![Complex64::default(); PARTITION_FRAMES],
-            sum: vec![Complex64::default(); size],
-            scratch,
+            output: vec![Complex32::default(); PARTITION_FRAMES],
+            sum: vec![Complex32::default(); size],
+            scratch: vec![Complex32::default(); scratch_len],
         }
     }
 
@@ -211,7 +237,7 @@ impl CurveEq {
         let newest = &mut self.delay_line[self.newest];
         newest.copy_from_slice(&self.window);
         self.forward.process_with_scratch(newest, &mut self.scratch);
-        self.sum.fill(Complex64::default());
+        self.sum.fill(Complex32::default());
         for (age, partition) in self.partitions.iter().enumerate() {
             let spectrum = &self.delay_line[(self.newest + count - age) % count];
             for ((s, x), h) in self.sum.iter_mut().zip(spectrum).zip(partition) {
@@ -233,17 +259,17 @@ impl Processor for CurveEq {
             let chunk = (PARTITION_FRAMES - self.gathered).min(frames - done);
             for i in done..done + chunk {
                 let slot = self.gathered + i - done;
-                let left = f64::from(block.channel(0)[i]);
-                let right = if stereo { f64::from(block.channel(1)[i]) } else { 0.0 };
-                self.window[PARTITION_FRAMES + slot] = Complex64::new(left, right);
+                let left = block.channel(0)[i];
+                let right = if stereo { block.channel(1)[i] } else { 0.0 };
+                self.window[PARTITION_FRAMES + slot] = Complex32::new(left, right);
             }
             let from = self.gathered;
             for (out, value) in block.channel_mut(0)[done..done + chunk].iter_mut().zip(&self.output[from..]) {
-                *out = value.re as f32;
+                *out = value.re;
             }
             if stereo {
                 for (out, value) in block.channel_mut(1)[done..done + chunk].iter_mut().zip(&self.output[from..]) {
-                    *out = value.im as f32;
+                    *out = value.im;
                 }
             }
             self.gathered += chunk;
@@ -256,9 +282,9 @@ impl Processor for CurveEq {
     }
 
     fn reset(&mut self) {
-        self.delay_line.iter_mut().for_each(|d| d.fill(Complex64::default()));
-        self.window.fill(Complex64::default());
-        self.output.fill(Complex64::default());
+        self.delay_line.iter_mut().for_each(|d| d.fill(Complex32::default()));
+        self.window.fill(Complex32::default());
+        self.output.fill(Complex32::default());
         self.gathered = 0;
     }
 
@@ -322,14 +348,25 @@ mod tests {
             output.extend((0..frames).map(|i| [block.channel(0)[i], block.channel(1)[i]]));
             at += frames;
         }
-        for n in (0..total).step_by(997) {
+        // Single precision: the error stays 130 dB under the signal
+        // (measured 135; in double precision 152, the output's own
+        // rounding to f32), no sample off by more than 2^-21 of full scale.
+        let (mut error_energy, mut energy, mut worst) = (0.0, 0.0, 0f64);
+        for n in (0..total).step_by(97) {
             for c in 0..2 {
                 let direct: f64 =
                     (0..fir.taps.len().min(n + 1)).map(|k| fir.taps[k] * f64::from(input[n - k][c])).sum();
                 let late = if n + PARTITION_FRAMES < total { output[n + PARTITION_FRAMES][c] } else { continue };
-                assert!((f64::from(late) - direct).abs() < 1e-6, "frame {n}, channel {c}: {late} vs {direct}");
+                let error = f64::from(late) - direct;
+                (error_energy, energy, worst) =
+                    (error_energy + error * error, energy + direct * direct, worst.max(error.abs()));
             }
         }
+        let error_db = 10.0 * (error_energy / energy).log10();
+        assert!(
+            error_db < -130.0 && worst < 1.0 / f64::from(1 << 21),
+            "{error_db:.1} dB under the signal, worst {worst:e}"
+        );
         assert!(output[..PARTITION_FRAMES].iter().all(|f| f == &[0.0, 0.0]));
     }
 }
