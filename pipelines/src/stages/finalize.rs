@@ -662,6 +662,14 @@ fn probe(
 /// from `start_gain_db` (whose render `first_probe` may already hold):
 /// the gain, the loudness it gives, the probes run
 /// and the last probe's analysis (the render's balance, as delivered).
+///
+/// Where a probe's balance already `needs_room` (the curve is to be
+/// redesigned before anything is delivered) and the gain has only a small
+/// step up left to go, the probes stop there: more gain means more
+/// limiting, so the redesign is needed all the same, and the probe reads
+/// the limiter's share within that step of the final gain. The gain
+/// returned is then the one the next probe would have tried, from which
+/// the next round starts.
 fn find_gain(
     corrected: &Path,
     start_gain_db: f64,
@@ -669,6 +677,7 @@ fn find_gain(
     correction: &Correction,
     settings: &FinalizeSettings,
     total_frames: u64,
+    needs_room: impl Fn(&Analysis) -> bool,
 ) -> Result<(f64, Option<f64>, u32, Analysis), StageError> {
     let budget_db = settings.max_limiter_gain_reduction_db;
     let mut gain_db = start_gain_db;
@@ -694,6 +703,9 @@ fn find_gain(
         };
         if step_db.abs() < 1e-3 {
             break;
+        }
+        if (0.0..=ROOM_FIRST_STEP_DB).contains(&step_db) && needs_room(&analysis) {
+            return Ok((gain_db + step_db, lufs, probes, analysis));
         }
         let (next, next_reduction_db) = probe(corrected, gain_db + step_db, settings, total_frames)?;
         if let (Some(before), Some(after)) = (lufs, next.integrated_lufs) {
@@ -765,6 +777,10 @@ fn make_room(
 }
 
 const PULLED_IN: &str = "the album pass's EQ was pulled in";
+
+/// The largest step up of the gain still to go at which a probe that
+/// needs room has the curve redesigned at once (dB; see [`find_gain`]).
+const ROOM_FIRST_STEP_DB: f64 = 0.25;
 
 /// How many times the curve may be redesigned from the probes: each
 /// round reads the limiter's share with the curve as last redesigned.
@@ -898,7 +914,7 @@ fn hold_codec_ceiling(
         lowered_db = steps * (CODEC_STEP_DB * 100.0).round() / 100.0;
         let lowered = FinalizeSettings { ceiling_dbtp: settings.ceiling_dbtp - lowered_db, ..settings.clone() };
         let (gain_db, found_lufs, _, _) =
-            find_gain(run.corrected, streaming_gain_db, None, run.correction, &lowered, run.total_frames)?;
+            find_gain(run.corrected, streaming_gain_db, None, run.correction, &lowered, run.total_frames, |_| false)?;
         let subset: Vec<DeliverableTarget> = streaming.iter().map(|&i| deliverables[i].clone()).collect();
         let targets: Vec<(&DeliverableTarget, Adjust)> = subset.iter().map(|d| (d, Adjust::default())).collect();
         let (reduction, render, mut files) =
@@ -1034,7 +1050,10 @@ pub fn finalize_track(
         }
         let first_probe = first_delivery.as_ref().map(|(reduction_db, render, _)| (render.clone(), *reduction_db));
         let (gain_db, lufs, probes, probed) =
-            find_gain(corrected, start_gain_db, first_probe, correction, settings, total_frames)?;
+            find_gain(corrected, start_gain_db, first_probe, correction, settings, total_frames, |probed| {
+                room_rounds < ROOM_ROUNDS
+                    && share_within_cap(correction, share, probed, &[], settings.rate_hz).is_some()
+            })?;
         learned = corrected_lufs.map(|corrected_lufs| (gain_db, corrected_lufs));
         let (reduction_db, render, delivered) = match first_delivery.filter(|_| probes == 1) {
             Some(delivery) => delivery,
@@ -1144,4 +1163,73 @@ pub fn measure_file(path: &Path) -> Result<Analysis, StageError> {
         analyzer.add(&block).map_err(|e| StageError::Invalid(e.to_string()))?;
     }
     analyzer.finish().map_err(|e| StageError::Invalid(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encode::EncodeSpec;
+
+    /// Four seconds of stereo noise at 48 kHz, as a corrected master is
+    /// kept (32-bit float WAV).
+    fn write_noise(path: &Path) {
+        let spec = EncodeSpec {
+            format: AudioFormat::Wav,
+            bit_depth: 32,
+            rate_hz: 48_000,
+            channels: 2,
+            dither: Dither::None,
+            dither_seed: 0,
+        };
+        let mut encoder = Encoder::create(path, spec, &Tags::default()).unwrap();
+        let mut seed = 7u32;
+        let mut noise = || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            ((seed >> 8) as f32 / (1 << 24) as f32 - 0.5) * 0.8
+        };
+        for _ in 0..4 {
+            let channels = (0..2).map(|_| (0..48_000).map(|_| noise()).collect()).collect();
+            encoder.write(&AudioBlock::from_planar(channels)).unwrap();
+        }
+        encoder.finish(&Tags::default(), None).unwrap();
+    }
+
+    #[test]
+    fn probes_stop_for_room_only_a_small_step_up_from_the_gain() {
+        let dir = tempfile::tempdir().unwrap();
+        let corrected = dir.path().join("corrected.wav");
+        write_noise(&corrected);
+        let settings = FinalizeSettings {
+            track_id: "t",
+            rate_hz: 48_000,
+            ceiling_dbtp: -1.0,
+            limiter: Limiter { release_ms: 60.0, lookahead_ms: 1.5 },
+            fade_in_s: 0.0,
+            fade_out_s: 0.0,
+            max_limiter_gain_reduction_db: 6.0,
+            codec_check: None,
+        };
+        // 20 dB down the limiter never works: loudness follows the gain.
+        let measured = crate::stages::finalize::measure_file(&corrected).unwrap().integrated_lufs.unwrap();
+        let correction: Correction = serde_json::from_value(serde_json::json!({
+            "gain_db": -20.0, "target_lufs": measured - 20.0, "curve_db": [], "max_correction_db": 4.0,
+            "master_balance_db": [], "master_lra_lu": 5.0, "expected_limiting_db": 0.0, "warnings": []
+        }))
+        .unwrap();
+        let find = |start_gain_db: f64, needs_room: bool| {
+            find_gain(&corrected, start_gain_db, None, &correction, &settings, 4 * 48_000, |_| needs_room).unwrap()
+        };
+        // 0.1 dB short and the curve needs room: one probe, and the gain a
+        // second would have tried.
+        let (gain_db, _, probes, _) = find(-20.1, true);
+        assert_eq!(probes, 1);
+        assert!((gain_db + 20.0).abs() < 1e-3, "{gain_db}");
+        // Not when room is not needed, nor for a step too large to read the
+        // limiter's share from, nor for a step down (less limiting to come).
+        for (start_gain_db, needs_room) in [(-20.1, false), (-21.0, true), (-19.8, true)] {
+            let (gain_db, _, probes, _) = find(start_gain_db, needs_room);
+            assert_eq!(probes, 2, "from {start_gain_db} dB, room {needs_room}");
+            assert!((gain_db + 20.0).abs() < 1e-3, "from {start_gain_db} dB: {gain_db}");
+        }
+    }
 }
