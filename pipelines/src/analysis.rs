@@ -216,8 +216,11 @@ pub struct Analyzer {
     fft_scratch: Vec<realfft::num_complex::Complex<f32>>,
     bin_power: Vec<f64>,
     spectra_count: u64,
-    mid_energy: f64,
-    side_energy: f64,
+    /// Mid and side energies, each summed in four lanes by the frame's
+    /// index modulo four (so the sums run as vectors, and are the same
+    /// whatever the blocks the audio came in).
+    mid_energy: [f64; 4],
+    side_energy: [f64; 4],
 }
 
 impl Analyzer {
@@ -264,23 +267,19 @@ impl Analyzer {
             windows: vec![vec![0.0; fft_frames]; channels],
             bin_power: vec![0.0; fft_frames / 2 + 1],
             spectra_count: 0,
-            mid_energy: 0.0,
-            side_energy: 0.0,
+            mid_energy: [0.0; 4],
+            side_energy: [0.0; 4],
         })
     }
 
     /// Adds a block of audio.
     pub fn add(&mut self, block: &AudioBlock) -> Result<(), AnalysisError> {
         debug_assert_eq!(block.channel_count(), self.channels);
+        if self.channels == 2 {
+            self.add_mid_side(block.channel(0), block.channel(1));
+        }
         self.frames += block.frames() as u64;
         self.meter.add(block);
-        if self.channels == 2 {
-            for (l, r) in block.channel(0).iter().zip(block.channel(1)) {
-                let (mid, side) = ((f64::from(*l) + f64::from(*r)) / 2.0, (f64::from(*l) - f64::from(*r)) / 2.0);
-                self.mid_energy += mid * mid;
-                self.side_energy += side * side;
-            }
-        }
         let mut offset = 0;
         while offset < block.frames() {
             let fft_frames = self.hann.len();
@@ -295,6 +294,33 @@ impl Analyzer {
             }
         }
         Ok(())
+    }
+
+    /// Adds a stereo block's mid and side energies, lane by frame index.
+    fn add_mid_side(&mut self, left: &[f32], right: &[f32]) {
+        let mut lane = (self.frames % 4) as usize;
+        let mut add = |lane: usize, l: f32, r: f32, mid: &mut [f64; 4], side: &mut [f64; 4]| {
+            let (mid_value, side_value) = ((f64::from(l) + f64::from(r)) / 2.0, (f64::from(l) - f64::from(r)) / 2.0);
+            mid[lane] += mid_value * mid_value;
+            side[lane] += side_value * side_value;
+        };
+        // Up to the next frame whose index is a multiple of four, then four
+        // at a time, then what is left.
+        let head = ((4 - lane) % 4).min(left.len());
+        for (l, r) in left[..head].iter().zip(&right[..head]) {
+            add(lane, *l, *r, &mut self.mid_energy, &mut self.side_energy);
+            lane = (lane + 1) % 4;
+        }
+        let (left, right) = (&left[head..], &right[head..]);
+        let whole = left.len() / 4 * 4;
+        for (l, r) in left[..whole].chunks_exact(4).zip(right[..whole].chunks_exact(4)) {
+            for lane in 0..4 {
+                add(lane, l[lane], r[lane], &mut self.mid_energy, &mut self.side_energy);
+            }
+        }
+        for (lane, (l, r)) in left[whole..].iter().zip(&right[whole..]).enumerate() {
+            add(lane, *l, *r, &mut self.mid_energy, &mut self.side_energy);
+        }
     }
 
     fn accumulate_spectrum(&mut self) {
@@ -359,7 +385,8 @@ impl Analyzer {
             band_levels_db,
             warmth_db,
             width_db: if self.channels == 2 {
-                power_db(self.side_energy) - power_db(self.mid_energy)
+                let total = |lanes: [f64; 4]| (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+                power_db(total(self.side_energy)) - power_db(total(self.mid_energy))
             } else {
                 FLOOR_DB
             },

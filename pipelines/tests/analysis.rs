@@ -213,3 +213,35 @@ fn an_analyzer_on_its_thread_measures_the_same() {
     assert!(here.integrated_lufs.is_some() && here.true_peak_dbtp > -20.0);
     assert_eq!(here, there);
 }
+
+/// The width, the spectrum and the peaks are the same to the bit whatever
+/// the blocks the audio arrives in (blocks of odd sizes against one large
+/// block); the loudness sums may differ in their last bit (the meter sums
+/// a block's 100 ms segments in chunks from the block's start).
+#[test]
+fn the_analysis_does_not_depend_on_the_blocks() {
+    let mut noise = Noise(3);
+    let frames = 100_000;
+    let left: Vec<f32> = (0..frames).map(|_| noise.next() * 0.5).collect();
+    let right: Vec<f32> = (0..frames).map(|_| noise.next() * 0.3).collect();
+    let mut whole = Analyzer::new(44_100, 2).unwrap();
+    whole.add(&AudioBlock::from_planar(vec![left.clone(), right.clone()])).unwrap();
+    let mut pieces = Analyzer::new(44_100, 2).unwrap();
+    let mut at = 0;
+    for size in [1usize, 3, 7, 4093, 17, 5000, 2].iter().cycle() {
+        if at == frames {
+            break;
+        }
+        let end = (at + size).min(frames);
+        pieces.add(&AudioBlock::from_planar(vec![left[at..end].to_vec(), right[at..end].to_vec()])).unwrap();
+        at = end;
+    }
+    let (whole, pieces) = (whole.finish().unwrap(), pieces.finish().unwrap());
+    assert_eq!(whole.width_db.to_bits(), pieces.width_db.to_bits());
+    assert_eq!(whole.band_levels_db, pieces.band_levels_db);
+    assert_eq!(
+        (whole.true_peak_dbtp, whole.true_peak_bs1770_dbtp),
+        (pieces.true_peak_dbtp, pieces.true_peak_bs1770_dbtp)
+    );
+    assert!((whole.integrated_lufs.unwrap() - pieces.integrated_lufs.unwrap()).abs() < 1e-12);
+}
