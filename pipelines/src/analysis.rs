@@ -299,7 +299,7 @@ impl Analyzer {
     /// Adds a stereo block's mid and side energies, lane by frame index.
     fn add_mid_side(&mut self, left: &[f32], right: &[f32]) {
         let mut lane = (self.frames % 4) as usize;
-        let mut add = |lane: usize, l: f32, r: f32, mid: &mut [f64; 4], side: &mut [f64; 4]| {
+        let add = |lane: usize, l: f32, r: f32, mid: &mut [f64; 4], side: &mut [f64; 4]| {
             let (mid_value, side_value) = ((f64::from(l) + f64::from(r)) / 2.0, (f64::from(l) - f64::from(r)) / 2.0);
             mid[lane] += mid_value * mid_value;
             side[lane] += side_value * side_value;
