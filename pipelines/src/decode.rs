@@ -10,7 +10,7 @@ use std::io::{Read, Seek};
 
 use serde::{Deserialize, Serialize};
 use symphonia::core::audio::SampleBuffer;
-use symphonia::core::codecs::{CODEC_TYPE_NULL, CodecType, Decoder, DecoderOptions};
+use symphonia::core::codecs::{CODEC_TYPE_NULL, CODEC_TYPE_PCM_F32LE, CodecType, Decoder, DecoderOptions};
 use symphonia::core::errors::Error as SymphoniaError;
 use symphonia::core::formats::{FormatOptions, FormatReader, SeekMode, SeekTo};
 use symphonia::core::io::{MediaSource, MediaSourceStream};
@@ -135,6 +135,7 @@ struct Opened {
     format: Box<dyn FormatReader>,
     decoder: Box<dyn Decoder>,
     track_id: u32,
+    codec: CodecType,
     /// Seconds per packet timestamp unit.
     time_base_s: f64,
     info: AudioInfo,
@@ -225,7 +226,7 @@ impl Opened {
             bits_per_sample: params.bits_per_sample.or(decoded_params.bits_per_sample),
             frames: params.n_frames,
         };
-        Ok(Self { format, decoder, track_id: track.id, time_base_s, info })
+        Ok(Self { format, decoder, track_id: track.id, codec: params.codec, time_base_s, info })
     }
 }
 
@@ -255,12 +256,20 @@ where
 }
 
 /// Decodes a file as a stream of planar `f32` blocks.
+///
+/// Little-endian 32-bit float PCM (what every stage writes between
+/// stages) is unpacked here straight from the demuxer's packets, one pass
+/// from bytes to planar samples: symphonia's PCM decoder would convert it
+/// sample by sample into its own buffer, to be copied out again.
 pub struct AudioReader {
     opened: Opened,
-    /// The last packet's samples, planar (channel after channel).
+    /// The last packet's samples, planar (channel after channel), when
+    /// the decoder made them.
     decoded: Option<SampleBuffer<f32>>,
+    /// The same, unpacked here from float PCM.
+    unpacked: Vec<f32>,
     decoded_frames: usize,
-    /// Frames of `decoded` already handed out.
+    /// Frames of the last packet already handed out.
     consumed_frames: usize,
     frames_read: u64,
     /// Frames of all packets decoded so far.
@@ -284,6 +293,7 @@ impl AudioReader {
         Ok(Self {
             opened,
             decoded: None,
+            unpacked: Vec::new(),
             decoded_frames: 0,
             consumed_frames: 0,
             frames_read: 0,
@@ -312,9 +322,8 @@ impl AudioReader {
             if self.consumed_frames == self.decoded_frames && !self.next_packet()? {
                 break;
             }
-            let Some(decoded) = &self.decoded else { break };
             let take = (self.decoded_frames - self.consumed_frames).min(max_frames - filled);
-            let samples = decoded.samples();
+            let samples = self.packet_samples();
             for channel in 0..block.channel_count() {
                 let start = channel * self.decoded_frames + self.consumed_frames;
                 block.channel_mut(channel)[filled..filled + take].copy_from_slice(&samples[start..start + take]);
@@ -325,6 +334,14 @@ impl AudioReader {
         block.set_frames(filled);
         self.frames_read += filled as u64;
         Ok(filled)
+    }
+
+    /// The last packet's samples, planar.
+    fn packet_samples(&self) -> &[f32] {
+        match &self.decoded {
+            Some(decoded) if self.opened.codec != CODEC_TYPE_PCM_F32LE => decoded.samples(),
+            _ => &self.unpacked,
+        }
     }
 
     /// Decodes the next packet of our track; false at the end of the stream.
@@ -359,31 +376,35 @@ impl AudioReader {
                 });
             }
             self.next_ts = Some(packet.ts() + packet.dur());
-            let decoded = self.opened.decoder.decode(&packet).map_err(|error| {
-                DecodeError::Damaged(format!(
-                    "cannot decode the audio at {:.3} s: {error}",
-                    self.frames_decoded as f64 / f64::from(self.opened.info.sample_rate_hz)
-                ))
-            })?;
-            let frames = decoded.frames();
+            let channels = self.opened.info.channels;
+            let at_s = |frame: u64| frame as f64 / f64::from(self.opened.info.sample_rate_hz);
+            let frames = if self.opened.codec == CODEC_TYPE_PCM_F32LE {
+                unpack_f32le(packet.buf(), channels, &mut self.unpacked)
+            } else {
+                let decoded = self.opened.decoder.decode(&packet).map_err(|error| {
+                    DecodeError::Damaged(format!(
+                        "cannot decode the audio at {:.3} s: {error}",
+                        at_s(self.frames_decoded)
+                    ))
+                })?;
+                let frames = decoded.frames();
+                let needs_room = self.decoded.as_ref().is_none_or(|b| b.capacity() < frames * channels);
+                if needs_room {
+                    self.decoded = Some(SampleBuffer::new(decoded.capacity() as u64, *decoded.spec()));
+                }
+                if let Some(buffer) = &mut self.decoded {
+                    buffer.copy_planar_ref(decoded);
+                }
+                frames
+            };
             if frames == 0 {
                 continue;
             }
-            let needs_room = self.decoded.as_ref().is_none_or(|b| b.capacity() < frames * self.opened.info.channels);
-            if needs_room {
-                self.decoded = Some(SampleBuffer::new(decoded.capacity() as u64, *decoded.spec()));
-            }
-            if let Some(buffer) = &mut self.decoded {
-                buffer.copy_planar_ref(decoded);
-                // Float files can hold NaN or infinities; nothing downstream
-                // may see them (filters would spread them, caches keep them).
-                let samples = &buffer.samples()[..frames * self.opened.info.channels];
-                if let Some(index) = samples.iter().position(|s| !s.is_finite()) {
-                    let at_frame = self.frames_decoded + (index % frames) as u64;
-                    return Err(DecodeError::NotFinite {
-                        at_s: at_frame as f64 / f64::from(self.opened.info.sample_rate_hz),
-                    });
-                }
+            // Float files can hold NaN or infinities; nothing downstream
+            // may see them (filters would spread them, caches keep them).
+            let samples = self.packet_samples();
+            if let Some(index) = samples[..frames * channels].iter().position(|s| !s.is_finite()) {
+                return Err(DecodeError::NotFinite { at_s: at_s(self.frames_decoded + (index % frames) as u64) });
             }
             self.decoded_frames = frames;
             self.consumed_frames = 0;
@@ -391,6 +412,31 @@ impl AudioReader {
             return Ok(true);
         }
     }
+}
+
+/// Unpacks interleaved little-endian `f32` frames into `planar` (channel
+/// after channel) and returns how many whole frames there were.
+fn unpack_f32le(bytes: &[u8], channels: usize, planar: &mut Vec<f32>) -> usize {
+    let frames = bytes.len() / (4 * channels);
+    planar.resize(frames * channels, 0.0);
+    let sample = |b: &[u8]| f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    match channels {
+        2 => {
+            let (left, right) = planar.split_at_mut(frames);
+            for ((frame, l), r) in bytes.chunks_exact(8).zip(left).zip(right) {
+                *l = sample(&frame[..4]);
+                *r = sample(&frame[4..]);
+            }
+        }
+        _ => {
+            for (frame, bytes) in bytes.chunks_exact(4 * channels).enumerate() {
+                for (channel, b) in bytes.chunks_exact(4).enumerate() {
+                    planar[channel * frames + frame] = sample(b);
+                }
+            }
+        }
+    }
+    frames
 }
 
 fn first_packet_channels(

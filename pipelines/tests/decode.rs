@@ -109,6 +109,39 @@ fn wav_bit_depths_decode_exactly() {
     }
 }
 
+/// Float WAV, what the stages write to each other, is unpacked by lacquer
+/// itself: every bit of every sample comes back, left and right apart,
+/// over full scale and under the normal range, whatever the blocks.
+#[test]
+fn stereo_float_wav_reads_back_every_bit() {
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: 96_000,
+        bits_per_sample: 32,
+        sample_format: hound::SampleFormat::Float,
+    };
+    let frames = 3 * 1152 + 17;
+    let left: Vec<f32> = (0..frames).map(|n| ((n as f32) * 0.013).sin() * 3.5).collect();
+    let mut right: Vec<f32> = (0..frames).map(|n| ((n as f32) * 0.029).cos() * 1e-3).collect();
+    right[5] = -0.0;
+    right[6] = f32::MIN_POSITIVE / 8.0;
+    right[7] = f32::MAX;
+    let mut cursor = Cursor::new(Vec::new());
+    let mut writer = hound::WavWriter::new(&mut cursor, spec).unwrap();
+    for (l, r) in left.iter().zip(&right) {
+        writer.write_sample(*l).unwrap();
+        writer.write_sample(*r).unwrap();
+    }
+    writer.finalize().unwrap();
+    for block_frames in [1000, 4096] {
+        let (decoded, rate) = decode_all(cursor.get_ref().clone(), "wav", block_frames);
+        assert_eq!(rate, 96_000);
+        let bits = |samples: &[f32]| samples.iter().map(|s| s.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&decoded[0]), bits(&left), "left, blocks of {block_frames}");
+        assert_eq!(bits(&decoded[1]), bits(&right), "right, blocks of {block_frames}");
+    }
+}
+
 #[test]
 fn block_size_does_not_change_the_audio() {
     let (a, _) = decode_all(data("reference-24bit.flac"), "flac", 64);
