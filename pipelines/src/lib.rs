@@ -22,8 +22,8 @@ pub mod tasks;
 
 /// Part of every task's cache key: outputs rendered by another version of
 /// the sound engine are never reused. Raise the number whenever a change
-/// alters any rendered sample.
-pub const PIPELINE_VERSION: &str = concat!("lacquer-", env!("CARGO_PKG_VERSION"), "-pipeline-16");
+/// alters any rendered sample or any byte of a delivered file.
+pub const PIPELINE_VERSION: &str = concat!("lacquer-", env!("CARGO_PKG_VERSION"), "-pipeline-17");
 
 /// Whether this CPU runs what the build assumes: on x86-64, fused
 /// multiply-add (see `.cargo/config.toml`). Every binary checks at start.
