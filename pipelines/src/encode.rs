@@ -360,8 +360,12 @@ impl FlacState {
         // packed here and summed at once (flacenc's own `Fill` would feed
         // the hasher three bytes at a time).
         let bytes_per_sample = self.bits / 8;
-        self.packed.clear();
-        self.packed.extend(self.pending.iter().flat_map(|s| s.to_le_bytes().into_iter().take(bytes_per_sample)));
+        self.packed.resize(self.pending.len() * bytes_per_sample, 0);
+        match bytes_per_sample {
+            2 => pack_le::<2>(&self.pending, &mut self.packed),
+            3 => pack_le::<3>(&self.pending, &mut self.packed),
+            _ => pack_le::<4>(&self.pending, &mut self.packed),
+        }
         self.context.fill_le_bytes(&self.packed, bytes_per_sample).map_err(|e| flac_error(&e))?;
         let mut frame = if channels == 2 {
             self.encode_stereo(frames)?
@@ -420,10 +424,11 @@ impl FlacState {
             side[n] = l - r;
         }
         let cost = |x: &[i32]| -> f64 {
-            let residual: i64 =
-                x.windows(3).map(|w| (i64::from(w[2]) - 2 * i64::from(w[1]) + i64::from(w[0])).abs()).sum();
+            // Samples of at most 25 bits: the second difference fits in 32.
+            let residual: u64 =
+                x[2..].iter().zip(&x[1..]).zip(x).map(|((a, b), c)| u64::from((a - 2 * b + c).unsigned_abs())).sum();
             // One per sample keeps silence from counting as free.
-            ((residual + x.len() as i64) as f64).ln()
+            ((residual + x.len() as u64) as f64).ln()
         };
         let [l, r, m, s] = [cost(left), cost(right), cost(mid), cost(side)];
         let (assignment, first, second) = [
@@ -475,6 +480,13 @@ impl FlacState {
             file.sync_all()?;
         }
         Ok(())
+    }
+}
+
+/// Each sample's `BYTES` low bytes, little-endian, one after another.
+fn pack_le<const BYTES: usize>(samples: &[i32], packed: &mut [u8]) {
+    for (bytes, sample) in packed.chunks_exact_mut(BYTES).zip(samples) {
+        bytes.copy_from_slice(&sample.to_le_bytes()[..BYTES]);
     }
 }
 
