@@ -107,27 +107,22 @@ where
     R: Read + Seek + Send + Sync + 'static,
 {
     let mut opened = Opened::new(reader, length_bytes, extension)?;
-    let info = opened.info.clone();
-    decode_one_packet(opened.format.as_mut(), opened.decoder.as_mut(), opened.track_id, "its first")?;
-    // A file cut short still has its full length in the header: look at the
-    // last half second to prove the data is all there.
-    if let Some(frames) = info.frames {
-        let tail_start = frames.saturating_sub(u64::from(info.sample_rate_hz / 2));
-        if tail_start > 0 {
-            opened
-                .format
-                .seek(SeekMode::Accurate, SeekTo::TimeStamp { ts: tail_start, track_id: opened.track_id })
-                .map_err(|error| DecodeError::Damaged(format!("cannot reach its last half second ({error})")))?;
-            opened.decoder.reset();
-            decode_one_packet(
-                opened.format.as_mut(),
-                opened.decoder.as_mut(),
-                opened.track_id,
-                "its last half second of",
-            )?;
-        }
-    }
-    Ok(info)
+    opened.look_at_both_ends()?;
+    Ok(opened.info)
+}
+
+/// A finished FLAC file read back as [`probe`] reads any file, and the MD5
+/// its STREAMINFO carries.
+pub(crate) fn probe_flac(path: &std::path::Path) -> Result<(AudioInfo, Option<[u8; 16]>), DecodeError> {
+    let file = std::fs::File::open(path).map_err(|e| DecodeError::Io(e.to_string()))?;
+    let length_bytes = file.metadata().map_err(|e| DecodeError::Io(e.to_string()))?.len();
+    let mut opened = Opened::new(file, length_bytes, Some("flac"))?;
+    opened.look_at_both_ends()?;
+    let md5 = match opened.decoder.codec_params().verification_check {
+        Some(symphonia::core::codecs::VerificationCheck::Md5(md5)) => Some(md5),
+        _ => None,
+    };
+    Ok((opened.info, md5))
 }
 
 /// A file opened for decoding: its format reader, decoder and header.
@@ -142,6 +137,28 @@ struct Opened {
 }
 
 impl Opened {
+    /// Decodes the first packet and one in the last half second: a file
+    /// cut short still has its full length in the header.
+    fn look_at_both_ends(&mut self) -> Result<(), DecodeError> {
+        decode_one_packet(self.format.as_mut(), self.decoder.as_mut(), self.track_id, "its first")?;
+        if let Some(frames) = self.info.frames {
+            let tail_start = frames.saturating_sub(u64::from(self.info.sample_rate_hz / 2));
+            if tail_start > 0 {
+                self.format
+                    .seek(SeekMode::Accurate, SeekTo::TimeStamp { ts: tail_start, track_id: self.track_id })
+                    .map_err(|error| DecodeError::Damaged(format!("cannot reach its last half second ({error})")))?;
+                self.decoder.reset();
+                decode_one_packet(
+                    self.format.as_mut(),
+                    self.decoder.as_mut(),
+                    self.track_id,
+                    "its last half second of",
+                )?;
+            }
+        }
+        Ok(())
+    }
+
     fn new<R>(reader: R, length_bytes: u64, extension: Option<&str>) -> Result<Self, DecodeError>
     where
         R: Read + Seek + Send + Sync + 'static,
@@ -230,28 +247,148 @@ impl Opened {
     }
 }
 
-/// Proves a FLAC file readable: decodes every frame and compares the
-/// samples' MD5 with the one its STREAMINFO carries (far cheaper than
-/// measuring it again).
-pub fn verify_flac<R>(reader: R, length_bytes: u64) -> Result<(), DecodeError>
-where
-    R: Read + Seek + Send + Sync + 'static,
-{
-    let mut opened = Opened::with_options(reader, length_bytes, Some("flac"), &DecoderOptions { verify: true })?;
-    loop {
-        match opened.format.next_packet() {
-            Ok(packet) if packet.track_id() == opened.track_id => {
-                opened.decoder.decode(&packet).map_err(|e| DecodeError::Damaged(e.to_string()))?;
-            }
-            Ok(_) => {}
-            Err(SymphoniaError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-            Err(e) => return Err(DecodeError::Damaged(e.to_string())),
+/// A FLAC frame as written, and the interleaved samples it was made from.
+#[derive(Default, Clone)]
+struct WrittenFrame {
+    bytes: Vec<u8>,
+    samples: Vec<i32>,
+}
+
+/// What the frames checked so far decode to.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct CheckedFlac {
+    /// The MD5 of the decoded samples, as STREAMINFO sums them.
+    pub md5: [u8; 16],
+    pub frames: u64,
+}
+
+/// Frames queued ahead of the checker.
+const QUEUED_FRAMES: usize = 4;
+
+/// Proves each FLAC frame readable as the encoder writes it, on a thread of
+/// its own: the frame's CRC-16 checked, its header (CRC-8 included) and
+/// subframes decoded by symphonia's FLAC decoder, the samples compared bit
+/// for bit with those the frame was made from, and their MD5 taken as
+/// STREAMINFO takes it, for the finished file's to be compared with. The
+/// frames and their samples go round in a few buffers: nothing is
+/// allocated per frame, and the encoder never waits for the file to be
+/// read back whole.
+pub(crate) struct FlacFrameCheck {
+    frames: Option<std::sync::mpsc::SyncSender<WrittenFrame>>,
+    spare: std::sync::mpsc::Receiver<WrittenFrame>,
+    worker: Option<std::thread::JoinHandle<Result<CheckedFlac, String>>>,
+}
+
+impl FlacFrameCheck {
+    /// Starts a checker for a stream whose STREAMINFO body (34 bytes; its
+    /// MD5 and length may still be unknown) is `stream_info`.
+    pub(crate) fn spawn(stream_info: &[u8], channels: usize, bits: u32) -> Result<Self, DecodeError> {
+        use symphonia::core::codecs::{CODEC_TYPE_FLAC, CodecParameters};
+        let params = CodecParameters::new().for_codec(CODEC_TYPE_FLAC).with_extra_data(stream_info.into()).clone();
+        let mut decoder = symphonia::default::get_codecs()
+            .make(&params, &DecoderOptions::default())
+            .map_err(|e| DecodeError::UnsupportedCodec { codec: "flac".to_owned(), detail: e.to_string() })?;
+        let (frames, queued) = std::sync::mpsc::sync_channel::<WrittenFrame>(QUEUED_FRAMES);
+        let (give_back, spare) = std::sync::mpsc::sync_channel::<WrittenFrame>(QUEUED_FRAMES + 1);
+        for _ in 0..=QUEUED_FRAMES {
+            give_back.send(WrittenFrame::default()).expect("room for every buffer");
+        }
+        let worker = std::thread::Builder::new()
+            .name("flac-check".to_owned())
+            .spawn(move || {
+                let mut checked =
+                    Checker { md5: <md5::Md5 as md5::Digest>::new(), frames: 0, channels, bits, bytes: Vec::new() };
+                let mut failed = None;
+                for (number, frame) in queued.into_iter().enumerate() {
+                    if failed.is_none()
+                        && let Err(e) = checked.frame(decoder.as_mut(), &frame)
+                    {
+                        failed = Some(format!("frame {number} (from sample {}): {e}", checked.frames));
+                    }
+                    // The encoder may have stopped taking buffers back.
+                    let _ = give_back.send(frame);
+                }
+                match failed {
+                    Some(e) => Err(e),
+                    None => Ok(CheckedFlac { md5: md5::Digest::finalize(checked.md5).into(), frames: checked.frames }),
+                }
+            })
+            .map_err(|e| DecodeError::Io(e.to_string()))?;
+        Ok(Self { frames: Some(frames), spare, worker: Some(worker) })
+    }
+
+    /// Hands over one frame as written and the samples it was made from.
+    pub(crate) fn push(&mut self, bytes: &[u8], samples: &[i32]) {
+        let (Some(frames), Ok(mut frame)) = (&self.frames, self.spare.recv()) else { return };
+        frame.bytes.clear();
+        frame.bytes.extend_from_slice(bytes);
+        frame.samples.clear();
+        frame.samples.extend_from_slice(samples);
+        // A checker gone has its reason waiting in `finish`.
+        let _ = frames.send(frame);
+    }
+
+    /// What every frame decoded to, or why one did not read back.
+    pub(crate) fn finish(mut self) -> Result<CheckedFlac, String> {
+        drop(self.frames.take());
+        match self.worker.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(result)) => result,
+            _ => Err("the FLAC checker stopped".to_owned()),
         }
     }
-    match opened.decoder.finalize().verify_ok {
-        Some(true) => Ok(()),
-        Some(false) => Err(DecodeError::Damaged("its samples do not match the MD5 in its STREAMINFO".to_owned())),
-        None => Err(DecodeError::Damaged("its STREAMINFO carries no MD5 to check".to_owned())),
+}
+
+struct Checker {
+    md5: md5::Md5,
+    frames: u64,
+    channels: usize,
+    bits: u32,
+    /// One frame's decoded samples as MD5 bytes.
+    bytes: Vec<u8>,
+}
+
+impl Checker {
+    fn frame(&mut self, decoder: &mut dyn Decoder, frame: &WrittenFrame) -> Result<(), String> {
+        use symphonia::core::audio::{AudioBufferRef, Signal};
+        use symphonia::core::checksum::Crc16Ansi;
+        use symphonia::core::io::Monitor;
+        let Some((body, crc)) = frame.bytes.split_last_chunk::<2>() else {
+            return Err("shorter than a frame".to_owned());
+        };
+        let mut crc16 = Crc16Ansi::new(0);
+        crc16.process_buf_bytes(body);
+        if crc16.crc() != u16::from_be_bytes(*crc) {
+            return Err("its CRC-16 does not match its bytes".to_owned());
+        }
+        let packet = symphonia::core::formats::Packet::new_from_slice(0, self.frames, 0, &frame.bytes);
+        let decoded = decoder.decode(&packet).map_err(|e| format!("cannot be decoded: {e}"))?;
+        let AudioBufferRef::S32(decoded) = decoded else { return Err("decodes to no integer samples".to_owned()) };
+        let frames = decoded.frames();
+        if decoded.spec().channels.count() != self.channels || frames * self.channels != frame.samples.len() {
+            return Err(format!(
+                "decodes to {frames} frames of {} channels, not the {} samples it was made from",
+                decoded.spec().channels.count(),
+                frame.samples.len()
+            ));
+        }
+        // Symphonia lifts every sample to 32 bits.
+        let shift = 32 - self.bits;
+        let width = self.bits as usize / 8;
+        self.bytes.resize(frame.samples.len() * width, 0);
+        for channel in 0..self.channels {
+            let samples = frame.samples[channel..].iter().step_by(self.channels);
+            let bytes = self.bytes.chunks_exact_mut(width).skip(channel).step_by(self.channels);
+            for (n, ((value, made), bytes)) in decoded.chan(channel).iter().zip(samples).zip(bytes).enumerate() {
+                let value = value >> shift;
+                if value != *made {
+                    return Err(format!("sample {n} of channel {channel} decodes to {value}, not {made}"));
+                }
+                bytes.copy_from_slice(&value.to_le_bytes()[..width]);
+            }
+        }
+        md5::Digest::update(&mut self.md5, &self.bytes);
+        self.frames += frames as u64;
+        Ok(())
     }
 }
 
@@ -513,4 +650,83 @@ fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> 
         }
     }
     Ok(filled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flacenc::component::{BitRepr, StreamInfo};
+    use flacenc::error::Verify;
+    use flacenc::source::{Fill, FrameBuf};
+
+    const BLOCK: usize = 1024;
+
+    /// A STREAMINFO body and three frames of a 16-bit stereo stream as
+    /// flacenc writes them, each with the samples it was made from.
+    fn stream() -> (Vec<u8>, Vec<WrittenFrame>) {
+        let config = flacenc::config::Encoder::default().into_verified().unwrap();
+        let mut info = StreamInfo::new(44_100, 2, 16).unwrap();
+        let frames = (0..3)
+            .map(|number| {
+                let samples: Vec<i32> = (0..2 * BLOCK)
+                    .map(|i| {
+                        let t = (number * BLOCK + i / 2) as f64;
+                        (12_000.0 * (t * 0.031 + (i % 2) as f64).sin()) as i32
+                    })
+                    .collect();
+                let mut buffer = FrameBuf::with_size(2, BLOCK).unwrap();
+                buffer.fill_interleaved(&samples).unwrap();
+                let frame = flacenc::encode_fixed_size_frame(&config, &buffer, number, &info).unwrap();
+                let mut sink = flacenc::bitsink::ByteSink::new();
+                frame.write(&mut sink).unwrap();
+                WrittenFrame { bytes: sink.as_slice().to_vec(), samples }
+            })
+            .collect();
+        info.set_block_sizes(BLOCK, BLOCK).unwrap();
+        let mut sink = flacenc::bitsink::ByteSink::new();
+        info.write(&mut sink).unwrap();
+        (sink.as_slice().to_vec(), frames)
+    }
+
+    fn check(stream_info: &[u8], frames: &[WrittenFrame]) -> Result<CheckedFlac, String> {
+        let mut check = FlacFrameCheck::spawn(stream_info, 2, 16).unwrap();
+        for frame in frames {
+            check.push(&frame.bytes, &frame.samples);
+        }
+        check.finish()
+    }
+
+    #[test]
+    fn frames_that_decode_to_their_samples_pass_with_their_md5() {
+        use md5::Digest;
+        let (stream_info, frames) = stream();
+        let checked = check(&stream_info, &frames).unwrap();
+        let bytes: Vec<u8> =
+            frames.iter().flat_map(|frame| frame.samples.iter().flat_map(|s| (*s as i16).to_le_bytes())).collect();
+        assert_eq!(checked, CheckedFlac { md5: md5::Md5::digest(&bytes).into(), frames: 3 * BLOCK as u64 });
+    }
+
+    #[test]
+    fn a_damaged_frame_or_other_samples_are_caught_with_the_frame() {
+        let (stream_info, frames) = stream();
+        let mut damaged = frames.clone();
+        let middle = damaged[1].bytes.len() / 2;
+        damaged[1].bytes[middle] ^= 0x10;
+        let error = check(&stream_info, &damaged).unwrap_err();
+        assert!(error.contains("frame 1 (from sample 1024)") && error.contains("CRC-16"), "{error}");
+        let mut other = frames.clone();
+        other[2].samples[7] += 1;
+        let error = check(&stream_info, &other).unwrap_err();
+        assert!(error.contains("frame 2") && error.contains("sample 3 of channel 1 decodes to"), "{error}");
+        let error = check(
+            &stream_info,
+            &frames[..1]
+                .iter()
+                .cloned()
+                .chain([WrittenFrame { bytes: vec![0xff], samples: vec![] }])
+                .collect::<Vec<_>>(),
+        )
+        .unwrap_err();
+        assert!(error.contains("frame 1") && error.contains("shorter than a frame"), "{error}");
+    }
 }

@@ -19,6 +19,7 @@ use flacenc::error::Verify;
 use flacenc::source::{Context, Fill, FrameBuf};
 
 use crate::audio::AudioBlock;
+use crate::decode::FlacFrameCheck;
 use crate::dsp::dither::{NoiseSource, Quantizer};
 use crate::manifest::{AudioFormat, Dither};
 
@@ -66,6 +67,8 @@ pub enum EncodeError {
     Wav(#[from] hound::Error),
     #[error("the FLAC encoder failed: {0}")]
     Flac(String),
+    #[error("{path}: the FLAC written does not read back: {detail}")]
+    NotReadable { path: String, detail: String },
 }
 
 /// FLAC frames are this many samples long (the reference encoder's default).
@@ -116,6 +119,9 @@ struct FlacState {
     sink: ByteSink,
     /// Where the STREAMINFO body sits in the file, to rewrite at the end.
     stream_info_offset: u64,
+    /// Every frame decoded as written.
+    check: FlacFrameCheck,
+    path: std::path::PathBuf,
 }
 
 /// Streams audio into one encoded file.
@@ -160,7 +166,7 @@ impl Encoder {
                     bytes: Vec::new(),
                 })
             }
-            AudioFormat::Flac => Writer::Flac(Box::new(FlacState::start(out, &spec, tags)?)),
+            AudioFormat::Flac => Writer::Flac(Box::new(FlacState::start(out, path, &spec, tags)?)),
         };
         let written = AudioBlock::new(spec.channels, 0);
         Ok(Self { writer, spec, quantizer, interleaved: Vec::new(), written })
@@ -274,7 +280,7 @@ impl Encoder {
 }
 
 impl FlacState {
-    fn start(mut out: BufWriter<File>, spec: &EncodeSpec, tags: &Tags) -> Result<Self, EncodeError> {
+    fn start(mut out: BufWriter<File>, path: &Path, spec: &EncodeSpec, tags: &Tags) -> Result<Self, EncodeError> {
         let flac_error = |e: &dyn std::fmt::Debug| EncodeError::Flac(format!("{e:?}"));
         let mut encoder_config = config::Encoder::default();
         encoder_config.block_size = FLAC_BLOCK_FRAMES;
@@ -310,7 +316,17 @@ impl FlacState {
         let length = comments.len() as u32;
         out.write_all(&[0x80 | 4, (length >> 16) as u8, (length >> 8) as u8, length as u8])?;
         out.write_all(&comments)?;
+        // The checker's decoder reads the stream's shape from a STREAMINFO
+        // whose length and MD5 are not known yet.
+        let mut shape = stream_info.clone();
+        shape.set_block_sizes(FLAC_BLOCK_FRAMES, FLAC_BLOCK_FRAMES).map_err(|e| flac_error(&e))?;
+        let mut shape_bytes = ByteSink::new();
+        shape.write(&mut shape_bytes).map_err(|e| flac_error(&e))?;
+        let check =
+            FlacFrameCheck::spawn(shape_bytes.as_slice(), spec.channels, bits as u32).map_err(|e| flac_error(&e))?;
         Ok(Self {
+            check,
+            path: path.to_owned(),
             out,
             config,
             verbatim,
@@ -395,6 +411,7 @@ impl FlacState {
         frame.write(&mut self.sink).map_err(|e| EncodeError::Flac(format!("{e:?}")))?;
         self.stream_info.update_frame_info(&frame);
         self.out.write_all(self.sink.as_slice())?;
+        self.check.push(self.sink.as_slice(), &self.pending);
         self.frame_number += 1;
         self.pending.clear();
         Ok(())
@@ -478,6 +495,23 @@ impl FlacState {
         file.write_all(sink.as_slice())?;
         if sync {
             file.sync_all()?;
+        }
+        drop(file);
+        // Proved readable: every frame decoded as written (above, beside
+        // the encoder), and the finished file read back by the decoder's
+        // own demuxer, its STREAMINFO carrying the decoded samples' MD5.
+        let path = self.path.display().to_string();
+        let not_readable = |detail: String| EncodeError::NotReadable { path: path.clone(), detail };
+        let decoded = self.check.finish().map_err(not_readable)?;
+        let (info, md5) = crate::decode::probe_flac(&self.path).map_err(|e| not_readable(e.to_string()))?;
+        if md5 != Some(decoded.md5) {
+            return Err(not_readable("its STREAMINFO does not carry its decoded samples' MD5".to_owned()));
+        }
+        if info.frames != Some(decoded.frames) {
+            return Err(not_readable(format!(
+                "its STREAMINFO gives {:?} frames where its audio holds {}",
+                info.frames, decoded.frames
+            )));
         }
         Ok(())
     }
