@@ -1,7 +1,8 @@
 //! Reading audio files with symphonia: [`probe`] reads a header without
 //! decoding the file (a quick look at the first and last packets proves it
 //! decodable and not cut short); [`AudioReader`] decodes it as a stream of
-//! planar `f32` blocks, never holding the whole file.
+//! planar `f32` blocks, never holding the whole file; `FlacFrameCheck`
+//! decodes the frames of a FLAC being written, to prove it readable.
 //!
 //! WAV (16/24/32-bit integer, 32-bit float), FLAC, AIFF, MP3, OGG Vorbis and
 //! ALAC; mono or stereo.

@@ -421,7 +421,8 @@ impl FlacState {
     /// left/side, right/side or mid/side) that costs least by estimate,
     /// predicting only those two: the reference encoder's exhaustive search
     /// predicts all four and keeps the best pair, which doubles the work
-    /// for a file rarely 0.1% smaller.
+    /// for files 0.1–0.4% smaller (the example album's masters, and the
+    /// music of `tests/encode.rs`).
     ///
     /// The estimate is each channel's second-order fixed residual: a Rice
     /// code spends about log2 of a residual's mean magnitude on each
