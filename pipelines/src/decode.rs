@@ -10,7 +10,7 @@
 use std::io::{Read, Seek};
 
 use serde::{Deserialize, Serialize};
-use symphonia::core::audio::SampleBuffer;
+use symphonia::core::audio::{AudioBufferRef, SampleBuffer};
 use symphonia::core::codecs::{CODEC_TYPE_NULL, CODEC_TYPE_PCM_F32LE, CodecType, Decoder, DecoderOptions};
 use symphonia::core::errors::Error as SymphoniaError;
 use symphonia::core::formats::{FormatOptions, FormatReader, SeekMode, SeekTo};
@@ -350,7 +350,7 @@ struct Checker {
 
 impl Checker {
     fn frame(&mut self, decoder: &mut dyn Decoder, frame: &WrittenFrame) -> Result<(), String> {
-        use symphonia::core::audio::{AudioBufferRef, Signal};
+        use symphonia::core::audio::Signal;
         use symphonia::core::checksum::Crc16Ansi;
         use symphonia::core::io::Monitor;
         let Some((body, crc)) = frame.bytes.split_last_chunk::<2>() else {
@@ -516,6 +516,7 @@ impl AudioReader {
             self.next_ts = Some(packet.ts() + packet.dur());
             let channels = self.opened.info.channels;
             let at_s = |frame: u64| frame as f64 / f64::from(self.opened.info.sample_rate_hz);
+            let mut float = true;
             let frames = if self.opened.codec == CODEC_TYPE_PCM_F32LE {
                 unpack_f32le(packet.buf(), channels, &mut self.unpacked)
             } else {
@@ -525,6 +526,7 @@ impl AudioReader {
                         at_s(self.frames_decoded)
                     ))
                 })?;
+                float = matches!(decoded, AudioBufferRef::F32(_) | AudioBufferRef::F64(_));
                 let frames = decoded.frames();
                 let needs_room = self.decoded.as_ref().is_none_or(|b| b.capacity() < frames * channels);
                 if needs_room {
@@ -538,10 +540,11 @@ impl AudioReader {
             if frames == 0 {
                 continue;
             }
-            // Float files can hold NaN or infinities; nothing downstream
-            // may see them (filters would spread them, caches keep them).
+            // Float files can hold NaN or infinities (integer ones cannot);
+            // nothing downstream may see them (filters would spread them,
+            // caches keep them).
             let samples = self.packet_samples();
-            if let Some(index) = samples[..frames * channels].iter().position(|s| !s.is_finite()) {
+            if float && let Some(index) = samples[..frames * channels].iter().position(|s| !s.is_finite()) {
                 return Err(DecodeError::NotFinite { at_s: at_s(self.frames_decoded + (index % frames) as u64) });
             }
             self.decoded_frames = frames;
