@@ -85,6 +85,12 @@ pub fn cancellable<T>(cancel: std::sync::Arc<std::sync::atomic::AtomicBool>, wor
     result
 }
 
+/// The flag that stops this thread's stage, for threads it starts to carry
+/// (see [`cancellable`]).
+pub(crate) fn cancel_flag() -> Option<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    CANCEL.with(|c| c.borrow().clone())
+}
+
 /// Fails with [`StageError::Cancelled`] when this thread's stage was stopped.
 pub(crate) fn check_cancelled() -> Result<(), StageError> {
     let cancelled =
