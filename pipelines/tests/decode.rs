@@ -228,7 +228,36 @@ fn non_finite_samples_are_refused_at_their_time() {
         let error = decode_until_error(cursor.into_inner(), "wav").unwrap_err();
         assert_eq!(error, DecodeError::NotFinite { at_s: 1.25 }, "{bad}");
         assert!(error.to_string().contains("at 1.250 s"), "{error}");
+        // 64-bit float goes through symphonia's decoder (32-bit float is
+        // unpacked by lacquer): the same check there.
+        let error = decode_until_error(f64_wav(96_000, 60_000, f64::from(bad)), "wav").unwrap_err();
+        assert_eq!(error, DecodeError::NotFinite { at_s: 1.25 }, "64-bit {bad}");
     }
+}
+
+/// A stereo 64-bit float WAV at 48 kHz of `frames` frames of 0.1, the
+/// right channel's frame `at` being `bad` (hound writes no 64-bit float).
+fn f64_wav(frames: u32, at: u32, bad: f64) -> Vec<u8> {
+    let data_bytes = frames * 16;
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(b"RIFF");
+    bytes.extend_from_slice(&(36 + data_bytes).to_le_bytes());
+    bytes.extend_from_slice(b"WAVEfmt ");
+    bytes.extend_from_slice(&16u32.to_le_bytes());
+    // IEEE float, 2 channels, 48 kHz, bytes a second, block align, bits.
+    bytes.extend_from_slice(&3u16.to_le_bytes());
+    bytes.extend_from_slice(&2u16.to_le_bytes());
+    bytes.extend_from_slice(&48_000u32.to_le_bytes());
+    bytes.extend_from_slice(&(48_000u32 * 16).to_le_bytes());
+    bytes.extend_from_slice(&16u16.to_le_bytes());
+    bytes.extend_from_slice(&64u16.to_le_bytes());
+    bytes.extend_from_slice(b"data");
+    bytes.extend_from_slice(&data_bytes.to_le_bytes());
+    for n in 0..frames {
+        bytes.extend_from_slice(&0.1f64.to_le_bytes());
+        bytes.extend_from_slice(&(if n == at { bad } else { 0.1 }).to_le_bytes());
+    }
+    bytes
 }
 
 #[test]
