@@ -271,9 +271,9 @@ const QUEUED_FRAMES: usize = 4;
 /// subframes decoded by symphonia's FLAC decoder, the samples compared bit
 /// for bit with those the frame was made from, and their MD5 taken as
 /// STREAMINFO takes it, for the finished file's to be compared with. The
-/// frames and their samples go round in a few buffers: nothing is
-/// allocated per frame, and the encoder never waits for the file to be
-/// read back whole.
+/// frames and their samples go round in a few buffers (symphonia's
+/// packet still copies each frame, as its demuxer would), and the encoder
+/// never waits for the file to be read back whole.
 pub(crate) struct FlacFrameCheck {
     frames: Option<std::sync::mpsc::SyncSender<WrittenFrame>>,
     spare: std::sync::mpsc::Receiver<WrittenFrame>,
